@@ -1,0 +1,619 @@
+"""`SyncServer`: the hub behind a WebSocket server (``websockets``, asyncio).
+
+The server runs in whatever asyncio loop is current (a notebook kernel's, or
+its own from the command line). It is a thin transport around
+:class:`~autosync_jupyter.hub.Hub`: it reads binary frames, hands them to the
+hub, appends the hub's writes to the store and sends the hub's messages —
+each message only after every change written before it is durable (group
+commit: all writes of one loop turn share one flush). Each connection has a
+bounded send queue, so a peer that does not read is dropped instead of
+growing the server.
+
+>>> async def main():
+...     async with SyncServer(port=0, data_dir=None) as server:
+...         doc_id = await server.create_document({"title": "hello"})
+...         return server.url.startswith("ws://127.0.0.1:"), doc_id in server.list_documents()
+>>> asyncio.run(main())
+(True, True)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import ssl as ssl_module
+import threading
+from collections import deque
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from types import TracebackType
+from typing import Any, TypeVar
+
+import automerge.core as am
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request as HttpRequest
+from websockets.http11 import Response as HttpResponse
+
+from .errors import AutosyncError
+from .hub import CLOSE_GOING_AWAY, ConnectionId, Effects, Hub, PeerInfo, SharePolicy
+from .ids import DocumentId, generate_document_id, validate_document_id
+from .protocol import encode
+from .storage import FileStore, MemoryStore, Store
+from .values import new_document, to_py
+
+__all__ = ["DEFAULT_MAX_MESSAGE_SIZE", "BackgroundSyncServer", "SyncServer"]
+
+logger = logging.getLogger("autosync_jupyter.server")
+
+#: The JS sync server's (``ws``'s) default message limit; whole documents
+#: travel in one message, so the usual 1 MiB Python default breaks first syncs.
+DEFAULT_MAX_MESSAGE_SIZE = 100 * 1024 * 1024
+#: A connection whose unsent messages exceed this many bytes is dropped.
+DEFAULT_MAX_SEND_QUEUE = 256 * 1024 * 1024
+
+_CLOSE_UNSUPPORTED_DATA = 1003
+_CLOSE_POLICY = 1008
+_CLOSE_INTERNAL_ERROR = 1011
+
+T = TypeVar("T")
+
+
+@dataclass
+class _Link:
+    """One WebSocket connection and what waits to be sent on it."""
+
+    ws: ServerConnection
+    conn_id: ConnectionId
+    queue: deque[tuple[asyncio.Future[None] | None, bytes]] = field(default_factory=deque)
+    queued_bytes: int = 0
+    wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+    closing: bool = False
+
+
+class SyncServer:
+    """An automerge-repo sync server: JS, Rust, R and Python peers connect to it.
+
+    Args:
+        host: interface to listen on (``127.0.0.1`` keeps it on this machine).
+        port: TCP port; 0 picks a free one (read it back from :attr:`url`).
+        data_dir: directory of the durable store (compatible with the JS
+            sync server's NodeFS layout and R's ``<id>.automerge`` files);
+            None keeps documents in memory only.
+        store: a :class:`~autosync_jupyter.storage.Store` to use instead of
+            ``data_dir``.
+        ephemeral: announce no storage id (``isEphemeral``) and keep
+            everything in memory.
+        share: the share policy (see :data:`~autosync_jupyter.hub.SharePolicy`).
+        create_on_request: R-compatible "create empty documents on request".
+        ssl: an ``ssl.SSLContext`` to serve ``wss://`` (see
+            :func:`~autosync_jupyter.tls.self_signed_context`).
+        max_message_size: largest accepted message in bytes (close 1009 above).
+        ping_interval, ping_timeout: keep-alive; a peer that misses a pong
+            for ``ping_timeout`` seconds is dropped.
+        origins: if given, only browser pages from these origins may connect.
+        max_send_queue: bytes of unsent messages after which a peer that does
+            not read is disconnected.
+        path: if given, only upgrades on this URL path are accepted.
+    """
+
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        data_dir: str | os.PathLike[str] | None = ".automerge",
+        store: Store | None = None,
+        ephemeral: bool = False,
+        share: SharePolicy = "request",
+        create_on_request: bool = False,
+        ssl: ssl_module.SSLContext | None = None,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        ping_interval: float | None = 10.0,
+        ping_timeout: float | None = 10.0,
+        origins: Sequence[str] | None = None,
+        max_send_queue: int = DEFAULT_MAX_SEND_QUEUE,
+        path: str | None = None,
+    ) -> None:
+        if store is None:
+            store = MemoryStore() if ephemeral or data_dir is None else FileStore(data_dir)
+        self.host = host
+        self.port = port
+        self.data_dir = None if ephemeral or data_dir is None else os.fspath(data_dir)
+        self.ssl = ssl
+        self.path = path
+        self.ephemeral = ephemeral
+        self._share = share
+        self._create_on_request = create_on_request
+        self._store = store
+        self._max_message_size = max_message_size
+        self._ping_interval = ping_interval
+        self._ping_timeout = ping_timeout
+        self._origins = list(origins) if origins is not None else None
+        self._max_send_queue = max_send_queue
+        self._hub: Hub | None = None
+        self._server: Server | None = None
+        self._links: dict[ConnectionId, _Link] = {}
+        self._loads: dict[DocumentId, asyncio.Future[None]] = {}
+        self._barrier: asyncio.Future[None] | None = None
+        self._next_flush: asyncio.Future[None] | None = None
+        self._propagate_scheduled = False
+        self._written: set[DocumentId] = set()
+        self._compacting: set[DocumentId] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._closed = asyncio.Event()
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    async def start(self) -> SyncServer:
+        """Open the store and start listening; returns once the socket is bound."""
+        if self._server is not None:
+            raise AutosyncError("server already started")
+        await self._store.open()
+        self._hub = Hub(
+            storage_id=None if self.ephemeral else self._store.storage_id,
+            share=self._share,
+            stored=self._store,
+            create_on_request=self._create_on_request,
+        )
+        self._server = await serve(
+            self._handle,
+            self.host,
+            self.port,
+            ssl=self.ssl,
+            compression=None,
+            max_size=self._max_message_size,
+            max_queue=64,
+            ping_interval=self._ping_interval,
+            ping_timeout=self._ping_timeout,
+            origins=self._origins,  # type: ignore[arg-type]
+            process_request=self._process_request,
+            server_header="autosync-jupyter",
+        )
+        sock = next(iter(self._server.sockets))
+        self.port = sock.getsockname()[1]
+        logger.info("serving %s (data: %s)", self.url, self.data_dir or "memory")
+        return self
+
+    async def close(self) -> None:
+        """Flush everything, close every connection with 1001 and stop listening."""
+        if self._server is None:
+            return
+        hub = self._require_hub()
+        self._apply(hub.propagate())
+        with contextlib.suppress(Exception):
+            await self._store.flush()
+        for link in list(self._links.values()):
+            # Let queued replies (acknowledgements) go out before the close.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._drain(link), timeout=2)
+        self._apply(hub.shutdown())
+        self._server.close(close_connections=True)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._server.wait_closed(), timeout=5)
+        for task in list(self._tasks):
+            task.cancel()
+        await self._store.close()
+        self._server = None
+        self._closed.set()
+        logger.info("server closed")
+
+    async def serve_forever(self) -> None:
+        """Run until :meth:`close` is called (from another task or a signal)."""
+        await self._closed.wait()
+
+    async def __aenter__(self) -> SyncServer:
+        return await self.start()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    @property
+    def url(self) -> str:
+        """``ws://host:port`` (or ``wss://``) of the listening socket."""
+        scheme = "wss" if self.ssl is not None else "ws"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{scheme}://{host}:{self.port}{self.path or ''}"
+
+    @property
+    def storage_id(self) -> str | None:
+        """The persistent storage id announced to peers (None when ephemeral)."""
+        return self._hub.storage_id if self._hub else None
+
+    @property
+    def peer_id(self) -> str | None:
+        """This server's peer id (new at every start)."""
+        return self._hub.peer_id if self._hub else None
+
+    @property
+    def hub(self) -> Hub:
+        """The sync engine (for embedding in other transports)."""
+        return self._require_hub()
+
+    def __repr__(self) -> str:
+        state = "running" if self._server is not None else "stopped"
+        docs = len(self._store.document_ids()) if self._hub else 0
+        return (
+            f"<SyncServer {self.url if self._server else '(not started)'} {state}, "
+            f"data: {self.data_dir or 'memory'}, {docs} documents, "
+            f"{len(self._links)} connections>"
+        )
+
+    # -- documents -----------------------------------------------------------------
+
+    def list_documents(self) -> list[DocumentId]:
+        """Ids of every document the server holds (stored or in memory)."""
+        hub = self._require_hub()
+        ids = set(self._store.document_ids())
+        ids.update(info.document_id for info in hub.list_documents())
+        return sorted(ids)
+
+    async def create_document(
+        self, initial: dict[str, Any] | None = None, doc_id: str | None = None
+    ) -> DocumentId:
+        """Make a new document (with ``initial`` content) and return its id.
+
+        It is written durably before this returns, and announced to peers
+        under the ``announce`` policy. Raises ValueError if ``doc_id`` exists.
+        """
+        hub = self._require_hub()
+        new_id = validate_document_id(doc_id) if doc_id is not None else generate_document_id()
+        if new_id in self._store or hub.is_loaded(new_id):
+            raise ValueError(f"document {new_id} already exists")
+        document = new_document(initial)
+        self._apply(hub.add_document(new_id, document))
+        await self._store.flush()
+        return new_id
+
+    async def get_document(self, doc_id: str) -> am.Document:
+        """Return a copy of a document (loading it from storage if needed).
+
+        Raises:
+            KeyError: the server does not hold the document.
+        """
+        valid = validate_document_id(doc_id)
+        await self._ensure_loaded(valid)
+        return self._require_hub().document(valid)
+
+    async def read_document(self, doc_id: str) -> dict[str, Any]:
+        """Return a document's content as plain Python values."""
+        return to_py(await self.get_document(doc_id))
+
+    async def change_document(self, doc_id: str, edit: Callable[[am.Transaction], None]) -> None:
+        """Edit a document on the server; the change reaches every connected peer.
+
+        ``edit`` receives an ``automerge.core.Transaction``. Returns once the
+        change is durable.
+        """
+        valid = validate_document_id(doc_id)
+        await self._ensure_loaded(valid)
+        self._apply(self._require_hub().change_document(valid, edit))
+        await self._store.flush()
+
+    async def _ensure_loaded(self, doc_id: DocumentId) -> None:
+        hub = self._require_hub()
+        if hub.is_loaded(doc_id):
+            return
+        if not hub.load_needed(doc_id):
+            raise KeyError(doc_id)
+        self._apply(hub.request_load(doc_id))
+        pending = self._loads.get(doc_id)
+        if pending is not None:
+            await asyncio.shield(pending)
+        if not hub.is_loaded(doc_id):
+            raise KeyError(doc_id)
+
+    # -- transport ---------------------------------------------------------------
+
+    def _process_request(
+        self, connection: ServerConnection, request: HttpRequest
+    ) -> HttpResponse | None:
+        if self.path is not None and request.path.split("?", 1)[0] != self.path:
+            return connection.respond(HTTPStatus.NOT_FOUND, "no sync endpoint at this path\n")
+        if "upgrade" not in request.headers.get("Connection", "").lower():
+            # Health checks (the JS sync server answers GET / the same way).
+            return connection.respond(HTTPStatus.OK, "autosync-jupyter sync server is running\n")
+        return None
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        hub = self._require_hub()
+        address = _format_address(ws.remote_address)
+        conn_id = hub.open_connection(remote_address=address, identity=None)
+        link = _Link(ws, conn_id)
+        self._links[conn_id] = link
+        sender = asyncio.create_task(self._send_loop(link))
+        try:
+            async for data in ws:
+                if isinstance(data, str):
+                    logger.warning("%s sent a text frame: closing", address)
+                    await ws.close(_CLOSE_UNSUPPORTED_DATA, "binary frames only")
+                    break
+                self._apply(hub.receive(conn_id, data))
+                if link.closing:
+                    break
+        except ConnectionClosed:
+            pass
+        finally:
+            self._links.pop(conn_id, None)
+            self._apply(hub.close_connection(conn_id))
+            sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sender
+
+    def _apply(self, fx: Effects) -> None:
+        """Carry out what the hub asked for (sync; no awaiting in here)."""
+        if fx.writes:
+            for doc_id, data in fx.writes:
+                self._store.append(doc_id, data)
+                self._written.add(doc_id)
+            self._schedule_flush()
+        for conn_id, msg in fx.send:
+            link = self._links.get(conn_id)
+            if link is not None and not link.closing:
+                self._enqueue(link, encode(msg))
+        for conn_id, code, reason in fx.close:
+            link = self._links.get(conn_id)
+            if link is not None and not link.closing:
+                link.closing = True
+                self._spawn(self._close_link(link, code, reason))
+        for doc_id in fx.load:
+            self._spawn_load(doc_id)
+        hub = self._hub
+        if hub is not None and hub.pending_propagation() and not self._propagate_scheduled:
+            self._propagate_scheduled = True
+            asyncio.get_running_loop().call_soon(self._propagate)
+
+    def _propagate(self) -> None:
+        self._propagate_scheduled = False
+        self._apply(self._require_hub().propagate())
+
+    def _schedule_flush(self) -> None:
+        # Every write of this loop turn shares one flush (group commit).
+        if self._next_flush is None:
+            loop = asyncio.get_running_loop()
+            self._next_flush = loop.create_future()
+            loop.call_soon(self._start_flush)
+        self._barrier = self._next_flush
+
+    def _start_flush(self) -> None:
+        barrier, self._next_flush = self._next_flush, None
+        written, self._written = self._written, set()
+        assert barrier is not None
+
+        async def flush() -> None:
+            try:
+                await self._store.flush()
+            except BaseException as exc:
+                logger.exception("storage flush failed: nothing more is acknowledged")
+                barrier.set_exception(AutosyncError(f"storage failure: {exc}"))
+                raise
+            barrier.set_result(None)
+            for doc_id in written:
+                self._maybe_compact(doc_id)
+
+        self._spawn(flush())
+
+    def _enqueue(self, link: _Link, data: bytes) -> None:
+        barrier = self._barrier if self._barrier is not None and not self._barrier.done() else None
+        link.queue.append((barrier, data))
+        link.queued_bytes += len(data)
+        link.wakeup.set()
+        if link.queued_bytes > self._max_send_queue:
+            logger.warning(
+                "peer at %s does not read (%d bytes queued): disconnecting",
+                _format_address(link.ws.remote_address),
+                link.queued_bytes,
+            )
+            link.closing = True
+            link.queue.clear()
+            link.queued_bytes = 0
+            self._spawn(self._abort(link))
+
+    async def _send_loop(self, link: _Link) -> None:
+        try:
+            while True:
+                await link.wakeup.wait()
+                link.wakeup.clear()
+                while link.queue:
+                    barrier, data = link.queue[0]
+                    if barrier is not None and not barrier.done():
+                        await barrier
+                    link.queue.popleft()
+                    link.queued_bytes -= len(data)
+                    await link.ws.send(data)
+        except ConnectionClosed:
+            pass
+        except AutosyncError:
+            await link.ws.close(_CLOSE_INTERNAL_ERROR, "storage failure")
+
+    async def _drain(self, link: _Link) -> None:
+        while link.queue:
+            await asyncio.sleep(0.01)
+
+    async def _close_link(self, link: _Link, code: int, reason: str) -> None:
+        # Send what is queued first (the error message explaining the close).
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._drain(link), timeout=2)
+        await link.ws.close(code, reason)
+
+    async def _abort(self, link: _Link) -> None:
+        link.ws.transport.abort()
+
+    def _spawn_load(self, doc_id: DocumentId) -> None:
+        if doc_id in self._loads:
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._loads[doc_id] = future
+
+        async def load() -> None:
+            try:
+                data = await self._store.load(doc_id)
+            except Exception:
+                logger.exception("loading document %s failed", doc_id)
+                data = None
+            finally:
+                self._loads.pop(doc_id, None)
+            self._apply(self._require_hub().document_loaded(doc_id, data))
+            future.set_result(None)
+
+        self._spawn(load())
+
+    def _maybe_compact(self, doc_id: DocumentId) -> None:
+        hub = self._hub
+        if hub is None or doc_id in self._compacting or not hub.is_loaded(doc_id):
+            return
+        if not self._store.needs_compaction(doc_id):
+            return
+        self._compacting.add(doc_id)
+        snapshot, heads = hub.save_document(doc_id)
+
+        async def compact() -> None:
+            try:
+                await self._store.compact(doc_id, snapshot, heads)
+            finally:
+                self._compacting.discard(doc_id)
+
+        self._spawn(compact())
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            exc = task.exception()
+            if not isinstance(exc, (ConnectionClosed, AutosyncError)):
+                logger.error("background task failed", exc_info=exc)
+
+    def _require_hub(self) -> Hub:
+        if self._hub is None:
+            raise AutosyncError("the server is not started: call start() first")
+        return self._hub
+
+    def peers(self) -> list[PeerInfo]:
+        """The peers connected right now."""
+        return self._require_hub().peers()
+
+
+def _format_address(address: Any) -> str:
+    if isinstance(address, tuple) and len(address) >= 2:
+        return f"{address[0]}:{address[1]}"
+    return str(address)
+
+
+class BackgroundSyncServer:
+    """A :class:`SyncServer` running in its own thread, with blocking methods.
+
+    For scripts and consoles that have no event loop of their own; the hub
+    still runs on one loop (the thread's). Arguments are those of
+    :class:`SyncServer`.
+
+    >>> with BackgroundSyncServer(data_dir=None) as server:
+    ...     doc_id = server.create_document({"n": 1})
+    ...     server.read_document(doc_id)
+    {'n': 1}
+    """
+
+    def __init__(self, **options: Any) -> None:
+        self._options = options
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._server: SyncServer | None = None
+
+    def start(self) -> BackgroundSyncServer:
+        """Start the server thread; returns once the socket is listening."""
+        ready = threading.Event()
+        failure: list[BaseException] = []
+
+        def run() -> None:
+            loop = asyncio.new_event_loop()
+            self._loop = loop
+            try:
+                self._server = loop.run_until_complete(SyncServer(**self._options).start())
+            except BaseException as exc:
+                failure.append(exc)
+                ready.set()
+                loop.close()
+                return
+            ready.set()
+            loop.run_until_complete(self._server.serve_forever())
+            loop.close()
+
+        self._thread = threading.Thread(target=run, name="autosync-server", daemon=True)
+        self._thread.start()
+        ready.wait()
+        if failure:
+            raise failure[0]
+        return self
+
+    def _call(self, coro: Awaitable[T]) -> T:
+        if self._loop is None:
+            raise AutosyncError("the server is not started")
+
+        async def wrapper() -> T:
+            return await coro
+
+        return asyncio.run_coroutine_threadsafe(wrapper(), self._loop).result()
+
+    def close(self) -> None:
+        """Stop the server (flushing everything) and join its thread."""
+        if self._server is not None and self._thread is not None:
+            self._call(self._server.close())
+            self._thread.join(timeout=10)
+            self._server = None
+
+    @property
+    def url(self) -> str:
+        """The server's URL."""
+        assert self._server is not None
+        return self._server.url
+
+    def create_document(self, initial: dict[str, Any] | None = None, doc_id: str | None = None) -> DocumentId:
+        """Blocking :meth:`SyncServer.create_document`."""
+        assert self._server is not None
+        return self._call(self._server.create_document(initial, doc_id))
+
+    def list_documents(self) -> list[DocumentId]:
+        """Blocking :meth:`SyncServer.list_documents`."""
+        assert self._server is not None
+        server = self._server
+
+        async def run() -> list[DocumentId]:
+            return server.list_documents()
+
+        return self._call(run())
+
+    def get_document(self, doc_id: str) -> am.Document:
+        """Blocking :meth:`SyncServer.get_document`."""
+        assert self._server is not None
+        return self._call(self._server.get_document(doc_id))
+
+    def read_document(self, doc_id: str) -> dict[str, Any]:
+        """Blocking :meth:`SyncServer.read_document`."""
+        assert self._server is not None
+        return self._call(self._server.read_document(doc_id))
+
+    def change_document(self, doc_id: str, edit: Callable[[am.Transaction], None]) -> None:
+        """Blocking :meth:`SyncServer.change_document`."""
+        assert self._server is not None
+        self._call(self._server.change_document(doc_id, edit))
+
+    def __enter__(self) -> BackgroundSyncServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return repr(self._server) if self._server else "<BackgroundSyncServer (not started)>"
+

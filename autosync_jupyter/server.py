@@ -39,7 +39,7 @@ from websockets.http11 import Request as HttpRequest
 from websockets.http11 import Response as HttpResponse
 
 from .errors import AutosyncError
-from .hub import CLOSE_GOING_AWAY, ConnectionId, Effects, Hub, PeerInfo, SharePolicy
+from .hub import ConnectionId, Effects, Hub, PeerInfo, SharePolicy
 from .ids import DocumentId, generate_document_id, validate_document_id
 from .protocol import encode
 from .storage import FileStore, MemoryStore, Store
@@ -72,6 +72,7 @@ class _Link:
     queued_bytes: int = 0
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     closing: bool = False
+    close_task: asyncio.Future[None] | None = None
 
 
 class SyncServer:
@@ -94,6 +95,8 @@ class SyncServer:
         max_message_size: largest accepted message in bytes (close 1009 above).
         ping_interval, ping_timeout: keep-alive; a peer that misses a pong
             for ``ping_timeout`` seconds is dropped.
+        close_timeout: how long a closing handshake may take before the
+            connection is cut.
         origins: if given, only browser pages from these origins may connect.
         max_send_queue: bytes of unsent messages after which a peer that does
             not read is disconnected.
@@ -114,6 +117,7 @@ class SyncServer:
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
         ping_interval: float | None = 10.0,
         ping_timeout: float | None = 10.0,
+        close_timeout: float = 5.0,
         origins: Sequence[str] | None = None,
         max_send_queue: int = DEFAULT_MAX_SEND_QUEUE,
         path: str | None = None,
@@ -132,6 +136,7 @@ class SyncServer:
         self._max_message_size = max_message_size
         self._ping_interval = ping_interval
         self._ping_timeout = ping_timeout
+        self._close_timeout = close_timeout
         self._origins = list(origins) if origins is not None else None
         self._max_send_queue = max_send_queue
         self._hub: Hub | None = None
@@ -169,6 +174,7 @@ class SyncServer:
             max_queue=64,
             ping_interval=self._ping_interval,
             ping_timeout=self._ping_timeout,
+            close_timeout=self._close_timeout,
             origins=self._origins,  # type: ignore[arg-type]
             process_request=self._process_request,
             server_header="autosync-jupyter",
@@ -339,6 +345,9 @@ class SyncServer:
                 self._apply(hub.receive(conn_id, data))
                 if link.closing:
                     break
+            if link.close_task is not None:
+                # Returning now would close with 1000; let the close we chose happen.
+                await asyncio.shield(link.close_task)
         except ConnectionClosed:
             pass
         finally:
@@ -363,7 +372,7 @@ class SyncServer:
             link = self._links.get(conn_id)
             if link is not None and not link.closing:
                 link.closing = True
-                self._spawn(self._close_link(link, code, reason))
+                link.close_task = self._spawn(self._close_link(link, code, reason))
         for doc_id in fx.load:
             self._spawn_load(doc_id)
         hub = self._hub
@@ -483,10 +492,11 @@ class SyncServer:
 
         self._spawn(compact())
 
-    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
+        return task
 
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
@@ -578,7 +588,9 @@ class BackgroundSyncServer:
         assert self._server is not None
         return self._server.url
 
-    def create_document(self, initial: dict[str, Any] | None = None, doc_id: str | None = None) -> DocumentId:
+    def create_document(
+        self, initial: dict[str, Any] | None = None, doc_id: str | None = None
+    ) -> DocumentId:
         """Blocking :meth:`SyncServer.create_document`."""
         assert self._server is not None
         return self._call(self._server.create_document(initial, doc_id))
@@ -616,4 +628,3 @@ class BackgroundSyncServer:
 
     def __repr__(self) -> str:
         return repr(self._server) if self._server else "<BackgroundSyncServer (not started)>"
-

@@ -1,0 +1,372 @@
+"""`SyncServer` over real sockets on 127.0.0.1, with a raw protocol client."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import urllib.request
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import automerge.core as am
+
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from autosync_jupyter import BackgroundSyncServer, SyncServer
+from autosync_jupyter.ids import DocumentId, PeerId, generate_document_id
+from autosync_jupyter.protocol import (
+    DocUnavailable,
+    Join,
+    Message,
+    Peer,
+    PeerMetadata,
+    Request,
+    Sync,
+    decode,
+    encode,
+)
+from autosync_jupyter.tls import client_ssl_context, make_self_signed_certificate, server_ssl_context
+from autosync_jupyter.values import new_document, to_py
+
+
+class RawPeer:
+    """A protocol-level client: joins, syncs documents, records what it got."""
+
+    def __init__(self, ws: ClientConnection, peer_id: str) -> None:
+        self.ws = ws
+        self.peer_id = PeerId(peer_id)
+        self.server_id = PeerId("")
+        self.docs: dict[DocumentId, am.Document] = {}
+        self.states: dict[DocumentId, am.SyncState] = {}
+
+    async def join(self, **meta: Any) -> Peer:
+        await self.ws.send(encode(Join(self.peer_id, peer_metadata=PeerMetadata(**meta))))
+        reply = await self.recv()
+        assert isinstance(reply, Peer), reply
+        self.server_id = reply.sender_id
+        return reply
+
+    async def recv(self, timeout: float = 5) -> Message:
+        return decode(await asyncio.wait_for(self.ws.recv(), timeout))
+
+    async def send_sync(self, doc_id: DocumentId, *, request: bool = False) -> bool:
+        doc = self.docs.setdefault(doc_id, am.Document())
+        state = self.states.setdefault(doc_id, am.SyncState())
+        msg = doc.generate_sync_message(state)
+        if msg is None:
+            return False
+        cls = Request if request else Sync
+        await self.ws.send(encode(cls(self.peer_id, self.server_id, doc_id, msg.encode())))
+        return True
+
+    async def sync_until_quiet(self, doc_id: DocumentId, *, request: bool = False) -> list[Message]:
+        """Run the sync loop for one document until both sides hold the same heads."""
+        got: list[Message] = []
+        await self.send_sync(doc_id, request=request)
+        while True:
+            msg = await self.recv()
+            got.append(msg)
+            if not isinstance(msg, Sync):
+                return got
+            doc = self.docs[doc_id]
+            doc.receive_sync_message(self.states[doc_id], am.Message.decode(msg.data))
+            await self.send_sync(doc_id)
+            if sorted(advertised_heads(msg.data)) == sorted(doc.get_heads()):
+                return got
+
+
+def advertised_heads(data: bytes) -> list[bytes]:
+    """The heads a sync message says its sender has (protocol.md §4.1)."""
+    count = data[1]
+    assert count < 0x80, "test helper reads single-byte ULEB128 counts only"
+    return [data[2 + 32 * i : 2 + 32 * (i + 1)] for i in range(count)]
+
+
+@asynccontextmanager
+async def raw_peer(url: str, name: str = "raw", **kwargs: Any) -> AsyncIterator[RawPeer]:
+    async with connect(url, max_size=None, compression=None, **kwargs) as ws:
+        peer = RawPeer(ws, name)
+        await peer.join(is_ephemeral=True)
+        yield peer
+
+
+@pytest.fixture
+async def server(tmp_path: Path) -> AsyncIterator[SyncServer]:
+    async with SyncServer(port=0, data_dir=tmp_path / "data") as srv:
+        yield srv
+
+
+async def test_handshake_and_document_round_trip(server: SyncServer) -> None:
+    """A peer creates a document; a second peer fetches it through the server."""
+    doc_id = generate_document_id()
+    async with raw_peer(server.url, "alice") as alice:
+        alice.docs[doc_id] = new_document({"hello": "world"})
+        await alice.sync_until_quiet(doc_id)
+        async with raw_peer(server.url, "bob") as bob:
+            await bob.sync_until_quiet(doc_id, request=True)
+            assert to_py(bob.docs[doc_id]) == {"hello": "world"}
+    assert doc_id in server.list_documents()
+
+
+async def test_unknown_document_is_unavailable(server: SyncServer) -> None:
+    """A request for an unknown id is answered `doc-unavailable` at once."""
+    async with raw_peer(server.url) as peer:
+        got = await peer.sync_until_quiet(generate_document_id(), request=True)
+        assert isinstance(got[0], DocUnavailable)
+
+
+async def test_acknowledged_change_is_on_disk_before_the_reply(tmp_path: Path) -> None:
+    """When the server's reply arrives, a fresh server on the same directory has the change."""
+    data = tmp_path / "data"
+    doc_id = generate_document_id()
+    async with SyncServer(port=0, data_dir=data) as srv, raw_peer(srv.url) as peer:
+        peer.docs[doc_id] = new_document({"v": 1})
+        await peer.send_sync(doc_id)
+        while True:  # until the server's reply acknowledges our heads
+            reply = await peer.recv()
+            assert isinstance(reply, Sync)
+            if advertised_heads(reply.data) == peer.docs[doc_id].get_heads():
+                break
+            peer.docs[doc_id].receive_sync_message(
+                peer.states[doc_id], am.Message.decode(reply.data)
+            )
+            await peer.send_sync(doc_id)
+        # Read the directory with a second store while the first server still runs.
+        from autosync_jupyter.storage import FileStore
+
+        store = FileStore(data)
+        await store.open()
+        raw = await store.load(doc_id)
+        assert raw is not None and to_py(am.Document.load(raw)) == {"v": 1}
+        await store.close()
+
+
+async def test_restart_keeps_documents_and_storage_id(tmp_path: Path) -> None:
+    """Documents and the storage id survive a restart."""
+    data = tmp_path / "data"
+    async with SyncServer(port=0, data_dir=data) as first:
+        doc_id = await first.create_document({"kept": True})
+        storage_id = first.storage_id
+    async with SyncServer(port=0, data_dir=data) as second:
+        assert second.storage_id == storage_id
+        async with raw_peer(second.url) as peer:
+            assert (await peer.join(is_ephemeral=True)).peer_metadata.storage_id == storage_id
+            await peer.sync_until_quiet(doc_id, request=True)
+            assert to_py(peer.docs[doc_id]) == {"kept": True}
+
+
+async def test_text_frame_closes_with_1003(server: SyncServer) -> None:
+    """A text frame closes that connection with 1003; the server keeps serving."""
+    async with connect(server.url) as ws:
+        await ws.send("hello")
+        with pytest.raises(ConnectionClosed) as info:
+            await asyncio.wait_for(ws.recv(), 5)
+        assert info.value.rcvd is not None and info.value.rcvd.code == 1003
+    async with raw_peer(server.url) as peer:
+        assert peer.server_id
+
+
+async def test_oversized_frame_closes_with_1009(tmp_path: Path) -> None:
+    """A message over the limit closes with 1009; other peers are not disturbed."""
+    async with (
+        SyncServer(port=0, data_dir=None, max_message_size=64 * 1024) as srv,
+        raw_peer(srv.url, "ok") as ok,
+    ):
+        async with connect(srv.url, max_size=None) as ws:
+            await ws.send(b"\x00" * (65 * 1024))
+            with pytest.raises(ConnectionClosed) as info:
+                await asyncio.wait_for(ws.recv(), 5)
+            assert info.value.rcvd is not None and info.value.rcvd.code == 1009
+        doc_id = generate_document_id()
+        ok.docs[doc_id] = new_document({"still": "fine"})
+        got = await ok.sync_until_quiet(doc_id)
+        assert any(isinstance(m, Sync) for m in got)
+
+
+async def test_large_message_under_limit_is_accepted(server: SyncServer) -> None:
+    """A 20 MiB document in one sync message is accepted (not the 1 MiB library default)."""
+    doc_id = generate_document_id()
+    blob = bytes(range(256)) * (20 * 4096)
+    async with raw_peer(server.url) as peer:
+        peer.docs[doc_id] = new_document({"blob": blob})
+        await peer.sync_until_quiet(doc_id)
+    stored = await server.get_document(doc_id)
+    assert len(to_py(stored)["blob"]) == len(blob)
+
+
+async def test_malformed_cbor_closes_only_that_connection(server: SyncServer) -> None:
+    """Undecodable bytes get an `error` frame and a 1002 close; other peers keep syncing."""
+    doc_id = generate_document_id()
+    async with raw_peer(server.url, "good") as good:
+        good.docs[doc_id] = new_document({"n": 1})
+        await good.sync_until_quiet(doc_id)
+        async with connect(server.url) as bad:
+            await bad.send(bytes.fromhex("9b0000000100000000"))
+            error = decode(await asyncio.wait_for(bad.recv(), 5))
+            assert error.type == "error"
+            with pytest.raises(ConnectionClosed) as info:
+                await asyncio.wait_for(bad.recv(), 5)
+            assert info.value.rcvd is not None and info.value.rcvd.code == 1002
+        with good.docs[doc_id].transaction() as tx:
+            tx.put(am.ROOT, "n", am.ScalarType.Int, 2)
+        got = await good.sync_until_quiet(doc_id)
+        assert any(isinstance(m, Sync) for m in got)
+    assert to_py(await server.get_document(doc_id)) == {"n": 2}
+
+
+async def test_peer_that_never_reads_is_dropped(tmp_path: Path) -> None:
+    """A peer that stops reading is disconnected once its send queue is full."""
+    async with SyncServer(port=0, data_dir=None, max_send_queue=256 * 1024) as srv:
+        doc_id = await srv.create_document({"blob": b"x" * 100_000})
+        async with connect(srv.url, max_size=None, max_queue=1) as ws:
+            peer = RawPeer(ws, "lazy")
+            await peer.join()
+            # Ask for the document again and again without reading replies.
+            state_msg = am.Document().generate_sync_message(am.SyncState())
+            for i in range(200):
+                other = PeerId(f"lazy-{i}")
+                await ws.send(encode(Join(other)))
+                await ws.send(encode(Request(other, srv.hub.peer_id, doc_id, state_msg.encode())))
+                if ws.transport.is_closing():
+                    break
+            await asyncio.sleep(0.5)
+        assert not srv.peers() or all(p.peer_id != "lazy" for p in srv.peers())
+
+
+async def test_unresponsive_peer_is_dropped_by_keepalive() -> None:
+    """A peer that stops answering pings is disconnected and forgotten."""
+    async with SyncServer(port=0, data_dir=None, ping_interval=0.2, ping_timeout=0.2, close_timeout=0.5) as srv:
+        async with connect(srv.url) as ws:
+            await ws.send(encode(Join(PeerId("sleepy"))))
+            await asyncio.wait_for(ws.recv(), 5)
+            assert [p.peer_id for p in srv.peers()] == ["sleepy"]
+            ws.transport.pause_reading()  # no pongs from now on
+            for _ in range(50):
+                await asyncio.sleep(0.1)
+                if not srv.peers():
+                    break
+            assert srv.peers() == []
+            ws.transport.resume_reading()
+
+
+async def test_clean_shutdown_closes_with_1001(tmp_path: Path) -> None:
+    """Closing the server closes peers with 1001 (going away)."""
+    srv = await SyncServer(port=0, data_dir=None).start()
+    async with connect(srv.url) as ws:
+        await ws.send(encode(Join(PeerId("p"))))
+        await asyncio.wait_for(ws.recv(), 5)
+        await srv.close()
+        with pytest.raises(ConnectionClosed) as info:
+            await asyncio.wait_for(ws.recv(), 5)
+        assert info.value.rcvd is not None and info.value.rcvd.code == 1001
+
+
+async def test_http_get_is_a_health_check(server: SyncServer) -> None:
+    """A plain GET answers 200 "running", as the JS sync server does."""
+    url = server.url.replace("ws://", "http://") + "/"
+    body = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=5).read())
+    assert b"running" in body
+
+
+async def test_any_path_is_accepted_by_default(server: SyncServer) -> None:
+    """The upgrade works on any URL path unless a path is configured."""
+    async with raw_peer(server.url + "/some/sync/path") as peer:
+        assert peer.server_id
+
+
+async def test_configured_path_is_enforced() -> None:
+    """With `path`, upgrades elsewhere are refused with 404."""
+    async with SyncServer(port=0, data_dir=None, path="/sync") as srv:
+        async with raw_peer(srv.url) as peer:
+            assert srv.url.endswith("/sync") and peer.server_id
+        with pytest.raises(InvalidStatus):
+            async with connect(srv.url.replace("/sync", "/other")):
+                pass
+
+
+async def test_origin_allow_list() -> None:
+    """With an Origin allow-list, other origins are refused at the upgrade."""
+    async with SyncServer(port=0, data_dir=None, origins=["http://good.example"]) as srv:
+        async with raw_peer(srv.url, origin="http://good.example") as peer:
+            assert peer.server_id
+        with pytest.raises(InvalidStatus):
+            async with connect(srv.url, origin="http://evil.example"):
+                pass
+
+
+async def test_wss_with_self_signed_certificate(tmp_path: Path) -> None:
+    """`wss://` works with a self-signed certificate the client trusts, and not otherwise."""
+    cert, key = make_self_signed_certificate(tmp_path / "c.pem", tmp_path / "k.pem")
+    async with SyncServer(port=0, data_dir=None, ssl=server_ssl_context(cert, key)) as srv:
+        assert srv.url.startswith("wss://")
+        async with raw_peer(srv.url, ssl=client_ssl_context(cert)) as peer:
+            assert peer.server_id
+        with pytest.raises(ssl.SSLCertVerificationError):
+            async with connect(srv.url, ssl=client_ssl_context()):
+                pass
+
+
+async def test_server_side_create_is_announced() -> None:
+    """Under `announce`, a document created on the server reaches connected peers."""
+    async with SyncServer(port=0, data_dir=None, share="announce") as srv:
+        async with raw_peer(srv.url) as peer:
+            doc_id = await srv.create_document({"from": "server"})
+            msg = await peer.recv()
+            assert isinstance(msg, Sync) and msg.document_id == doc_id
+
+
+async def test_server_side_change_reaches_peer(server: SyncServer) -> None:
+    """`change_document` sends the edit to a peer that has the document."""
+    doc_id = await server.create_document({"n": 0})
+    async with raw_peer(server.url) as peer:
+        await peer.sync_until_quiet(doc_id, request=True)
+
+        def bump(tx: am.Transaction) -> None:
+            tx.put(am.ROOT, "n", am.ScalarType.Int, 1)
+
+        await server.change_document(doc_id, bump)
+        msg = await peer.recv()
+        assert isinstance(msg, Sync)
+        peer.docs[doc_id].receive_sync_message(peer.states[doc_id], am.Message.decode(msg.data))
+        assert to_py(peer.docs[doc_id]) == {"n": 1}
+
+
+async def test_repr_is_readable(server: SyncServer) -> None:
+    """repr shows URL, data dir, documents and connections."""
+    await server.create_document({})
+    text = repr(server)
+    assert server.url in text and "1 documents" in text and "0 connections" in text
+
+
+def test_background_server_blocking_api(tmp_path: Path) -> None:
+    """The thread-backed server offers blocking create/list/read/change/close."""
+    with BackgroundSyncServer(port=0, data_dir=tmp_path / "d") as srv:
+        doc_id = srv.create_document({"a": 1})
+        assert srv.list_documents() == [doc_id]
+
+        def put(tx: am.Transaction) -> None:
+            tx.put(am.ROOT, "b", am.ScalarType.Int, 2)
+
+        srv.change_document(doc_id, put)
+        assert srv.read_document(doc_id) == {"a": 1, "b": 2}
+        assert srv.url.startswith("ws://127.0.0.1:")
+
+
+async def test_create_document_with_existing_id_fails(server: SyncServer) -> None:
+    """Creating a document with an id that exists raises ValueError."""
+    doc_id = await server.create_document({})
+    with pytest.raises(ValueError):
+        await server.create_document({}, doc_id=doc_id)
+
+
+async def test_get_unknown_document_raises_key_error(server: SyncServer) -> None:
+    """`get_document` of an unknown id raises KeyError."""
+    with pytest.raises(KeyError):
+        await server.get_document(generate_document_id())
+
+
+

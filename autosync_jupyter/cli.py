@@ -1,8 +1,8 @@
 """The ``autosync`` command: run a sync server and manage its documents.
 
-    autosync serve [--host 127.0.0.1] [--port 3030] [--data-dir .automerge]
-    autosync create [--data-dir .automerge] ['{"title": "hello"}']
-    autosync ls [--data-dir .automerge] [--json]
+autosync serve [--host 127.0.0.1] [--port 3030] [--data-dir .automerge]
+autosync create [--data-dir .automerge] ['{"title": "hello"}']
+autosync ls [--data-dir .automerge] [--json]
 """
 
 from __future__ import annotations
@@ -60,8 +60,12 @@ def _parser() -> argparse.ArgumentParser:
         help="R-compatible: a request for an unknown id creates an empty document",
     )
     tls = serve.add_mutually_exclusive_group()
-    tls.add_argument("--self-signed", action="store_true", help="serve wss:// with a new "
-                     "self-signed certificate (written to the data dir, or a temp dir)")
+    tls.add_argument(
+        "--self-signed",
+        action="store_true",
+        help="serve wss:// with a new "
+        "self-signed certificate (written to the data dir, or a temp dir)",
+    )
     tls.add_argument("--cert", help="PEM certificate for wss:// (with --key)")
     serve.add_argument("--key", help="PEM private key for --cert")
     serve.add_argument("--path", help="accept upgrades on this URL path only")
@@ -88,7 +92,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``autosync`` command line; returns the exit status."""
     args = _parser().parse_args(argv)
     level = logging.WARNING - 10 * getattr(args, "verbose", 0)
-    logging.basicConfig(level=max(level, logging.DEBUG), format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=max(level, logging.DEBUG), format="%(levelname)s %(name)s: %(message)s"
+    )
     if args.command == "serve":
         logging.getLogger("autosync_jupyter").setLevel(max(logging.INFO - 10 * args.verbose, 10))
     try:

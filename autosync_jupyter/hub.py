@@ -225,7 +225,9 @@ class Hub:
         create_on_request: bool = False,
     ) -> None:
         if not callable(share) and share not in ("announce", "request", "deny"):
-            raise ValueError(f"share must be 'announce', 'request', 'deny' or a callable, not {share!r}")
+            raise ValueError(
+                f"share must be 'announce', 'request', 'deny' or a callable, not {share!r}"
+            )
         self.peer_id: PeerId = peer_id or generate_peer_id("autosync-server")
         self.storage_id = storage_id
         self.share = share
@@ -331,7 +333,9 @@ class Hub:
         self._announce_to_all(doc)
         return self._take()
 
-    def change_document(self, doc_id: DocumentId, edit: Callable[[am.Transaction], None]) -> Effects:
+    def change_document(
+        self, doc_id: DocumentId, edit: Callable[[am.Transaction], None]
+    ) -> Effects:
         """Apply ``edit`` to a loaded document in one transaction and sync it."""
         doc = self._ready(doc_id)
         assert doc.doc is not None
@@ -616,9 +620,7 @@ class Hub:
             return
         message = doc.doc.generate_sync_message(pd.sync_state)
         if message is not None:
-            self._send(
-                conn_id, Sync(self.peer_id, conn.peer.peer_id, doc.doc_id, message.encode())
-            )
+            self._send(conn_id, Sync(self.peer_id, conn.peer.peer_id, doc.doc_id, message.encode()))
 
     def _may_receive(self, peer: PeerInfo, doc: _Doc, pd: _PeerDoc | None) -> bool:
         decision = self._decide(peer, doc.doc_id)

@@ -54,7 +54,9 @@ MAX_DOCUMENT_ID_LENGTH = 100
 _MAX_PAYLOAD = 64
 _ALPHABET = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
 _ID_RE = re.compile(f"[{_ALPHABET}]{{1,{MAX_DOCUMENT_ID_LENGTH}}}")
-_UUID_RE = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+_UUID_RE = re.compile(
+    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+)
 _URL_PREFIX = "automerge:"
 
 
@@ -70,8 +72,7 @@ def parse_document_id(text: object) -> bytes:
     if not _ID_RE.fullmatch(text):
         shown = text if len(text) <= 40 else text[:37] + "..."
         raise InvalidDocumentId(
-            f"invalid document id {shown!r}: expected 1-{MAX_DOCUMENT_ID_LENGTH} "
-            "base58 characters"
+            f"invalid document id {shown!r}: expected 1-{MAX_DOCUMENT_ID_LENGTH} base58 characters"
         )
     try:
         payload: bytes = base58.b58decode_check(text)
@@ -108,7 +109,13 @@ def generate_document_id() -> DocumentId:
 
 def encode_heads(heads: Iterable[bytes]) -> list[str]:
     """Encode 32-byte change hashes in automerge-repo's URL form (bs58check)."""
-    return [base58.b58encode_check(bytes(h)).decode("ascii") for h in heads]
+    out = []
+    for head in heads:
+        raw = bytes(head)
+        if len(raw) != 32:
+            raise InvalidDocumentId(f"a head must be a 32-byte change hash, got {len(raw)} bytes")
+        out.append(base58.b58encode_check(raw).decode("ascii"))
+    return out
 
 
 def decode_heads(heads: Iterable[str]) -> list[bytes]:
@@ -119,6 +126,9 @@ def decode_heads(heads: Iterable[str]) -> list[bytes]:
     """
     out = []
     for head in heads:
+        if not isinstance(head, str) or len(head) > MAX_DOCUMENT_ID_LENGTH:
+            shown = repr(head) if not isinstance(head, str) else f"of {len(head)} characters"
+            raise InvalidDocumentId(f"invalid head {shown}: expected a bs58check string")
         try:
             raw: bytes = base58.b58decode_check(head)
         except ValueError:

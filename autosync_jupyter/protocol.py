@@ -55,6 +55,8 @@ PROTOCOL_VERSION = "1"
 # JavaScript numbers above 2**32 - 1 travel as float64; CBOR integers beyond
 # that decode to BigInt in cbor-x, which breaks JS arithmetic.
 _MAX_CBOR_UINT32 = 2**32 - 1
+# Largest integer a JS number holds exactly (Number.MAX_SAFE_INTEGER).
+_MAX_SAFE_INTEGER = 2**53 - 1
 _MAX_ID_LENGTH = 1024
 
 
@@ -89,7 +91,7 @@ class Peer:
 
 @dataclass(frozen=True, slots=True)
 class Request:
-    """"I do not have this document: sync it to me or say it is unavailable"."""
+    """ "I do not have this document: sync it to me or say it is unavailable"."""
 
     sender_id: PeerId
     target_id: PeerId
@@ -270,8 +272,12 @@ class _Fields:
         # cbor-x writes integers above 2**32 as float64; accept integral floats.
         if isinstance(value, float) and value.is_integer():
             value = int(value)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise self._fail(key, "a non-negative integer", value)
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int)
+            or not 0 <= value <= _MAX_SAFE_INTEGER
+        ):
+            raise self._fail(key, "an integer from 0 to 2**53 - 1", value)
         return value
 
     def text_array(self, key: str) -> tuple[str, ...] | None:
@@ -316,13 +322,15 @@ class _Fields:
             timestamp = entry.get("timestamp")
             if not isinstance(heads, list) or not all(isinstance(h, str) for h in heads):
                 raise self._fail("newHeads.heads", "an array of strings", heads)
-            if (
-                isinstance(timestamp, bool)
-                or not isinstance(timestamp, (int, float))
-                or not math.isfinite(timestamp)
-            ):
+            if isinstance(timestamp, bool) or not isinstance(timestamp, (int, float)):
                 raise self._fail("newHeads.timestamp", "a number", timestamp)
-            out[storage_id] = HeadsAt(tuple(heads), float(timestamp))
+            try:
+                ms = float(timestamp)
+            except OverflowError:  # a CBOR bignum beyond the float range
+                ms = math.inf
+            if not math.isfinite(ms):
+                raise self._fail("newHeads.timestamp", "a finite number", timestamp)
+            out[storage_id] = HeadsAt(tuple(heads), ms)
         return out
 
     def extra(self, known: frozenset[str]) -> dict[str, Any]:
@@ -403,6 +411,32 @@ def _from_map(f: _Fields, msg_type: str) -> Message:
     )
 
 
+def _reject_shared_values(value: object) -> None:
+    """Refuse CBOR value sharing (tags 28/29): a container that occurs twice.
+
+    Shared references can make a cycle or an exponentially large tree, which
+    ``encode`` cannot write back when relaying. No automerge-repo peer uses them.
+    """
+    seen: set[int] = set()
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, cbor2.CBORTag):
+            children: list[object] = [item.value]
+        elif isinstance(item, Mapping):
+            children = [*item.keys(), *item.values()]
+        elif isinstance(item, (list, tuple, set, frozenset)):
+            children = list(item)
+        else:
+            continue
+        if not children:
+            continue
+        if id(item) in seen:
+            raise ProtocolError("malformed message: CBOR shared references are not supported")
+        seen.add(id(item))
+        stack.extend(children)
+
+
 def decode(data: bytes) -> Message:
     """Decode one WebSocket binary message into a message object.
 
@@ -423,6 +457,7 @@ def decode(data: bytes) -> Message:
         raise ProtocolError(f"malformed message: {len(data) - stream.tell()} bytes after the CBOR")
     if not isinstance(value, dict):
         raise ProtocolError(f"a message must be a CBOR map, got {type(value).__name__}")
+    _reject_shared_values(value)
     msg_type = value.get("type")
     if not isinstance(msg_type, str) or not msg_type:
         raise ProtocolError("a message must have a text 'type'")
@@ -452,7 +487,7 @@ def _number(value: float) -> int | float:
     return value
 
 
-def _to_map(msg: Message) -> dict[str, Any]:  # noqa: C901 - one branch per message type
+def _to_map(msg: Message) -> dict[str, Any]:
     if isinstance(msg, UnknownMessage):
         return {"type": msg.type, **dict(msg.fields)}
     out: dict[str, Any] = {"type": msg.type, "senderId": msg.sender_id}

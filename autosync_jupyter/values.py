@@ -47,7 +47,9 @@ def _scalar(value: Any) -> tuple[Any, Any]:
     raise TypeError(f"cannot store a value of type {type(value).__name__} in a document")
 
 
-def put_value(tx: am.Transaction, obj: Any, prop: Prop, value: Any, *, insert: bool = False) -> None:
+def put_value(
+    tx: am.Transaction, obj: Any, prop: Prop, value: Any, *, insert: bool = False
+) -> None:
     """Write ``value`` at ``prop`` of ``obj`` (a map key, or a list index).
 
     With ``insert=True`` the value is inserted before list index ``prop``
@@ -62,11 +64,16 @@ def put_value(tx: am.Transaction, obj: Any, prop: Prop, value: Any, *, insert: b
     else:
         scalar_type, scalar = _scalar(value)
         if insert:
+            assert isinstance(prop, int), "insert needs a list index"
             tx.insert(obj, prop, scalar_type, scalar)
         else:
             tx.put(obj, prop, scalar_type, scalar)
         return
-    child = tx.insert_object(obj, prop, kind) if insert else tx.put_object(obj, prop, kind)
+    if insert:
+        assert isinstance(prop, int), "insert needs a list index"
+        child = tx.insert_object(obj, prop, kind)
+    else:
+        child = tx.put_object(obj, prop, kind)
     if kind == am.ObjType.Map:
         for key, item in value.items():
             if not isinstance(key, str):

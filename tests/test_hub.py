@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -191,7 +190,14 @@ def test_malformed_input_closes_only_that_connection(payload: bytes) -> None:
     world = make_world()
     alice, bob = world.client("alice"), world.client("bob")
     doc_id = create_doc(alice, n=1)
-    bob.send(Request(PeerId("bob"), PeerId("server"), doc_id, am.Document().generate_sync_message(am.SyncState()).encode()))
+    bob.send(
+        Request(
+            PeerId("bob"),
+            PeerId("server"),
+            doc_id,
+            am.Document().generate_sync_message(am.SyncState()).encode(),
+        )
+    )
     eve = world.client("eve", join=False)
     world.deliver(world.hub.receive(eve.conn, payload))
     assert eve.closed and isinstance(eve.inbox[-1], Error)
@@ -213,7 +219,13 @@ def test_invalid_document_id_closes_with_error() -> None:
     world = make_world()
     eve = world.client("eve")
     raw = cbor2.dumps(
-        {"type": "request", "senderId": "eve", "targetId": "server", "documentId": "../../etc", "data": b"B\x00"}
+        {
+            "type": "request",
+            "senderId": "eve",
+            "targetId": "server",
+            "documentId": "../../etc",
+            "data": b"B\x00",
+        }
     )
     world.deliver(world.hub.receive(eve.conn, raw))
     assert eve.closed and isinstance(eve.inbox[-1], Error) and not world.writes
@@ -517,7 +529,9 @@ def test_policy_change_revokes_access() -> None:
 # -- ephemeral ------------------------------------------------------------------
 
 
-def ephemeral(sender: str, doc_id: DocumentId, count: int, session: str = "s1", **extra: Any) -> Ephemeral:
+def ephemeral(
+    sender: str, doc_id: DocumentId, count: int, session: str = "s1", **extra: Any
+) -> Ephemeral:
     return Ephemeral(
         PeerId(sender), PeerId("server"), doc_id, session, count, cbor2.dumps({"x": count}), extra
     )
@@ -534,7 +548,7 @@ def engaged_trio() -> tuple[World, DocumentId, Client, Client, Client]:
 
 def test_ephemeral_fans_out_exactly_once() -> None:
     """An ephemeral reaches each other engaged peer once, author fields intact, not the author."""
-    world, doc_id, a, b, c = engaged_trio()
+    _world, doc_id, a, b, c = engaged_trio()
     a.send(ephemeral("a", doc_id, 1, foo="bar"))
     for client in (b, c):
         got = client.of_type(Ephemeral)
@@ -548,13 +562,17 @@ def test_ephemeral_fans_out_exactly_once() -> None:
 
 def test_ephemeral_dedup_by_sender_and_session() -> None:
     """Same or lower count is dropped; higher count and a new session pass."""
-    world, doc_id, a, b, _c = engaged_trio()
+    _world, doc_id, a, b, _c = engaged_trio()
     a.send(ephemeral("a", doc_id, 5))
     a.send(ephemeral("a", doc_id, 5))
     a.send(ephemeral("a", doc_id, 3))
     a.send(ephemeral("a", doc_id, 6))
     a.send(ephemeral("a", doc_id, 1, session="s2"))
-    assert [(m.session_id, m.count) for m in b.of_type(Ephemeral)] == [("s1", 5), ("s1", 6), ("s2", 1)]
+    assert [(m.session_id, m.count) for m in b.of_type(Ephemeral)] == [
+        ("s1", 5),
+        ("s1", 6),
+        ("s2", 1),
+    ]
 
 
 def test_ephemeral_not_relayed_to_unengaged_peer_until_it_engages() -> None:
@@ -635,6 +653,3 @@ def test_sync_conversation_terminates() -> None:
         b.sync(doc_id)
     assert run_sync_count(world) < 100 * 2 * 4
     assert sorted(a.docs[doc_id].get_heads()) == sorted(b.docs[doc_id].get_heads())
-
-
-

@@ -17,7 +17,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from autosync_jupyter import BackgroundSyncServer, SyncServer
+from autosync_jupyter import BackgroundSyncServer, MemoryStore, SyncServer
 from autosync_jupyter.ids import DocumentId, PeerId, generate_document_id
 from autosync_jupyter.protocol import (
     DocUnavailable,
@@ -30,7 +30,11 @@ from autosync_jupyter.protocol import (
     decode,
     encode,
 )
-from autosync_jupyter.tls import client_ssl_context, make_self_signed_certificate, server_ssl_context
+from autosync_jupyter.tls import (
+    client_ssl_context,
+    make_self_signed_certificate,
+    server_ssl_context,
+)
 from autosync_jupyter.values import new_document, to_py
 
 
@@ -136,14 +140,11 @@ async def test_acknowledged_change_is_on_disk_before_the_reply(tmp_path: Path) -
                 peer.states[doc_id], am.Message.decode(reply.data)
             )
             await peer.send_sync(doc_id)
-        # Read the directory with a second store while the first server still runs.
-        from autosync_jupyter.storage import FileStore
-
-        store = FileStore(data)
-        await store.open()
-        raw = await store.load(doc_id)
-        assert raw is not None and to_py(am.Document.load(raw)) == {"v": 1}
-        await store.close()
+        # Read the bytes on disk while the server still runs (its lock keeps
+        # a second store out): snapshots and change chunks, concatenated.
+        doc_dir = data / doc_id[:2] / doc_id[2:]
+        raw = b"".join(p.read_bytes() for p in sorted(doc_dir.rglob("*")) if p.is_file())
+        assert to_py(am.Document.load(raw)) == {"v": 1}
 
 
 async def test_restart_keeps_documents_and_storage_id(tmp_path: Path) -> None:
@@ -243,7 +244,9 @@ async def test_peer_that_never_reads_is_dropped(tmp_path: Path) -> None:
 
 async def test_unresponsive_peer_is_dropped_by_keepalive() -> None:
     """A peer that stops answering pings is disconnected and forgotten."""
-    async with SyncServer(port=0, data_dir=None, ping_interval=0.2, ping_timeout=0.2, close_timeout=0.5) as srv:
+    async with SyncServer(
+        port=0, data_dir=None, ping_interval=0.2, ping_timeout=0.2, close_timeout=0.5
+    ) as srv:
         async with connect(srv.url) as ws:
             await ws.send(encode(Join(PeerId("sleepy"))))
             await asyncio.wait_for(ws.recv(), 5)
@@ -373,4 +376,35 @@ async def test_get_unknown_document_raises_key_error(server: SyncServer) -> None
         await server.get_document(generate_document_id())
 
 
+class GatedStore(MemoryStore):
+    """A memory store whose flushes wait until the test opens the gate."""
 
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.flushes = 0
+
+    async def flush(self) -> None:
+        self.flushes += 1
+        await self.gate.wait()
+        await super().flush()
+
+
+async def test_no_reply_leaves_before_its_flush_completes() -> None:
+    """Replies carrying new heads wait for the store's flush (durable acknowledgement)."""
+    store = GatedStore()
+    async with SyncServer(port=0, store=store) as srv, raw_peer(srv.url) as peer:
+        doc_id = generate_document_id()
+        peer.docs[doc_id] = new_document({"v": 1})
+        await peer.send_sync(doc_id)
+        first = await peer.recv()  # asks for the changes; nothing written yet
+        assert isinstance(first, Sync)
+        peer.docs[doc_id].receive_sync_message(peer.states[doc_id], am.Message.decode(first.data))
+        await peer.send_sync(doc_id)  # now the changes travel
+        with pytest.raises(TimeoutError):
+            await peer.recv(timeout=0.5)
+        assert store.flushes >= 1
+        store.gate.set()
+        ack = await peer.recv()
+        assert isinstance(ack, Sync)
+        assert advertised_heads(ack.data) == peer.docs[doc_id].get_heads()

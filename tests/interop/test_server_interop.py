@@ -31,7 +31,9 @@ async def py_server(tmp_path: Path) -> AsyncIterator[ServerProcess]:
         yield server
 
 
-async def test_document_created_by_one_js_repo_is_found_by_another(py_server: ServerProcess) -> None:
+async def test_document_created_by_one_js_repo_is_found_by_another(
+    py_server: ServerProcess,
+) -> None:
     """A JS repo creates a document; a second JS repo finds it with its content."""
     async with JSPeer.start(py_server.url) as alice, JSPeer.start(py_server.url) as bob:
         created = await alice.create({"title": "hello", "items": [1, 2], "nested": {"a": True}})
@@ -57,8 +59,12 @@ async def test_three_js_repos_editing_concurrently_converge(py_server: ServerPro
             for i in range(15):
                 await peer.change(
                     doc_id,
-                    [Op.splice("text", 0, 0, name), Op.push("items", f"{name}{i}"),
-                     Op.increment("hits", 1), Op.set(name, i)],
+                    [
+                        Op.splice("text", 0, 0, name),
+                        Op.push("items", f"{name}{i}"),
+                        Op.increment("hits", 1),
+                        Op.set(name, i),
+                    ],
                 )
 
         await asyncio.gather(edits(a, "a"), edits(b, "b"), edits(c, "c"))
@@ -125,7 +131,7 @@ async def test_restart_keeps_documents_and_storage_id(tmp_path: Path) -> None:
     async with py_sync_server(data) as server, JSPeer.start(server.url) as alice:
         doc_id = (await alice.create({"kept": [1, 2, 3]}))["documentId"]
         await alice.wait_synced(doc_id)
-        first = (await alice.peers())
+        first = await alice.peers()
     async with py_sync_server(data) as server, JSPeer.start(server.url) as bob:
         found = await bob.find(doc_id)
         assert found["state"] == "ready" and found["doc"] == {"kept": [1, 2, 3]}
@@ -141,7 +147,9 @@ async def test_share_request_withholds_documents(tmp_path: Path) -> None:
         await alice.wait_synced(doc_id)
         async with JSPeer.start(server.url, trace=True) as bob:
             await asyncio.sleep(0.5)
-            received = [e["msg"] for e in bob.events_of("wire") if e["msg"]["senderId"] != bob.peer_id]
+            received = [
+                e["msg"] for e in bob.events_of("wire") if e["msg"]["senderId"] != bob.peer_id
+            ]
             assert [m["type"] for m in received] == ["peer"]
 
 
@@ -177,7 +185,9 @@ async def test_share_deny_refuses_everything(tmp_path: Path) -> None:
 async def test_wss_with_self_signed_certificate(tmp_path: Path) -> None:
     """JS peers sync through `wss://` with a certificate they were told to trust."""
     tls = make_tls_files(tmp_path / "tls")
-    async with py_sync_server(tmp_path / "d", "--cert", str(tls.cert), "--key", str(tls.key)) as server:
+    async with py_sync_server(
+        tmp_path / "d", "--cert", str(tls.cert), "--key", str(tls.key)
+    ) as server:
         assert server.url.startswith("wss://")
         async with (
             JSPeer.start(server.url, ca_file=tls.ca) as alice,
@@ -191,7 +201,13 @@ async def test_server_side_document_is_announced(tmp_path: Path) -> None:
     """announce: a document made with `autosync create` is pushed to a JS peer on join."""
     data = tmp_path / "d"
     proc = await asyncio.create_subprocess_exec(
-        "python3", "-m", "autosync_jupyter", "create", "--data-dir", str(data), '{"made": "cli"}',
+        "python3",
+        "-m",
+        "autosync_jupyter",
+        "create",
+        "--data-dir",
+        str(data),
+        '{"made": "cli"}',
         stdout=asyncio.subprocess.PIPE,
         cwd=Path(__file__).resolve().parents[2],
     )

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import automerge.core as am
-
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
@@ -244,20 +243,22 @@ async def test_peer_that_never_reads_is_dropped(tmp_path: Path) -> None:
 
 async def test_unresponsive_peer_is_dropped_by_keepalive() -> None:
     """A peer that stops answering pings is disconnected and forgotten."""
-    async with SyncServer(
-        port=0, data_dir=None, ping_interval=0.2, ping_timeout=0.2, close_timeout=0.5
-    ) as srv:
-        async with connect(srv.url) as ws:
-            await ws.send(encode(Join(PeerId("sleepy"))))
-            await asyncio.wait_for(ws.recv(), 5)
-            assert [p.peer_id for p in srv.peers()] == ["sleepy"]
-            ws.transport.pause_reading()  # no pongs from now on
-            for _ in range(50):
-                await asyncio.sleep(0.1)
-                if not srv.peers():
-                    break
-            assert srv.peers() == []
-            ws.transport.resume_reading()
+    async with (
+        SyncServer(
+            port=0, data_dir=None, ping_interval=0.2, ping_timeout=0.2, close_timeout=0.5
+        ) as srv,
+        connect(srv.url) as ws,
+    ):
+        await ws.send(encode(Join(PeerId("sleepy"))))
+        await asyncio.wait_for(ws.recv(), 5)
+        assert [p.peer_id for p in srv.peers()] == ["sleepy"]
+        ws.transport.pause_reading()  # no pongs from now on
+        for _ in range(50):
+            await asyncio.sleep(0.1)
+            if not srv.peers():
+                break
+        assert srv.peers() == []
+        ws.transport.resume_reading()
 
 
 async def test_clean_shutdown_closes_with_1001(tmp_path: Path) -> None:
@@ -319,11 +320,13 @@ async def test_wss_with_self_signed_certificate(tmp_path: Path) -> None:
 
 async def test_server_side_create_is_announced() -> None:
     """Under `announce`, a document created on the server reaches connected peers."""
-    async with SyncServer(port=0, data_dir=None, share="announce") as srv:
-        async with raw_peer(srv.url) as peer:
-            doc_id = await srv.create_document({"from": "server"})
-            msg = await peer.recv()
-            assert isinstance(msg, Sync) and msg.document_id == doc_id
+    async with (
+        SyncServer(port=0, data_dir=None, share="announce") as srv,
+        raw_peer(srv.url) as peer,
+    ):
+        doc_id = await srv.create_document({"from": "server"})
+        msg = await peer.recv()
+        assert isinstance(msg, Sync) and msg.document_id == doc_id
 
 
 async def test_server_side_change_reaches_peer(server: SyncServer) -> None:

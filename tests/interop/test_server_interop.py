@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import base58
+import cbor2
 import pytest
 from jspeer import JSPeer, Op
 from servers import ServerProcess, js_sync_server, make_tls_files, py_sync_server
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
 
 def random_document_id() -> str:
@@ -235,3 +239,87 @@ async def test_js_sync_server_data_directory_is_served(tmp_path: Path) -> None:
         found = await bob.find(doc_id)
         assert found["state"] == "ready" and found["doc"] == {"from": "js", "more": [1, 2]}
         assert server_storage_ids(await bob.peers()) == js_storage_ids
+
+
+HOSTILE_FRAMES = {
+    "malformed CBOR": bytes.fromhex("9b0000000100000000"),
+    "not a map": b"\x05",
+    "wrong types": cbor2.dumps({"type": "join", "senderId": 42}),
+    "missing fields": cbor2.dumps({"type": "request", "senderId": "evil"}),
+    "unsupported version": cbor2.dumps(
+        {"type": "join", "senderId": "evil", "supportedProtocolVersions": ["2"]}
+    ),
+}
+
+
+async def hostile_connection(url: str, frames: list[bytes | str]) -> int | None:
+    """Send frames on a fresh connection; return the close code the server chose."""
+    async with connect(url, max_size=None, close_timeout=1) as ws:
+        try:
+            for frame in frames:
+                await ws.send(frame)
+            while True:
+                await asyncio.wait_for(ws.recv(), 5)
+        except ConnectionClosed as closed:
+            return closed.rcvd.code if closed.rcvd else None
+
+
+async def test_hostile_input_does_not_disturb_js_peers(tmp_path: Path) -> None:
+    """Each hostile connection is closed alone while two JS peers keep syncing."""
+    data = tmp_path / "d"
+    async with (
+        py_sync_server(data, "--max-message-size", str(1024 * 1024)) as server,
+        JSPeer.start(server.url) as alice,
+        JSPeer.start(server.url) as bob,
+    ):
+        doc_id = (await alice.create({"n": 0}))["documentId"]
+        assert (await bob.find(doc_id))["state"] == "ready"
+        join = cbor2.dumps({"type": "join", "senderId": "evil"})
+        cases: dict[str, list[bytes | str]] = {k: [v] for k, v in HOSTILE_FRAMES.items()}
+        cases["before join"] = [
+            cbor2.dumps(
+                {
+                    "type": "request",
+                    "senderId": "evil",
+                    "targetId": "x",
+                    "documentId": doc_id,
+                    "data": b"B\x00",
+                }
+            )
+        ]
+        for bad_id in ("../../etc", "!!!invalid!!!", "", "1" * 500, doc_id[:-1] + "z"):
+            cases[f"id {bad_id[:12]!r}"] = [
+                join,
+                cbor2.dumps(
+                    {
+                        "type": "request",
+                        "senderId": "evil",
+                        "targetId": "x",
+                        "documentId": bad_id,
+                        "data": b"B\x00",
+                    }
+                ),
+            ]
+        cases["text frame"] = [join, "hello"]
+        cases["oversized frame"] = [join, b"\x00" * (2 * 1024 * 1024)]
+        codes = {}
+        for name, frames in cases.items():
+            codes[name] = await hostile_connection(server.url, frames)
+            await alice.change(doc_id, [Op.set("n", len(codes))])
+            await bob.wait_for(doc_id, path="n", equals=len(codes))
+        assert codes["text frame"] == 1003 and codes["oversized frame"] == 1009
+        assert all(code in (1002, 1003, 1009) for code in codes.values()), codes
+
+        # A reconnect storm with one peer id leaves the server serving everyone.
+        async def storm(i: int) -> None:
+            async with connect(server.url, close_timeout=1) as ws:
+                await ws.send(cbor2.dumps({"type": "join", "senderId": "stormy"}))
+                with contextlib.suppress(ConnectionClosed, TimeoutError):
+                    await asyncio.wait_for(ws.recv(), 5)
+
+        await asyncio.gather(*(storm(i) for i in range(50)))
+        await alice.change(doc_id, [Op.set("after", "storm")])
+        await bob.wait_for(doc_id, path="after", equals="storm")
+    # Nothing hostile reached the file system.
+    names = {p.name for p in data.iterdir()}
+    assert names <= {doc_id[:2], "st", ".lock", ".corrupt"}, names

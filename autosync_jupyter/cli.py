@@ -163,9 +163,9 @@ async def _create(args: argparse.Namespace) -> int:
 
 
 async def _ls(args: argparse.Namespace) -> int:
-    store = FileStore(args.data_dir)
     if not Path(args.data_dir).is_dir():
         raise AutosyncError(f"no data directory at {args.data_dir}")
+    store = FileStore(args.data_dir, read_only=True)  # works beside a running server
     await store.open()
     try:
         ids = sorted(store.document_ids())

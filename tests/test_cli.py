@@ -1,0 +1,106 @@
+"""The `autosync` command line, run as a user would (subprocesses)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from autosync_jupyter.ids import generate_document_id
+from autosync_jupyter.values import new_document
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def autosync(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run(
+        [sys.executable, "-m", "autosync_jupyter", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=False,
+    )
+
+
+def test_create_then_ls(tmp_path: Path) -> None:
+    """`create` prints an automerge URL; `ls` lists it and `ls --json` shows its content."""
+    data = str(tmp_path / "d")
+    made = autosync("create", "--data-dir", data, '{"title": "hi", "n": [1, 2]}')
+    assert made.returncode == 0, made.stderr
+    url = made.stdout.strip()
+    assert url.startswith("automerge:")
+    listed = autosync("ls", "--data-dir", data)
+    assert listed.stdout.split() == [url]
+    content = json.loads(autosync("ls", "--data-dir", data, "--json").stdout)
+    assert content == {url.removeprefix("automerge:"): {"title": "hi", "n": [1, 2]}}
+
+
+def test_create_rejects_non_object(tmp_path: Path) -> None:
+    """`create` with JSON that is not an object fails with a clear message."""
+    result = autosync("create", "--data-dir", str(tmp_path / "d"), "[1, 2]")
+    assert result.returncode == 1 and "JSON object" in result.stderr
+
+
+def test_ls_of_missing_directory_fails_clearly(tmp_path: Path) -> None:
+    """`ls` of a directory that does not exist says so."""
+    result = autosync("ls", "--data-dir", str(tmp_path / "nope"))
+    assert result.returncode == 1 and "no data directory" in result.stderr
+
+
+def test_ls_reads_an_r_data_directory(tmp_path: Path) -> None:
+    """An R package data directory (`<id>.automerge`) is listed and read; bad names skipped."""
+    doc_id = generate_document_id()
+    (tmp_path / f"{doc_id}.automerge").write_bytes(new_document({"from": "R"}).save())
+    (tmp_path / "not-an-id.automerge").write_bytes(b"junk")
+    content = json.loads(autosync("ls", "--data-dir", str(tmp_path), "--json").stdout)
+    assert content == {doc_id: {"from": "R"}}
+
+
+def test_serve_stops_cleanly_on_sigint_with_nothing_lost(tmp_path: Path) -> None:
+    """`serve` prints its URL, and Ctrl-C (SIGINT) exits 0 after flushing."""
+    data = tmp_path / "d"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
+    with subprocess.Popen(
+        [sys.executable, "-m", "autosync_jupyter", "serve", "--port", "0", "--data-dir", str(data)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    ) as proc:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith("listening on ws://127.0.0.1:"), line
+        time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=20) == 0
+    assert (data / "st" / "orage-adapter-id").is_file()
+
+
+def test_serve_refuses_a_directory_in_use(tmp_path: Path) -> None:
+    """A second server on the same data directory fails with a clear error."""
+    data = tmp_path / "d"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "autosync_jupyter",
+        "serve",
+        "--port",
+        "0",
+        "--data-dir",
+        str(data),
+    ]
+    with subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env
+    ) as first:
+        assert first.stdout is not None and first.stdout.readline().startswith("listening")
+        second = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=30)
+        assert second.returncode == 1 and "in use" in second.stderr
+        first.terminate()
+        first.wait(timeout=20)

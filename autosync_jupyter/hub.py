@@ -35,7 +35,8 @@ from typing import Any, Literal, TypeAlias
 
 import automerge.core as am
 
-from .errors import InvalidDocumentId, ProtocolError
+from .chunks import split_chunks
+from .errors import ProtocolError
 from .ids import DocumentId, PeerId, generate_peer_id
 from .protocol import (
     PROTOCOL_VERSION,
@@ -283,14 +284,13 @@ class Hub:
         if doc is None or doc.state is not _DocState.LOADING:
             return self._take()
         if data:
-            try:
-                doc.doc = am.Document.load(data)
-            except Exception as exc:  # the store already set aside damaged chunks
-                logger.error("document %s: stored data cannot be loaded (%s)", doc_id, exc)
+            loaded = _load(doc_id, data)
+            if loaded is None:
                 doc.state = _DocState.BROKEN
             else:
+                doc.doc = loaded
                 doc.state = _DocState.READY
-                doc.saved_heads = doc.doc.get_heads()
+                doc.saved_heads = loaded.get_heads()
         else:
             doc.state = _DocState.MISSING
         for conn in list(self._conns.values()):
@@ -724,5 +724,43 @@ class Hub:
         return fx
 
 
-# Re-exported for callers that validate ids before handing them to the hub.
-InvalidDocumentId = InvalidDocumentId
+# Salvaging re-loads the document once per chunk per pass; beyond this many
+# chunks give up rather than stall the loop.
+_MAX_SALVAGE_CHUNKS = 2_000
+
+
+def _load(doc_id: DocumentId, data: bytes) -> am.Document | None:
+    """Load stored bytes; salvage what can be loaded if a change is missing.
+
+    The store has already set damaged bytes aside, but a lost change in the
+    middle of the history makes the binding refuse every change after it
+    ("deps should already be in the document"), as it has no partial load.
+    Then keep every chunk whose history is complete, and serve that.
+    """
+    try:
+        return am.Document.load(data)
+    except Exception as exc:
+        logger.error("document %s: stored data does not load (%s); salvaging", doc_id, exc)
+    pending = split_chunks(data)
+    if len(pending) > _MAX_SALVAGE_CHUNKS:
+        logger.error("document %s: %d chunks, too many to salvage", doc_id, len(pending))
+        return None
+    good = b""
+    progress = True
+    while pending and progress:
+        progress = False
+        for chunk in list(pending):
+            try:
+                am.Document.load(good + chunk)
+            except Exception:
+                continue
+            good += chunk
+            pending.remove(chunk)
+            progress = True
+    if not good:
+        logger.error("document %s: nothing could be salvaged", doc_id)
+        return None
+    logger.warning(
+        "document %s: served without %d chunk(s) whose history is missing", doc_id, len(pending)
+    )
+    return am.Document.load(good)

@@ -52,11 +52,11 @@ import shutil
 import sys
 import time
 import uuid
-import zlib
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Final, TypeVar
 
+from .chunks import check_chunks, scan_chunks
 from .errors import InvalidDocumentId, StorageError
 from .ids import DocumentId, is_valid_document_id, validate_document_id
 
@@ -82,12 +82,6 @@ _FSYNC_THREADS: Final = 16
 # store starts a new append file per process run.
 _MAX_FILES: Final = 32
 
-_MAGIC: Final = b"\x85\x6f\x4a\x83"
-_CHUNK_CHANGE: Final = 1
-_CHUNK_COMPRESSED: Final = 2
-# A compressed change is checksummed over its inflated form; refuse to inflate
-# more than this (a chunk that claims more is treated as damaged).
-_MAX_INFLATED: Final = 1 << 30
 
 _STORAGE_ID_DIR: Final = "st"
 _STORAGE_ID_FILE: Final = "orage-adapter-id"
@@ -122,110 +116,6 @@ else:
     def _lock_file(fd: int) -> None:
         # flock, not lockf: released when the process dies, whatever happens.
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-
-
-# --------------------------------------------------------------------------
-# Chunks
-
-
-def _read_uleb(data: bytes, pos: int) -> tuple[int, int] | None:
-    """Decode an unsigned LEB128 at ``pos``: (value, end), or None if cut short."""
-    value = shift = 0
-    while pos < len(data) and shift <= 63:
-        byte = data[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return value, pos
-        shift += 7
-    return None
-
-
-def _uleb(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
-def _chunk_end(data: bytes, pos: int) -> int | None:
-    """Return where the chunk starting at ``pos`` ends, or None if it is not a sound chunk.
-
-    A chunk is ``magic(4) checksum(4) type(1) uleb128(length) data``; the
-    checksum is the first four bytes of SHA-256 over ``type || length || data``
-    (for a compressed change, over the inflated change it stands for).
-    """
-    if data[pos : pos + 4] != _MAGIC:
-        return None
-    chunk_type = data[pos + 8] if pos + 8 < len(data) else None
-    length = _read_uleb(data, pos + 9)
-    if chunk_type is None or length is None:
-        return None
-    size, start = length
-    end = start + size
-    if end > len(data):
-        return None
-    if chunk_type == _CHUNK_COMPRESSED:
-        inflater = zlib.decompressobj(-zlib.MAX_WBITS)
-        try:
-            change = inflater.decompress(data[start:end], _MAX_INFLATED)
-        except zlib.error:
-            return None
-        if inflater.unconsumed_tail:
-            return None
-        digest = hashlib.sha256(bytes([_CHUNK_CHANGE]) + _uleb(len(change)) + change).digest()
-    else:
-        digest = hashlib.sha256(memoryview(data)[pos + 8 : end]).digest()
-    return end if digest[:4] == data[pos + 4 : pos + 8] else None
-
-
-@dataclasses.dataclass(frozen=True)
-class _Scan:
-    """How a byte string splits into sound chunks and damaged regions."""
-
-    good: list[tuple[int, int]]
-    bad: list[tuple[int, int]]
-
-    def good_bytes(self, data: bytes) -> bytes:
-        return b"".join(data[start:end] for start, end in self.good)
-
-
-def _scan(data: bytes) -> _Scan:
-    """Split ``data`` into sound chunks and the damaged regions between them.
-
-    After a damaged region, scanning resumes at the next magic number that
-    starts a sound chunk, so one bad chunk does not hide the ones after it.
-    """
-    good: list[tuple[int, int]] = []
-    bad: list[tuple[int, int]] = []
-    pos = 0
-    while pos < len(data):
-        end = _chunk_end(data, pos)
-        if end is not None:
-            good.append((pos, end))
-            pos = end
-            continue
-        resume = data.find(_MAGIC, pos + 1)
-        while resume != -1 and _chunk_end(data, resume) is None:
-            resume = data.find(_MAGIC, resume + 1)
-        resume = len(data) if resume == -1 else resume
-        bad.append((pos, resume))
-        pos = resume
-    return _Scan(good, bad)
-
-
-def _check_chunks(data: bytes, what: str) -> bytes:
-    """Return ``data`` as bytes if it is one or more sound chunks, else raise ValueError."""
-    data = bytes(data)
-    scan = _scan(data)
-    if not data or scan.bad:
-        raise ValueError(f"{what} is not a sequence of automerge chunks (bad magic or checksum)")
-    return data
 
 
 def _heads_hash(heads: Iterable[bytes]) -> str:
@@ -430,7 +320,7 @@ class MemoryStore(Store):
     def append(self, doc_id: DocumentId, data: bytes) -> None:
         """Keep the change bytes; see :meth:`Store.append`."""
         doc_id = _check_id(doc_id)
-        data = _check_chunks(data, "appended data")
+        data = check_chunks(data, "appended data")
         self._require_open()
         document = self._documents.setdefault(doc_id, _MemoryDocument())
         document.changes.append(data)
@@ -449,7 +339,7 @@ class MemoryStore(Store):
     async def compact(self, doc_id: DocumentId, snapshot: bytes, heads: list[bytes]) -> None:
         """Replace the document by ``snapshot``; see :meth:`Store.compact`."""
         doc_id = _check_id(doc_id)
-        snapshot = _check_chunks(snapshot, "snapshot")
+        snapshot = check_chunks(snapshot, "snapshot")
         self._require_open()
         self._documents[doc_id] = _MemoryDocument(snapshot=snapshot)
 
@@ -813,7 +703,7 @@ class _Disk:
 
     def _checked(self, doc_id: DocumentId, key: str, path: Path, data: bytes) -> bytes:
         """Return the sound chunks of a file, setting damaged bytes aside on disk."""
-        scan = _scan(data)
+        scan = scan_chunks(data)
         if not scan.bad:
             return data
         if self.read_only:
@@ -1220,7 +1110,7 @@ class FileStore(Store):
         """Queue change bytes; see :meth:`Store.append`."""
         if not (isinstance(doc_id, str) and doc_id in self._ids):  # validated once per id
             doc_id = _check_id(doc_id)
-        data = _check_chunks(data, "appended data")
+        data = check_chunks(data, "appended data")
         self._require_open(writing=True)
         self._pending.setdefault(doc_id, []).append(data)
         self._ids.add(doc_id)
@@ -1286,7 +1176,7 @@ class FileStore(Store):
         append logs that this process loaded or wrote are removed.
         """
         doc_id = _check_id(doc_id)
-        snapshot = _check_chunks(snapshot, "snapshot")
+        snapshot = check_chunks(snapshot, "snapshot")
         self._require_open(writing=True)
         usage = await self._run(self._disk.compact, doc_id, snapshot, _heads_hash(heads))
         self._usage[doc_id] = usage

@@ -16,16 +16,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from autosync_jupyter.chunks import chunk_end, scan_chunks
 from autosync_jupyter.errors import InvalidDocumentId, StorageError
 from autosync_jupyter.ids import generate_document_id
-from autosync_jupyter.storage import (
-    FileStore,
-    MemoryStore,
-    Store,
-    _chunk_end,
-    _scan,
-    open_store,
-)
+from autosync_jupyter.storage import FileStore, MemoryStore, Store, open_store
 
 FLOOR = 1024  # a small compaction floor keeps the documents in these tests small
 JS_STORAGE_ID = "0a03f2f8-f53f-4988-a2ed-577789c07249"
@@ -778,11 +772,11 @@ def test_scan_tiles_any_damaged_input(cut: int, flip: int, noise: bytes) -> None
     data = bytearray(SAMPLE_CHUNKS)
     data[flip % len(data)] ^= 0x55
     damaged = bytes(data[: cut % len(data)]) + noise + bytes(data[cut % len(data) :])
-    scan = _scan(damaged)
+    scan = scan_chunks(damaged)
     regions = sorted(scan.good + scan.bad)
     assert [start for start, _ in regions] == [0] + [end for _, end in regions[:-1]]
     assert regions[-1][1] == len(damaged)
-    assert all(_chunk_end(damaged, start) == end for start, end in scan.good)
+    assert all(chunk_end(damaged, start) == end for start, end in scan.good)
 
 
 def _sample_chunks() -> bytes:
@@ -801,7 +795,7 @@ SAMPLE_CHUNKS = _sample_chunks()
 
 def test_sample_chunks_scan_clean() -> None:
     """Undamaged chunks (documents, changes, compressed changes) scan without a bad region."""
-    scan = _scan(SAMPLE_CHUNKS)
+    scan = scan_chunks(SAMPLE_CHUNKS)
     assert scan.bad == []
     assert [SAMPLE_CHUNKS[start + 8] for start, _ in scan.good] == [1, 1, 0, 1, 2]
 

@@ -17,6 +17,8 @@ from servers import ServerProcess, js_sync_server, make_tls_files, py_sync_serve
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from autosync_jupyter import SyncServer
+
 
 def random_document_id() -> str:
     """A fresh valid document id unknown to every server."""
@@ -323,3 +325,21 @@ async def test_hostile_input_does_not_disturb_js_peers(tmp_path: Path) -> None:
     # Nothing hostile reached the file system.
     names = {p.name for p in data.iterdir()}
     assert names <= {doc_id[:2], "st", ".lock", ".corrupt"}, names
+
+
+async def test_document_created_in_process_is_announced_live(tmp_path: Path) -> None:
+    """announce: `SyncServer.create_document` reaches an already connected JS peer."""
+    async with (
+        SyncServer(port=0, data_dir=tmp_path / "d", share="announce") as server,
+        JSPeer.start(server.url, trace=True) as bob,
+    ):
+        doc_id = await server.create_document({"made": "in-process", "list": [1]})
+        await bob.wait_event("wire", lambda e: e["msg"].get("documentId") == doc_id, timeout=5)
+        ready = await bob.wait_for(doc_id, state="ready", timeout=5)
+        assert ready["doc"] == {"made": "in-process", "list": [1]}
+        await bob.change(doc_id, [Op.push("list", 2)])
+        for _ in range(50):
+            if (await server.read_document(doc_id))["list"] == [1, 2]:
+                break
+            await asyncio.sleep(0.05)
+        assert (await server.read_document(doc_id))["list"] == [1, 2]

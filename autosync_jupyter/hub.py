@@ -176,6 +176,11 @@ class _PeerDoc:
     sync_state: am.SyncState = field(default_factory=am.SyncState)
     status: _Status = _Status.UNKNOWN
     interacted: bool = False
+    # Generating a sync message is the costliest call on the hot path; it
+    # can only yield something if the document changed since the last call
+    # for this peer or the peer has spoken since.
+    synced_version: int = -1
+    owes_reply: bool = False
 
 
 @dataclass
@@ -185,6 +190,7 @@ class _Doc:
     doc: am.Document | None = None
     saved_heads: list[bytes] = field(default_factory=list)
     peers: dict[ConnectionId, _PeerDoc] = field(default_factory=dict)
+    version: int = 0  # bumped whenever the heads change
 
     def heads(self) -> list[bytes]:
         return self.doc.get_heads() if self.doc is not None else []
@@ -301,9 +307,20 @@ class Hub:
             self._announce_to_all(doc)
         return self._take()
 
-    def propagate(self) -> Effects:
-        """Sync changed documents to their other peers (call once per loop turn)."""
-        dirty, self._dirty = self._dirty, set()
+    def propagate(self, doc_ids: Iterable[DocumentId] | None = None) -> Effects:
+        """Send the sync messages that documents with news owe their peers.
+
+        Receiving a message or changing a document only marks it; this
+        generates one message per peer and document that needs one, however
+        many changes arrived since. The transport decides how often to call
+        it (at least once per loop turn; throttled per document under load).
+        Without ``doc_ids``, every marked document is synced.
+        """
+        if doc_ids is None:
+            dirty, self._dirty = self._dirty, set()
+        else:
+            dirty = self._dirty.intersection(doc_ids)
+            self._dirty.difference_update(dirty)
         for doc_id in dirty:
             doc = self._docs.get(doc_id)
             if doc is not None and doc.doc is not None:
@@ -314,6 +331,10 @@ class Hub:
     def pending_propagation(self) -> bool:
         """Tell whether :meth:`propagate` has work."""
         return bool(self._dirty)
+
+    def dirty_documents(self) -> frozenset[DocumentId]:
+        """The documents :meth:`propagate` would sync."""
+        return frozenset(self._dirty)
 
     # -- public API: documents -------------------------------------------------
 
@@ -545,10 +566,12 @@ class Hub:
         except Exception as exc:
             self._fail(conn, f"invalid sync message for {doc_id}: {exc}")
             return
+        pd.owes_reply = True
         if doc.doc.get_heads() != before:
             self._record_changes(doc)
-            self._dirty.add(doc_id)
-        self._sync_to(doc, conn.conn_id, pd)
+        # The reply is generated with the other peers' messages: a burst of
+        # messages for one document then costs one reply per peer.
+        self._dirty.add(doc_id)
 
     def _ephemeral(self, conn: _Connection, msg: Ephemeral) -> None:
         assert conn.peer is not None
@@ -611,13 +634,18 @@ class Hub:
         if changes:
             self._fx.writes.append((doc.doc_id, b"".join(c.bytes for c in changes)))
         doc.saved_heads = doc.doc.get_heads()
+        doc.version += 1
 
     def _sync_to(self, doc: _Doc, conn_id: ConnectionId, pd: _PeerDoc) -> None:
         conn = self._conns.get(conn_id)
         if conn is None or conn.peer is None or doc.doc is None:
             return
+        if not pd.owes_reply and pd.synced_version == doc.version:
+            return
         if not self._may_receive(conn.peer, doc, pd):
             return
+        pd.owes_reply = False
+        pd.synced_version = doc.version
         message = doc.doc.generate_sync_message(pd.sync_state)
         if message is not None:
             self._send(conn_id, Sync(self.peer_id, conn.peer.peer_id, doc.doc_id, message.encode()))

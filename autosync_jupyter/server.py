@@ -97,6 +97,11 @@ class SyncServer:
             for ``ping_timeout`` seconds is dropped.
         close_timeout: how long a closing handshake may take before the
             connection is cut.
+        sync_interval: the shortest time between two rounds of sync
+            messages for one document, in seconds. The first change after a
+            quiet spell goes out at once; changes arriving faster are
+            gathered into one message per peer (as the JS server's 100 ms
+            throttle does). 0 sends at every loop turn.
         origins: if given, only browser pages from these origins may connect.
         max_send_queue: bytes of unsent messages after which a peer that does
             not read is disconnected.
@@ -118,6 +123,7 @@ class SyncServer:
         ping_interval: float | None = 10.0,
         ping_timeout: float | None = 10.0,
         close_timeout: float = 5.0,
+        sync_interval: float = 0.05,
         origins: Sequence[str] | None = None,
         max_send_queue: int = DEFAULT_MAX_SEND_QUEUE,
         path: str | None = None,
@@ -145,7 +151,11 @@ class SyncServer:
         self._loads: dict[DocumentId, asyncio.Future[None]] = {}
         self._barrier: asyncio.Future[None] | None = None
         self._next_flush: asyncio.Future[None] | None = None
+        self._sync_interval = sync_interval
         self._propagate_scheduled = False
+        self._due: set[DocumentId] = set()
+        self._last_sync: dict[DocumentId, float] = {}
+        self._sync_timers: dict[DocumentId, asyncio.TimerHandle] = {}
         self._written: set[DocumentId] = set()
         self._compacting: set[DocumentId] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -189,6 +199,9 @@ class SyncServer:
         if self._server is None:
             return
         hub = self._require_hub()
+        for timer in self._sync_timers.values():
+            timer.cancel()
+        self._sync_timers.clear()
         self._apply(hub.propagate())
         with contextlib.suppress(Exception):
             await self._store.flush()
@@ -376,13 +389,43 @@ class SyncServer:
         for doc_id in fx.load:
             self._spawn_load(doc_id)
         hub = self._hub
-        if hub is not None and hub.pending_propagation() and not self._propagate_scheduled:
-            self._propagate_scheduled = True
-            asyncio.get_running_loop().call_soon(self._propagate)
+        if hub is not None and hub.pending_propagation():
+            self._schedule_sync(hub)
 
-    def _propagate(self) -> None:
+    def _schedule_sync(self, hub: Hub) -> None:
+        # Per document: at once after a quiet spell, else at the end of the
+        # interval since its last round (leading and trailing edge).
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        for doc_id in hub.dirty_documents():
+            if doc_id in self._due or doc_id in self._sync_timers:
+                continue
+            wait = self._last_sync.get(doc_id, -1e9) + self._sync_interval - now
+            if wait <= 0:
+                self._due.add(doc_id)
+            else:
+                self._sync_timers[doc_id] = loop.call_later(wait, self._sync_later, doc_id)
+        if self._due and not self._propagate_scheduled:
+            self._propagate_scheduled = True
+            loop.call_soon(self._sync_now)
+
+    def _sync_now(self) -> None:
         self._propagate_scheduled = False
-        self._apply(self._require_hub().propagate())
+        due, self._due = self._due, set()
+        self._sync_round(due)
+
+    def _sync_later(self, doc_id: DocumentId) -> None:
+        self._sync_timers.pop(doc_id, None)
+        self._sync_round({doc_id})
+
+    def _sync_round(self, doc_ids: set[DocumentId]) -> None:
+        now = asyncio.get_running_loop().time()
+        if len(self._last_sync) > 10_000:  # forget documents that went quiet
+            horizon = now - self._sync_interval
+            self._last_sync = {d: t for d, t in self._last_sync.items() if t > horizon}
+        for doc_id in doc_ids:
+            self._last_sync[doc_id] = now
+        self._apply(self._require_hub().propagate(doc_ids))
 
     def _schedule_flush(self) -> None:
         # Every write of this loop turn shares one flush (group commit).

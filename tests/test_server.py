@@ -222,18 +222,14 @@ async def test_malformed_cbor_closes_only_that_connection(server: SyncServer) ->
 async def test_peer_that_never_reads_is_dropped(tmp_path: Path) -> None:
     """A peer that stops reading is disconnected once its send queue is full."""
     async with SyncServer(port=0, data_dir=None, max_send_queue=256 * 1024) as srv:
-        doc_id = await srv.create_document({"blob": os.urandom(100_000)})
+        doc_ids = [await srv.create_document({"blob": os.urandom(256 * 1024)}) for _ in range(40)]
         async with connect(srv.url, max_size=None, max_queue=1, close_timeout=0.5) as ws:
             peer = RawPeer(ws, "lazy")
             await peer.join()
-            # Ask for the document again and again without reading replies.
-            state_msg = am.Document().generate_sync_message(am.SyncState())
-            for i in range(200):
-                other = PeerId(f"lazy-{i}")
-                await ws.send(encode(Join(other)))
-                await ws.send(encode(Request(other, srv.hub.peer_id, doc_id, state_msg.encode())))
-                if ws.transport.is_closing():
-                    break
+            # Ask for 10 MiB of documents and never read the replies.
+            first = am.Document().generate_sync_message(am.SyncState()).encode()
+            for doc_id in doc_ids:
+                await ws.send(encode(Request(peer.peer_id, srv.hub.peer_id, doc_id, first)))
             for _ in range(50):
                 if not srv.peers():
                     break

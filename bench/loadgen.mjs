@@ -1,0 +1,390 @@
+#!/usr/bin/env node
+// Load generator for automerge-repo sync servers, using the official JS client
+// (Repo + BrowserWebSocketClientAdapter from tests/interop/js/node_modules).
+//
+//   node bench/loadgen.mjs --url ws://127.0.0.1:PORT --clients 10 --docs 20 --changes 50
+//
+// Shape: C clients (one Repo and one WebSocket each, all in this process),
+// D documents created by client 0 and found by the others, and every client
+// makes N changes to every document (C*D*N changes in total). Each change
+// appends a send timestamp to the client's own list in the document
+// (doc["c<i>"].push(t)), so the lists never conflict and every other client
+// can tell exactly which changes it has newly seen: on each handle "change"
+// event it reads the new list tails and records now - t as the
+// change-propagation latency (all clients share this process's clock).
+//
+// A run is done when every change reached every client of its document and
+// the server acknowledged every client's final heads (handle.getSyncInfo of
+// the server's storage id equals the client's heads). Prints one JSON object
+// on stdout; progress goes to stderr. Bounded by --timeout-s; only talks to
+// the given URL (loopback in the benchmark).
+
+import { createRequire } from "node:module"
+import path from "node:path"
+import { monitorEventLoopDelay } from "node:perf_hooks"
+import { fileURLToPath, pathToFileURL } from "node:url"
+import { parseArgs } from "node:util"
+
+// The official packages live in the interop test install, so the benchmark
+// and the tests always use the same pinned versions (npm ci --prefix tests/interop/js).
+const here = path.dirname(fileURLToPath(import.meta.url))
+const jsDir = path.resolve(here, "..", "tests", "interop", "js")
+const require = createRequire(path.join(jsDir, "package.json"))
+const load = name => import(pathToFileURL(require.resolve(name)).href)
+const { Repo } = await load("@automerge/automerge-repo")
+const { BrowserWebSocketClientAdapter } = await load("@automerge/automerge-repo-network-websocket")
+
+const { values: args } = parseArgs({
+  options: {
+    url: { type: "string" },
+    clients: { type: "string", default: "10" },
+    docs: { type: "string", default: "20" },
+    changes: { type: "string", default: "50" },
+    // Only clients 0..W-1 write (all C clients still find every document and
+    // measure latency). Default: every client writes. With many clients all
+    // writing one document, every sync message carries ~C concurrent heads
+    // (32 bytes each, re-encoded by the JS client on every message), which
+    // makes a 100-writer run on 2 cores measure the client library, not the
+    // server.
+    writers: { type: "string" },
+    // Pause between a client's rounds (one change to each of its docs).
+    // 0 = as fast as the event loop allows (saturation). With a pause, each
+    // client also starts at a random offset within one interval, so the
+    // clients' rounds are spread out instead of arriving as one burst.
+    "interval-ms": { type: "string", default: "0" },
+    "timeout-s": { type: "string", default: "90" },
+  },
+  strict: true,
+})
+if (!args.url) {
+  console.error("usage: loadgen.mjs --url ws://HOST:PORT [--clients C] [--docs D] [--changes N]")
+  process.exit(2)
+}
+const C = Number(args.clients)
+const D = Number(args.docs)
+const N = Number(args.changes)
+const W = Math.min(C, args.writers === undefined ? C : Number(args.writers))
+const intervalMs = Number(args["interval-ms"])
+const deadline = performance.now() + Number(args["timeout-s"]) * 1000
+
+const log = (...parts) => console.error("[loadgen]", ...parts)
+
+const errors = []
+const noteError = (where, err) => {
+  errors.push(`${where}: ${err?.message ?? err}`)
+  if (errors.length <= 5) log("error:", where, err?.message ?? err)
+}
+// automerge-repo reports failures it swallows with console.log ("error
+// receiving message", "sync with peers threw an exception", ...). Count them
+// as errors (they can leave a handle permanently broken) and keep stdout for
+// the result line.
+console.log = (first, ...rest) => {
+  const err = rest.find(x => x?.err)?.err ?? rest.find(x => x instanceof Error)
+  noteError(`library: ${first}`, err ?? "")
+}
+// The 2.5.6 client throws from event handlers in some states (e.g. "Websocket
+// not ready" while reconnecting); count those instead of crashing the run.
+process.on("uncaughtException", err => noteError("uncaught", err))
+process.on("unhandledRejection", err => noteError("unhandled rejection", err))
+
+const sleep = ms => new Promise(resolve => setTimeout(resolve, ms))
+const tick = () => new Promise(resolve => setImmediate(resolve))
+const now = () => performance.now()
+const timeLeft = () => deadline - now()
+
+async function until(predicate, what) {
+  while (!predicate()) {
+    if (timeLeft() <= 0) throw new Error(`timed out waiting for ${what}`)
+    await sleep(5)
+  }
+}
+
+function sameSet(a, b) {
+  if (!a || !b || a.length !== b.length) return false
+  const s = new Set(a)
+  return b.every(x => s.has(x))
+}
+
+function percentile(sorted, p) {
+  if (sorted.length === 0) return null
+  const rank = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))
+  return sorted[rank]
+}
+
+function summary(samples) {
+  const sorted = Float64Array.from(samples).sort()
+  const sum = samples.reduce((a, b) => a + b, 0)
+  const round = x => (x === null ? null : Math.round(x * 100) / 100)
+  return {
+    count: samples.length,
+    p50: round(percentile(sorted, 50)),
+    p99: round(percentile(sorted, 99)),
+    max: round(sorted.length ? sorted[sorted.length - 1] : null),
+    mean: round(samples.length ? sum / samples.length : null),
+  }
+}
+
+// ---------------------------------------------------------------------------
+// 1. Connect C clients.
+
+// Wire traffic of all clients during the load phase: a server that sends
+// more (or larger) sync messages per change costs its clients CPU, which
+// shows up here rather than in the server's own CPU time.
+const traffic = { messagesIn: 0, messagesOut: 0, bytesIn: 0, bytesOut: 0 }
+let counting = false
+function countTraffic(adapter) {
+  const receive = adapter.receiveMessage.bind(adapter)
+  adapter.receiveMessage = bytes => {
+    if (counting) {
+      traffic.messagesIn++
+      traffic.bytesIn += bytes.byteLength
+    }
+    return receive(bytes)
+  }
+  const send = adapter.send.bind(adapter)
+  adapter.send = message => {
+    if (counting) {
+      traffic.messagesOut++
+      traffic.bytesOut += message.data?.byteLength ?? 0
+    }
+    return send(message)
+  }
+  return adapter
+}
+
+const runId = Math.random().toString(36).slice(2, 8)
+const clients = []
+for (let i = 0; i < C; i++) {
+  const repo = new Repo({
+    network: [countTraffic(new BrowserWebSocketClientAdapter(args.url))],
+    peerId: `loadgen-${runId}-${i}`,
+    sharePolicy: async () => true, // the browser default
+  })
+  const client = { i, key: `c${i}`, repo, connected: false, handles: [] }
+  repo.networkSubsystem.on("peer", () => (client.connected = true))
+  clients.push(client)
+}
+const t0 = now()
+await until(() => clients.every(c => c.connected), "all clients to connect")
+const serverStorageId = Object.values(clients[0].repo.peerMetadataByPeerId).find(m => m?.storageId)?.storageId
+if (!serverStorageId) log("warning: the server sent no storageId; server acknowledgements cannot be tracked")
+const connectS = (now() - t0) / 1000
+log(`${C} clients connected in ${connectS.toFixed(2)} s`)
+
+// ---------------------------------------------------------------------------
+// 2. Client 0 creates the documents, waits until the server has them, and the
+//    other clients find them.
+
+const tSetup = now()
+const docIds = []
+for (let d = 0; d < D; d++) {
+  const handle = clients[0].repo.create({})
+  clients[0].handles[d] = handle
+  docIds.push(handle.documentId)
+}
+const serverHas = handle => sameSet(handle.getSyncInfo(serverStorageId)?.lastHeads, handle.heads())
+if (serverStorageId) {
+  await until(() => clients[0].handles.every(serverHas), "the server to store the new documents")
+} else {
+  await sleep(1000)
+}
+await Promise.all(
+  clients.slice(1).flatMap(client =>
+    docIds.map(async (documentId, d) => {
+      try {
+        client.handles[d] = await client.repo.find(documentId)
+      } catch (err) {
+        noteError(`client ${client.i} find ${documentId}`, err)
+        // Late arrival: the handle turns ready if the server pushes it later.
+        const handle = client.repo.handles[documentId]
+        client.handles[d] = handle
+        await until(() => handle.isReady(), `client ${client.i} to get ${documentId}`)
+      }
+    }),
+  ),
+)
+const setupS = (now() - tSetup) / 1000
+log(`${D} documents created and found by ${C - 1} other clients in ${setupS.toFixed(2)} s`)
+
+// ---------------------------------------------------------------------------
+// 3. Bookkeeping: deliveries (propagation latency) and server acknowledgements.
+
+const totalChanges = W * D * N
+let remainingDeliveries = totalChanges * C // every change must be seen by all C clients (incl. its author)
+const propagation = []
+const ackLatency = []
+let ackedPairs = 0
+let tDone = null
+let started = false
+
+function checkDone() {
+  if (started && tDone === null && remainingDeliveries === 0 && ackedPairs === C * D) tDone = now()
+}
+
+for (const client of clients) {
+  client.seen = docIds.map(() => new Int32Array(C))
+  client.pending = docIds.map(() => []) // own changes not yet acknowledged: {t, heads}
+  client.acked = docIds.map(() => false)
+  client.handles.forEach((handle, d) => {
+    const updateAck = () => {
+      const info = serverStorageId ? handle.getSyncInfo(serverStorageId) : undefined
+      const pending = client.pending[d]
+      if (info && pending.length) {
+        // The server acknowledges a change once it advertises heads that
+        // include it: exactly our heads, or (with concurrent writers) one of
+        // our earlier post-change heads.
+        let upTo = -1
+        if (sameSet(info.lastHeads, handle.heads())) upTo = pending.length - 1
+        else {
+          const theirs = new Set(info.lastHeads)
+          for (let k = pending.length - 1; k >= 0; k--) {
+            if (pending[k].heads.every(h => theirs.has(h))) {
+              upTo = k
+              break
+            }
+          }
+        }
+        if (upTo >= 0) {
+          const t = now()
+          for (const p of pending.splice(0, upTo + 1)) ackLatency.push(t - p.t)
+        }
+      }
+      const acked = Boolean(info) && sameSet(info.lastHeads, handle.heads())
+      if (acked !== client.acked[d]) {
+        client.acked[d] = acked
+        ackedPairs += acked ? 1 : -1
+      }
+      checkDone()
+    }
+    handle.on("remote-heads", updateAck)
+    handle.on("heads-changed", updateAck)
+    handle.on("change", ({ doc }) => {
+      const t = now()
+      const seen = client.seen[d]
+      for (let author = 0; author < C; author++) {
+        const list = doc[`c${author}`]
+        if (!list) continue
+        for (let k = seen[author]; k < list.length; k++) {
+          if (author !== client.i) propagation.push(t - list[k])
+          remainingDeliveries--
+        }
+        seen[author] = list.length
+      }
+      checkDone()
+    })
+    updateAck()
+  })
+}
+
+// ---------------------------------------------------------------------------
+// 4. The load: every client makes N rounds of one change to each document.
+
+log(`load: ${W} writers (of ${C} clients) x ${D} docs x ${N} changes = ${totalChanges} changes`)
+// Event-loop stalls of this process: over ~5 s the JS server's keep-alive
+// drops our sockets (a missed pong), which is a load-generator failure, not
+// a server one; reported so such runs can be recognised.
+const loopDelay = monitorEventLoopDelay({ resolution: 10 })
+loopDelay.enable()
+const cpuBefore = process.cpuUsage()
+started = true
+counting = true
+const tStart = now()
+let made = 0
+await Promise.all(
+  clients.slice(0, W).map(async client => {
+    if (intervalMs > 0) await sleep(Math.random() * intervalMs)
+    for (let r = 0; r < N && timeLeft() > 0; r++) {
+      client.handles.forEach((handle, d) => {
+        try {
+          const t = now()
+          handle.change(doc => {
+            if (!doc[client.key]) doc[client.key] = []
+            doc[client.key].push(t)
+          })
+          client.pending[d].push({ t, heads: handle.heads() })
+          made++
+        } catch (err) {
+          noteError(`client ${client.i} change`, err)
+        }
+      })
+      await (intervalMs > 0 ? sleep(intervalMs) : tick())
+    }
+  }),
+)
+const sendS = (now() - tStart) / 1000
+log(`${made} changes made in ${sendS.toFixed(2)} s; waiting for convergence`)
+
+let timedOut = false
+try {
+  await until(() => tDone !== null, "all changes to reach all clients and the server")
+} catch (err) {
+  timedOut = true
+  noteError("convergence", err)
+}
+const wallS = ((tDone ?? now()) - tStart) / 1000
+loopDelay.disable()
+counting = false
+const cpu = process.cpuUsage(cpuBefore)
+
+// ---------------------------------------------------------------------------
+// 5. Verify convergence (equal heads on every client for every doc) and report.
+
+let converged = !timedOut
+for (let d = 0; d < D; d++) {
+  const heads = clients[0].handles[d].heads()
+  for (const client of clients) {
+    if (!sameSet(client.handles[d].heads(), heads)) converged = false
+  }
+}
+
+const result = {
+  url: args.url,
+  clients: C,
+  writers: W,
+  docs: D,
+  changes_per_doc_per_client: N,
+  interval_ms: intervalMs,
+  total_changes: totalChanges,
+  changes_made: made,
+  connect_s: round3(connectS),
+  setup_s: round3(setupS),
+  send_s: round3(sendS),
+  wall_s: round3(wallS),
+  throughput_changes_per_s: wallS > 0 ? Math.round(made / wallS) : null,
+  // Time from a change to its arrival at another client (C > 1 only).
+  latency_ms: summary(propagation),
+  // Time from a change to the server advertising heads that include it.
+  ack_latency_ms: summary(ackLatency),
+  // Client-side view of the load phase: messages from/to the server (all
+  // types), whole frames in, "data" payload bytes out.
+  messages_in: traffic.messagesIn,
+  messages_out: traffic.messagesOut,
+  bytes_in: traffic.bytesIn,
+  bytes_out: traffic.bytesOut,
+  messages_per_change: made ? Math.round(((traffic.messagesIn + traffic.messagesOut) / made) * 10) / 10 : null,
+  missing_deliveries: remainingDeliveries,
+  // This process's own load: when the generator saturates a core, latency
+  // and throughput are bounded by the client library, not the server.
+  loadgen_cpu_s: round3((cpu.user + cpu.system) / 1e6),
+  loadgen_max_loop_delay_ms: Math.round(loopDelay.max / 1e6),
+  unacked_docs: C * D - ackedPairs,
+  errors: errors.length,
+  error_samples: errors.slice(0, 5),
+  converged,
+}
+process.stdout.write(JSON.stringify(result) + "\n")
+
+function round3(x) {
+  return Math.round(x * 1000) / 1000
+}
+
+for (const client of clients) {
+  for (const adapter of client.repo.networkSubsystem.adapters) {
+    try {
+      adapter.disconnect()
+    } catch {
+      // already closed
+    }
+  }
+}
+process.exit(converged && errors.length === 0 ? 0 : 1)

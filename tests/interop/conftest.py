@@ -1,0 +1,54 @@
+"""Interop tests against the official JavaScript automerge-repo packages.
+
+They need Node.js and ``npm ci --prefix tests/interop/js``. Without that install
+the tests are skipped on a developer machine, but fail in CI (``CI`` set): a CI
+run that silently skipped every interop test would prove nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from jspeer import JS_DIR
+from servers import ServerProcess, js_sync_server
+
+INSTALL_HINT = "npm ci --prefix tests/interop/js"
+
+
+def missing_js_install() -> str | None:
+    """Why the JS side cannot run here, or None when it can."""
+    if shutil.which("node") is None:
+        return f"node is not on PATH (install Node.js >= 20, then {INSTALL_HINT})"
+    if not (JS_DIR / "node_modules").is_dir():
+        return f"tests/interop/js/node_modules is missing (run: {INSTALL_HINT})"
+    return None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test under tests/interop with ``interop``."""
+    here = Path(__file__).parent
+    for item in items:
+        if here in item.path.parents:
+            item.add_marker(pytest.mark.interop)
+
+
+@pytest.fixture(autouse=True)
+def _require_js_install() -> None:
+    """Skip (locally) or fail (in CI) when the JS packages are not installed."""
+    reason = missing_js_install()
+    if reason is None:
+        return
+    if os.environ.get("CI"):
+        pytest.fail(f"interop tests cannot run in CI: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture
+async def js_server(tmp_path: Path) -> AsyncIterator[ServerProcess]:
+    """The official JS sync server on a free port, storing in a temp directory."""
+    async with js_sync_server(tmp_path / "js-server-data") as server:
+        yield server

@@ -1,0 +1,473 @@
+"""Drive an official JavaScript automerge-repo client (``js/peer.mjs``) from asyncio.
+
+One :class:`JSPeer` is one Node process running a stock ``Repo`` with the
+``BrowserWebSocketClientAdapter`` pointed at a sync server. Requests and replies
+are JSON lines over stdin/stdout; see the header of ``js/peer.mjs``.
+
+    async with JSPeer.start(server.url) as alice, JSPeer.start(server.url) as bob:
+        doc = await alice.create({"title": "hi"})
+        found = await bob.find(doc["documentId"])
+        assert found["state"] == "ready"
+        await alice.change(doc["documentId"], [Op.set(["title"], "hello")])
+        await bob.wait_for(doc["documentId"], path=["title"], equals="hello")
+
+Every failed request raises :class:`JSPeerError` with the tail of Node's stderr,
+so a failing test says what the JavaScript side saw.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import datetime as dt
+import itertools
+import json
+import os
+import shutil
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["JS_DIR", "JSPeer", "JSPeerError", "Op", "js_value", "node_executable"]
+
+#: The npm project holding peer.mjs, sync-server.mjs and their node_modules.
+JS_DIR = Path(__file__).resolve().parent / "js"
+
+_PEER_SCRIPT = JS_DIR / "peer.mjs"
+_STDERR_TAIL = 300
+# Replies can carry whole documents (export), far above asyncio's 64 KiB default.
+_LINE_LIMIT = 256 * 1024 * 1024
+
+DocPath = str | int | Sequence[str | int]
+
+
+def node_executable() -> str:
+    """Return the path of ``node``, or raise a RuntimeError saying how to get it."""
+    node = shutil.which("node")
+    if node is None:
+        raise RuntimeError("node is not on PATH; the interop tests need Node.js >= 20")
+    return node
+
+
+class JSPeerError(RuntimeError):
+    """A request to the JavaScript peer failed, or the peer process died."""
+
+
+def js_value(value: Any) -> Any:
+    """Convert a Python value to the JSON shape peer.mjs turns into Automerge values.
+
+    ``bytes`` become ``{"$bytes": base64}`` and aware ``datetime``s
+    ``{"$date": ms}``; dicts, lists and scalars pass through.
+    """
+    if isinstance(value, bytes | bytearray | memoryview):
+        return {"$bytes": base64.b64encode(bytes(value)).decode("ascii")}
+    if isinstance(value, dt.datetime):
+        return {"$date": round(value.timestamp() * 1000)}
+    if isinstance(value, Mapping):
+        return {str(k): js_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [js_value(v) for v in value]
+    return value
+
+
+def _path(path: DocPath) -> list[str | int]:
+    if isinstance(path, str | int):
+        return [path]
+    return list(path)
+
+
+class Op:
+    """Builders for the operations accepted by :meth:`JSPeer.change`."""
+
+    @staticmethod
+    def set(path: DocPath, value: Any) -> dict[str, Any]:
+        """Set a map key or list index (strings become collaborative text)."""
+        return {"op": "set", "path": _path(path), "value": js_value(value)}
+
+    @staticmethod
+    def delete(path: DocPath) -> dict[str, Any]:
+        """Delete a map key or list element."""
+        return {"op": "delete", "path": _path(path)}
+
+    @staticmethod
+    def splice(path: DocPath, index: int, delete: int = 0, insert: str = "") -> dict[str, Any]:
+        """Splice the text at ``path``: delete ``delete`` characters at ``index``, insert."""
+        return {
+            "op": "splice",
+            "path": _path(path),
+            "index": index,
+            "delete": delete,
+            "insert": insert,
+        }
+
+    @staticmethod
+    def counter(path: DocPath, value: int = 0) -> dict[str, Any]:
+        """Create an Automerge ``Counter(value)`` at ``path``."""
+        return {"op": "counter", "path": _path(path), "value": value}
+
+    @staticmethod
+    def increment(path: DocPath, by: int = 1) -> dict[str, Any]:
+        """Increment the counter at ``path``."""
+        return {"op": "increment", "path": _path(path), "by": by}
+
+    @staticmethod
+    def push(path: DocPath, *values: Any) -> dict[str, Any]:
+        """Append ``values`` to the list at ``path``."""
+        return {"op": "push", "path": _path(path), "values": [js_value(v) for v in values]}
+
+
+class JSPeer:
+    """A running ``peer.mjs`` process; create with :meth:`JSPeer.start`."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, argv: list[str]) -> None:
+        self._proc = proc
+        self._argv = argv
+        self._ids = itertools.count(1)
+        self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._stderr: deque[str] = deque(maxlen=_STDERR_TAIL)
+        self._events: list[dict[str, Any]] = []
+        self._event_added = asyncio.Condition()
+        self._closed = False
+        self.peer_id: str = ""
+        self.storage_id: str | None = None
+        self._tasks = [
+            asyncio.create_task(self._read_stdout(), name="jspeer-stdout"),
+            asyncio.create_task(self._read_stderr(), name="jspeer-stderr"),
+        ]
+
+    # -- lifecycle -----------------------------------------------------------
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def start(
+        cls,
+        url: str,
+        storage: str | os.PathLike[str] | None = None,
+        peer_id: str | None = None,
+        *,
+        share: bool = True,
+        trace: bool = False,
+        retry_interval_ms: int | None = None,
+        ca_file: str | os.PathLike[str] | None = None,
+        wait_connected: bool = True,
+        timeout: float = 15.0,
+        debug: str | None = None,
+    ) -> AsyncIterator[JSPeer]:
+        """Start a JS client peer connected to ``url`` and stop it on exit.
+
+        Args:
+            url: ``ws://`` or ``wss://`` URL of the sync server.
+            storage: directory for a ``NodeFSStorageAdapter``; without it the
+                peer is ephemeral (``isEphemeral: true``, no storage id).
+            peer_id: fixed peer id (default: the library's random ``peer-...``).
+            share: the peer's announce policy (``sharePolicy``); True as in browsers.
+            trace: emit a ``wire`` event for every protocol message.
+            retry_interval_ms: the adapter's reconnect interval (library default 5000).
+            ca_file: extra CA certificates (PEM) to trust for ``wss://``.
+            wait_connected: wait until the server answered ``join`` with ``peer``.
+            timeout: seconds to wait for the process and the connection.
+            debug: value for the ``DEBUG`` env var (e.g. ``"automerge-repo:*"``).
+        """
+        argv = [node_executable(), str(_PEER_SCRIPT), "--url", url]
+        if storage is not None:
+            argv += ["--storage", os.fspath(storage)]
+        if peer_id is not None:
+            argv += ["--peer-id", peer_id]
+        argv += ["--share", "true" if share else "false"]
+        if retry_interval_ms is not None:
+            argv += ["--retry-interval", str(retry_interval_ms)]
+        if trace:
+            argv.append("--trace")
+        env = dict(os.environ)
+        if ca_file is not None:
+            env["NODE_EXTRA_CA_CERTS"] = os.fspath(ca_file)
+        if debug is not None:
+            env["DEBUG"] = debug
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            cwd=JS_DIR,
+            env=env,
+            limit=_LINE_LIMIT,
+        )
+        peer = cls(proc, argv)
+        try:
+            ready = await peer.wait_event("ready", timeout=timeout)
+            peer.peer_id = ready["peerId"]
+            peer.storage_id = ready.get("storageId")
+            if wait_connected:
+                await peer.wait_event("peer", timeout=timeout)
+            yield peer
+        finally:
+            await peer._shutdown()
+
+    async def _shutdown(self) -> None:
+        if self._closed:
+            return
+        if self._proc.returncode is None:
+            # Ask for a clean close (flushes storage), then make sure it is gone.
+            with contextlib.suppress(Exception):
+                await self.request("close", timeout=5.0)
+            try:
+                await asyncio.wait_for(self._proc.wait(), 5.0)
+            except TimeoutError:
+                self._proc.kill()
+                await self._proc.wait()
+        self._closed = True
+        if self._proc.stdin is not None:
+            self._proc.stdin.close()
+            with contextlib.suppress(Exception):
+                await self._proc.stdin.wait_closed()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    # -- plumbing ------------------------------------------------------------
+
+    @property
+    def pid(self) -> int:
+        """Process id of the Node process."""
+        return self._proc.pid
+
+    @property
+    def returncode(self) -> int | None:
+        """Exit status of the Node process, None while it runs."""
+        return self._proc.returncode
+
+    def stderr_tail(self) -> str:
+        """The last lines Node wrote to stderr (and any stray stdout)."""
+        return "\n".join(self._stderr)
+
+    def _failure(self, message: str) -> JSPeerError:
+        tail = self.stderr_tail() or "(empty)"
+        return JSPeerError(f"{message}\n--- node peer stderr (last lines) ---\n{tail}")
+
+    async def _read_stdout(self) -> None:
+        assert self._proc.stdout is not None
+        async for raw in self._proc.stdout:
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            try:
+                msg = json.loads(line)
+            except json.JSONDecodeError:
+                self._stderr.append(f"stdout: {line}")
+                continue
+            if not isinstance(msg, dict):
+                self._stderr.append(f"stdout: {line}")
+            elif "event" in msg:
+                async with self._event_added:
+                    self._events.append(msg)
+                    self._event_added.notify_all()
+            elif "id" in msg:
+                fut = self._pending.pop(msg["id"], None)
+                if fut is not None and not fut.done():
+                    fut.set_result(msg)
+        # EOF: the process is gone; fail whoever still waits.
+        await self._proc.wait()
+        await asyncio.sleep(0)  # let the stderr reader catch up
+        error = self._failure(f"node peer exited with status {self._proc.returncode}")
+        for fut in self._pending.values():
+            if not fut.done():
+                fut.set_exception(error)
+        self._pending.clear()
+        async with self._event_added:
+            self._event_added.notify_all()
+
+    async def _read_stderr(self) -> None:
+        assert self._proc.stderr is not None
+        async for raw in self._proc.stderr:
+            self._stderr.append(raw.decode("utf-8", "replace").rstrip("\n"))
+
+    async def request(self, cmd: str, *, timeout: float = 30.0, **args: Any) -> dict[str, Any]:
+        """Send one command and return its reply; raise JSPeerError if it failed."""
+        if self._proc.returncode is not None or self._proc.stdin is None:
+            raise self._failure(f"{cmd}: node peer is not running")
+        ident = next(self._ids)
+        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._pending[ident] = fut
+        line = json.dumps({"id": ident, "cmd": cmd, **args}) + "\n"
+        try:
+            self._proc.stdin.write(line.encode())
+            await self._proc.stdin.drain()
+            reply = await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            raise self._failure(f"{cmd}: no reply from the node peer within {timeout} s") from None
+        except (BrokenPipeError, ConnectionResetError):
+            raise self._failure(f"{cmd}: node peer closed its stdin") from None
+        finally:
+            self._pending.pop(ident, None)
+        if not reply.get("ok"):
+            raise self._failure(f"{cmd} failed in the JS peer: {reply.get('error')}")
+        return reply
+
+    # -- events --------------------------------------------------------------
+
+    @property
+    def event_count(self) -> int:
+        """Number of events seen so far; pass it as ``since`` to wait for newer ones."""
+        return len(self._events)
+
+    def events_of(self, kind: str, since: int = 0) -> list[dict[str, Any]]:
+        """All events of one kind (``peer``, ``change``, ``ephemeral``, ``wire``, ...)."""
+        return [e for e in self._events[since:] if e.get("event") == kind]
+
+    async def wait_event(
+        self,
+        kind: str,
+        where: Callable[[dict[str, Any]], bool] | None = None,
+        *,
+        since: int = 0,
+        timeout: float = 10.0,
+    ) -> dict[str, Any]:
+        """Return the first event of ``kind`` (matching ``where``) at index >= ``since``."""
+
+        def find() -> dict[str, Any] | None:
+            for event in self._events[since:]:
+                if event.get("event") == kind and (where is None or where(event)):
+                    return event
+            return None
+
+        async def wait() -> dict[str, Any]:
+            async with self._event_added:
+                while True:
+                    found = find()
+                    if found is not None:
+                        return found
+                    if self._proc.returncode is not None and self._tasks[0].done():
+                        raise self._failure(f"node peer exited while waiting for {kind!r}")
+                    await self._event_added.wait()
+
+        try:
+            return await asyncio.wait_for(wait(), timeout)
+        except TimeoutError:
+            raise self._failure(f"no {kind!r} event from the node peer in {timeout} s") from None
+
+    # -- commands ------------------------------------------------------------
+
+    async def info(self) -> dict[str, Any]:
+        """Peer id, storage id and connected peers."""
+        return await self.request("info")
+
+    async def create(self, value: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """``repo.create(value)``; returns documentId, url, heads, doc."""
+        return await self.request("create", value=js_value(dict(value or {})))
+
+    async def find(self, doc_id: str, *, timeout: float = 10.0) -> dict[str, Any]:
+        """``repo.find(id)``: state is ``ready``, ``unavailable`` or ``timeout``.
+
+        The reply also has ``elapsed_ms``, ``doc`` and ``heads`` (None unless ready).
+        """
+        return await self.request(
+            "find", documentId=doc_id, timeout_ms=round(timeout * 1000), timeout=timeout + 15
+        )
+
+    async def snapshot(self, doc_id: str) -> dict[str, Any]:
+        """State, document, heads (bs58 and hex) of a known document."""
+        return await self.request("doc", documentId=doc_id)
+
+    async def doc(self, doc_id: str) -> Any:
+        """The document as JSON (None unless the handle is ready)."""
+        return (await self.snapshot(doc_id))["doc"]
+
+    async def change(
+        self, doc_id: str, ops: Sequence[Mapping[str, Any]], *, message: str | None = None
+    ) -> list[str]:
+        """Apply ``ops`` (see :class:`Op`) in one change; returns the new heads."""
+        extra: dict[str, Any] = {"message": message} if message is not None else {}
+        reply = await self.request("change", documentId=doc_id, ops=list(ops), **extra)
+        heads: list[str] = reply["heads"]
+        return heads
+
+    async def heads(self, doc_id: str) -> list[str]:
+        """Current heads (bs58check, as automerge-repo URLs use them)."""
+        reply = await self.request("heads", documentId=doc_id)
+        heads: list[str] = reply["heads"]
+        return heads
+
+    async def wait_for(
+        self,
+        doc_id: str,
+        *,
+        path: DocPath | None = None,
+        equals: Any = None,
+        heads: Sequence[str] | None = None,
+        state: str | None = None,
+        doc: Any = None,
+        timeout: float = 10.0,
+    ) -> dict[str, Any]:
+        """Wait until ``path`` equals ``equals``, the heads equal ``heads``, the
+        handle reaches ``state``, or the whole document equals ``doc``."""
+        args: dict[str, Any] = {"documentId": doc_id, "timeout_ms": round(timeout * 1000)}
+        if path is not None:
+            args.update(path=_path(path), equals=js_value(equals))
+        elif heads is not None:
+            args["heads"] = list(heads)
+        elif state is not None:
+            args["state"] = state
+        elif doc is not None:
+            args["doc"] = js_value(doc)
+        else:
+            raise ValueError("wait_for needs path/equals, heads, state or doc")
+        return await self.request("wait_for", timeout=timeout + 15, **args)
+
+    async def wait_synced(self, doc_id: str, *, timeout: float = 10.0) -> dict[str, Any]:
+        """Wait until the server has acknowledged exactly this peer's heads for the doc.
+
+        Uses the server's ``storageId`` from its ``peer`` message, as automerge-repo's
+        ``handle.getSyncInfo(storageId)`` does.
+        """
+        return await self.request(
+            "wait_for",
+            documentId=doc_id,
+            synced=True,
+            timeout_ms=round(timeout * 1000),
+            timeout=timeout + 15,
+        )
+
+    async def broadcast(self, doc_id: str, message: Any) -> None:
+        """``handle.broadcast(message)`` (an ephemeral message)."""
+        await self.request("broadcast", documentId=doc_id, message=js_value(message))
+
+    async def events(self, *, keep: bool = False) -> list[dict[str, Any]]:
+        """Drain the ephemeral messages received so far (documentId, senderId, message)."""
+        reply = await self.request("events", keep=keep)
+        events: list[dict[str, Any]] = reply["events"]
+        return events
+
+    async def import_doc(self, binary: bytes, doc_id: str | None = None) -> dict[str, Any]:
+        """``repo.import(binary, {docId})``: a document with a chosen id."""
+        args: dict[str, Any] = {"binary": base64.b64encode(binary).decode("ascii")}
+        if doc_id is not None:
+            args["documentId"] = doc_id
+        return await self.request("import", **args)
+
+    async def export(self, doc_id: str) -> bytes:
+        """``Automerge.save`` of the document."""
+        reply = await self.request("export", documentId=doc_id)
+        return base64.b64decode(reply["binary"])
+
+    async def disconnect(self) -> None:
+        """Close the WebSocket (the adapter stops retrying)."""
+        await self.request("disconnect")
+
+    async def reconnect(self, *, wait: bool = True, timeout: float = 10.0) -> None:
+        """Reconnect with the same peer id; by default wait for the server's ``peer``."""
+        await self.request(
+            "reconnect", wait=wait, timeout_ms=round(timeout * 1000), timeout=timeout + 15
+        )
+
+    async def peers(self) -> dict[str, Any]:
+        """Connected peer ids and their metadata."""
+        return await self.request("peers")
+
+    async def sync_info(self, doc_id: str, storage_id: str | None = None) -> dict[str, Any]:
+        """What this client knows of the server's heads for a document (by storage id)."""
+        args: dict[str, Any] = {"documentId": doc_id}
+        if storage_id is not None:
+            args["storageId"] = storage_id
+        return await self.request("sync_info", **args)
+
+    async def flush(self) -> None:
+        """Write pending document saves to storage."""
+        await self.request("flush")

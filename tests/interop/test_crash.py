@@ -60,28 +60,28 @@ async def test_kill_9_loses_no_acknowledged_change(tmp_path: Path) -> None:
     """After SIGKILL mid-write and a restart, every acknowledged change is stored."""
     data = tmp_path / "data"
     acked: dict[str, list[str]] = {}
-    async with py_sync_server(data, require_clean_exit=False) as server:
-        async with (
-            JSPeer.start(server.url, retry_interval_ms=200) as w0,
-            JSPeer.start(server.url, retry_interval_ms=200) as w1,
-            JSPeer.start(server.url, retry_interval_ms=200) as w2,
-        ):
-            writers = [w0, w1, w2]
-            docs = [(await w.create({"log": []}))["documentId"] for w in writers]
-            for w, doc_id in zip(writers, docs, strict=False):
-                await w.wait_synced(doc_id)
-            stop = asyncio.Event()
-            tasks = []
-            for n, (w, doc_id) in enumerate(zip(writers, docs, strict=False)):
-                acked[doc_id] = []
-                tasks.append(
-                    asyncio.create_task(write_until_killed(w, doc_id, f"w{n}", stop, acked[doc_id]))
-                )
-            await asyncio.sleep(RUN_SECONDS)
-            os.kill(server.pid, signal.SIGKILL)
-            await asyncio.sleep(0.2)
-            stop.set()
-            counts = await asyncio.gather(*tasks)
+    async with (
+        py_sync_server(data, require_clean_exit=False) as server,
+        JSPeer.start(server.url, retry_interval_ms=200) as w0,
+        JSPeer.start(server.url, retry_interval_ms=200) as w1,
+        JSPeer.start(server.url, retry_interval_ms=200) as w2,
+    ):
+        writers = [w0, w1, w2]
+        docs = [(await w.create({"log": []}))["documentId"] for w in writers]
+        for w, doc_id in zip(writers, docs, strict=True):
+            await w.wait_synced(doc_id)
+        stop = asyncio.Event()
+        tasks = []
+        for n, (w, doc_id) in enumerate(zip(writers, docs, strict=True)):
+            acked[doc_id] = []
+            tasks.append(
+                asyncio.create_task(write_until_killed(w, doc_id, f"w{n}", stop, acked[doc_id]))
+            )
+        await asyncio.sleep(RUN_SECONDS)
+        os.kill(server.pid, signal.SIGKILL)
+        await asyncio.sleep(0.2)
+        stop.set()
+        counts = await asyncio.gather(*tasks)
     assert all(c > 20 for c in counts), counts
     assert all(acked[d] for d in docs), "no acknowledgement observed before the kill"
     for doc_id in docs:

@@ -55,6 +55,7 @@ from .protocol import (
     UnknownMessage,
     decode,
     sync_message_has_heads,
+    sync_message_heads,
 )
 
 __all__ = [
@@ -560,6 +561,12 @@ class Hub:
                 return
             self._announce_to_all(doc)
 
+        if pd.owes_reply and _silences_reply(msg.data, doc):
+            # Replies are batched, but a message with no changes that
+            # advertises exactly our heads makes the core believe the peer
+            # knows our heads, and it would never answer the message before
+            # it: the peer would wait forever. Answer that one first.
+            self._sync_to(doc, conn.conn_id, pd)
         before = doc.heads()
         try:
             doc.doc.receive_sync_message(pd.sync_state, am.Message.decode(msg.data))
@@ -750,6 +757,14 @@ class Hub:
     def _take(self) -> Effects:
         fx, self._fx = self._fx, Effects()
         return fx
+
+
+def _silences_reply(data: bytes, doc: _Doc) -> bool:
+    summary = sync_message_heads(data)
+    if summary is None:
+        return True
+    heads, has_changes = summary
+    return not has_changes and sorted(heads) == sorted(doc.heads())
 
 
 # Salvaging re-loads the document once per chunk per pass; beyond this many

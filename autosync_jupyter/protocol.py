@@ -47,6 +47,7 @@ __all__ = [
     "decode",
     "encode",
     "sync_message_has_heads",
+    "sync_message_heads",
 ]
 
 #: The only wire protocol version there is (stable since automerge-repo 1.0).
@@ -550,3 +551,45 @@ def sync_message_has_heads(data: bytes) -> bool:
     if len(data) < 2 or data[0] not in (0x42, 0x43):
         return False
     return data[1] != 0
+
+
+def _uleb128(data: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = data[pos]  # IndexError on a cut message
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, pos
+        shift += 7
+        if shift > 63:
+            raise ValueError("ULEB128 value too long")
+
+
+def sync_message_heads(data: bytes) -> tuple[list[bytes], bool] | None:
+    """The heads an Automerge sync message advertises, and whether it carries changes.
+
+    Layout (protocol §4.1): version byte, heads, need, have (last-sync
+    hashes and a Bloom filter each), changes. Returns None when the bytes do
+    not follow that layout.
+    """
+    try:
+        if data[0] not in (0x42, 0x43):
+            return None
+        count, pos = _uleb128(data, 1)
+        heads = [data[pos + 32 * i : pos + 32 * (i + 1)] for i in range(count)]
+        pos += 32 * count
+        need, pos = _uleb128(data, pos)
+        pos += 32 * need
+        haves, pos = _uleb128(data, pos)
+        for _ in range(haves):
+            last_sync, pos = _uleb128(data, pos)
+            pos += 32 * last_sync
+            bloom, pos = _uleb128(data, pos)
+            pos += bloom
+        changes, pos = _uleb128(data, pos)
+    except (IndexError, ValueError):
+        return None
+    if pos > len(data) or any(len(h) != 32 for h in heads):
+        return None
+    return heads, changes > 0

@@ -368,6 +368,22 @@ const result = {
   loadgen_cpu_s: round3((cpu.user + cpu.system) / 1e6),
   loadgen_max_loop_delay_ms: Math.round(loopDelay.max / 1e6),
   unacked_docs: C * D - ackedPairs,
+  // For diagnosis: which (client, document) pairs the server never acknowledged.
+  unacked_samples: clients
+    .flatMap(client =>
+      client.handles.map((handle, d) =>
+        client.acked[d]
+          ? null
+          : {
+              client: client.i,
+              documentId: docIds[d],
+              heads: handle.heads(),
+              serverHeads: serverStorageId ? handle.getSyncInfo(serverStorageId)?.lastHeads ?? null : null,
+            },
+      ),
+    )
+    .filter(Boolean)
+    .slice(0, 5),
   errors: errors.length,
   error_samples: errors.slice(0, 5),
   converged,

@@ -22,6 +22,7 @@ from autosync_jupyter.protocol import (
     Request,
     Sync,
     encode,
+    sync_message_heads,
 )
 from autosync_jupyter.values import new_document, to_py
 
@@ -668,3 +669,45 @@ def test_document_missing_a_middle_change_is_salvaged() -> None:
     world.deliver(world.hub.document_loaded(doc_id, first + last))  # "c" needs the lost "b"
     assert to_py(bob.docs[doc_id]) == {"a": 0}
     assert not bob.of_type(DocUnavailable)
+
+
+def test_batched_replies_still_acknowledge_a_change() -> None:
+    """A change followed, before any reply, by a heads-only message still gets an answer
+    advertising the new heads (else the core thinks the peer knows them and it waits forever)."""
+    hub = Hub(peer_id=PeerId("server"), storage_id="s")
+    conn = hub.open_connection()
+    hub.receive(conn, encode(Join(PeerId("p"))))
+    doc_id = generate_document_id()
+    mine, state = new_document({"n": 0}), am.SyncState()
+
+    def exchange() -> list[Sync]:
+        """Send our next message; answer the hub's replies until it is quiet."""
+        msg = mine.generate_sync_message(state)
+        sent = (
+            []
+            if msg is None
+            else hub.receive(conn, encode(Sync("p", "server", doc_id, msg.encode()))).send
+        )
+        out = [m for _, m in hub.propagate().send + sent if isinstance(m, Sync)]
+        for m in out:
+            mine.receive_sync_message(state, am.Message.decode(m.data))
+        return out
+
+    for _ in range(4):
+        exchange()
+    edit(mine, n=1)
+    first = mine.generate_sync_message(state)  # carries the change
+    hub.receive(conn, encode(Sync("p", "server", doc_id, first.encode())))
+    heads_only = mine.generate_sync_message(state)
+    if heads_only is None:  # the core waits for our answer: force the second message
+        heads_only = mine.generate_sync_message(am.SyncState())
+    early = hub.receive(conn, encode(Sync("p", "server", doc_id, heads_only.encode()))).send
+    replies = [m for _, m in early + hub.propagate().send if isinstance(m, Sync)]
+    advertised = [sorted(decode_heads_of(m.data)) for m in replies]
+    assert sorted(mine.get_heads()) in advertised
+
+
+def decode_heads_of(data: bytes) -> list[bytes]:
+    summary = sync_message_heads(data)
+    assert summary is not None
+    return summary[0]

@@ -76,6 +76,13 @@ def _parser() -> argparse.ArgumentParser:
         default=DEFAULT_MAX_MESSAGE_SIZE,
         help="largest message in bytes (default: 100 MiB)",
     )
+    serve.add_argument(
+        "--sync-interval",
+        type=float,
+        default=0.1,
+        help="seconds between two rounds of sync messages for one busy document "
+        "(default: %(default)s; the first change after a quiet spell goes out at once)",
+    )
     serve.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
 
     create = sub.add_parser("create", help="create a document in a data directory")
@@ -130,6 +137,7 @@ async def _serve(args: argparse.Namespace) -> int:
         create_on_request=args.create_on_request,
         ssl=ssl_context,
         max_message_size=args.max_message_size,
+        sync_interval=args.sync_interval,
         origins=args.origin,
         path=args.path,
     )

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
@@ -412,6 +413,11 @@ def _from_map(f: _Fields, msg_type: str) -> Message:
     )
 
 
+# CBOR tags 28 (shareable) and 29 (shared reference) are written d8 1c / d8 1d;
+# the same bytes inside a byte string only cost a needless walk.
+_SHARED_TAGS = re.compile(b"\xd8[\x1c\x1d]")
+
+
 def _reject_shared_values(value: object) -> None:
     """Refuse CBOR value sharing (tags 28/29): a container that occurs twice.
 
@@ -458,7 +464,8 @@ def decode(data: bytes) -> Message:
         raise ProtocolError(f"malformed message: {len(data) - stream.tell()} bytes after the CBOR")
     if not isinstance(value, dict):
         raise ProtocolError(f"a message must be a CBOR map, got {type(value).__name__}")
-    _reject_shared_values(value)
+    if _SHARED_TAGS.search(data):  # rare: only then walk the decoded value
+        _reject_shared_values(value)
     msg_type = value.get("type")
     if not isinstance(msg_type, str) or not msg_type:
         raise ProtocolError("a message must have a text 'type'")

@@ -123,7 +123,7 @@ class SyncServer:
         ping_interval: float | None = 10.0,
         ping_timeout: float | None = 10.0,
         close_timeout: float = 5.0,
-        sync_interval: float = 0.05,
+        sync_interval: float = 0.1,
         origins: Sequence[str] | None = None,
         max_send_queue: int = DEFAULT_MAX_SEND_QUEUE,
         path: str | None = None,

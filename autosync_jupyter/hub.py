@@ -333,6 +333,11 @@ class Hub:
         """Tell whether :meth:`propagate` has work."""
         return bool(self._dirty)
 
+    def peer_count(self, doc_id: DocumentId) -> int:
+        """How many connected peers are engaged with a document."""
+        doc = self._docs.get(doc_id)
+        return len(doc.peers) if doc is not None else 0
+
     def dirty_documents(self) -> frozenset[DocumentId]:
         """The documents :meth:`propagate` would sync."""
         return frozenset(self._dirty)

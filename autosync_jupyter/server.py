@@ -98,10 +98,11 @@ class SyncServer:
         close_timeout: how long a closing handshake may take before the
             connection is cut.
         sync_interval: the shortest time between two rounds of sync
-            messages for one document, in seconds. The first change after a
-            quiet spell goes out at once; changes arriving faster are
-            gathered into one message per peer (as the JS server's 100 ms
-            throttle does). 0 sends at every loop turn.
+            messages for a document shared by several peers, in seconds. The
+            first change after a quiet spell goes out at once; changes
+            arriving faster are gathered into one message per peer (as the
+            JS server's 100 ms throttle does). A document with a single peer
+            is answered at once. 0 sends at every loop turn.
         origins: if given, only browser pages from these origins may connect.
         max_send_queue: bytes of unsent messages after which a peer that does
             not read is disconnected.
@@ -400,7 +401,9 @@ class SyncServer:
         for doc_id in hub.dirty_documents():
             if doc_id in self._due or doc_id in self._sync_timers:
                 continue
-            wait = self._last_sync.get(doc_id, -1e9) + self._sync_interval - now
+            # With one peer there is nothing to gather: answer it at once.
+            interval = self._sync_interval if hub.peer_count(doc_id) > 1 else 0.0
+            wait = self._last_sync.get(doc_id, -1e9) + interval - now
             if wait <= 0:
                 self._due.add(doc_id)
             else:

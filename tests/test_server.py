@@ -16,7 +16,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from autosync_jupyter import BackgroundSyncServer, MemoryStore, SyncServer
+from autosync_jupyter import BackgroundSyncServer, FileStore, MemoryStore, SyncServer
 from autosync_jupyter.ids import DocumentId, PeerId, generate_document_id
 from autosync_jupyter.protocol import (
     DocUnavailable,
@@ -407,3 +407,47 @@ async def test_no_reply_leaves_before_its_flush_completes() -> None:
         ack = await peer.recv()
         assert isinstance(ack, Sync)
         assert advertised_heads(ack.data) == peer.docs[doc_id].get_heads()
+
+
+async def test_ephemeral_server_has_no_storage_id_and_writes_nothing(tmp_path: Path) -> None:
+    """`ephemeral=True`: peers are told isEphemeral, and no file is written."""
+    async with (
+        SyncServer(port=0, data_dir=tmp_path / "unused", ephemeral=True) as srv,
+        raw_peer(srv.url) as peer,
+    ):
+        reply = await peer.join(is_ephemeral=True)
+        assert reply.peer_metadata == PeerMetadata(storage_id=None, is_ephemeral=True)
+        doc_id = generate_document_id()
+        peer.docs[doc_id] = new_document({"gone": "at exit"})
+        await peer.sync_until_quiet(doc_id)
+        assert srv.list_documents() == [doc_id]
+    assert not (tmp_path / "unused").exists()
+
+
+async def test_compaction_keeps_every_change_across_restart(tmp_path: Path) -> None:
+    """Many server-side edits trigger background compaction; a restart finds them all."""
+    data = tmp_path / "d"
+    async with SyncServer(port=0, store=FileStore(data, compaction_floor=1024)) as srv:
+        doc_id = await srv.create_document({"n": 0})
+        for i in range(1, 200):
+
+            def bump(tx: am.Transaction, i: int = i) -> None:
+                tx.put(am.ROOT, "n", am.ScalarType.Int, i)
+                tx.put(am.ROOT, f"k{i}", am.ScalarType.Str, "x" * 50)
+
+            await srv.change_document(doc_id, bump)
+        await asyncio.sleep(0.2)  # let the background compaction finish
+    doc_dir = data / doc_id[:2] / doc_id[2:]
+    assert list((doc_dir / "snapshot").iterdir()), "no snapshot was written"
+    async with SyncServer(port=0, data_dir=data) as again:
+        content = await again.read_document(doc_id)
+        assert content["n"] == 199 and len(content) == 200
+
+
+async def test_r_data_directory_is_served(tmp_path: Path) -> None:
+    """A document saved by the R package (`<id>.automerge`) is served to a peer."""
+    doc_id = generate_document_id()
+    tmp_path.joinpath(f"{doc_id}.automerge").write_bytes(new_document({"from": "R"}).save())
+    async with SyncServer(port=0, data_dir=tmp_path) as srv, raw_peer(srv.url) as peer:
+        await peer.sync_until_quiet(doc_id, request=True)
+        assert to_py(peer.docs[doc_id]) == {"from": "R"}

@@ -545,6 +545,7 @@ class Hub:
         if doc.state is _DocState.BROKEN:
             self._send(conn.conn_id, DocUnavailable(self.peer_id, conn.peer.peer_id, doc_id))
             return
+        created = doc.doc is None
         if doc.doc is None:
             if brings_data:
                 doc.doc = am.Document()
@@ -556,15 +557,12 @@ class Hub:
                 self._fx.writes.append((doc_id, doc.doc.save()))
                 logger.info("document %s created empty on request (R mode)", doc_id)
             else:
-                # Nobody here has it. Keep the peer registered: if the document
-                # arrives later it is pushed to it (late arrival).
-                if pd.status is not _Status.UNAVAILABLE:
-                    pd.status = _Status.UNAVAILABLE
-                    self._send(
-                        conn.conn_id, DocUnavailable(self.peer_id, conn.peer.peer_id, doc_id)
-                    )
+                self._unavailable(conn, doc_id, pd, again=isinstance(msg, Request))
                 return
-            self._announce_to_all(doc)
+        elif not doc.heads() and not brings_data and not self.create_on_request:
+            # Announced by a peer whose changes have not arrived yet.
+            self._unavailable(conn, doc_id, pd, again=isinstance(msg, Request))
+            return
 
         if pd.owes_reply and _silences_reply(msg.data, doc):
             # Replies are batched, but a message with no changes that
@@ -576,14 +574,29 @@ class Hub:
         try:
             doc.doc.receive_sync_message(pd.sync_state, am.Message.decode(msg.data))
         except Exception as exc:
+            if created and not doc.heads():
+                doc.doc, doc.state = None, _DocState.MISSING  # nothing came of it
             self._fail(conn, f"invalid sync message for {doc_id}: {exc}")
             return
         pd.owes_reply = True
         if doc.doc.get_heads() != before:
             self._record_changes(doc)
+            if not before:  # the document's first changes: share it
+                self._announce_to_all(doc)
         # The reply is generated with the other peers' messages: a burst of
         # messages for one document then costs one reply per peer.
         self._dirty.add(doc_id)
+
+    def _unavailable(
+        self, conn: _Connection, doc_id: DocumentId, pd: _PeerDoc, *, again: bool
+    ) -> None:
+        # Nobody here has it. The peer stays registered: if the document
+        # arrives later it is pushed to it (late arrival). A request is
+        # always answered; other messages once.
+        assert conn.peer is not None
+        if again or pd.status is not _Status.UNAVAILABLE:
+            pd.status = _Status.UNAVAILABLE
+            self._send(conn.conn_id, DocUnavailable(self.peer_id, conn.peer.peer_id, doc_id))
 
     def _ephemeral(self, conn: _Connection, msg: Ephemeral) -> None:
         assert conn.peer is not None

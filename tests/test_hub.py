@@ -711,3 +711,23 @@ def decode_heads_of(data: bytes) -> list[bytes]:
     summary = sync_message_heads(data)
     assert summary is not None
     return summary[0]
+
+
+def test_announce_policy_pushes_a_peer_created_document_to_connected_peers() -> None:
+    """announce: a document a peer uploads reaches the other connected peers unasked."""
+    world = make_world(share="announce")
+    alice, bob = world.client("alice"), world.client("bob")
+    doc_id = create_doc(alice, fresh=1)
+    assert to_py(bob.docs[doc_id]) == {"fresh": 1}
+
+
+def test_garbage_first_sync_creates_nothing() -> None:
+    """A first `sync` for an unknown id whose data is garbage leaves no document behind."""
+    world = make_world()
+    eve, bob = world.client("eve"), world.client("bob")
+    doc_id = generate_document_id()
+    eve.send(Sync(PeerId("eve"), PeerId("server"), doc_id, b"\x42\x05garbage"))
+    assert eve.closed
+    bob.sync(doc_id, request=True)
+    assert [m.document_id for m in bob.of_type(DocUnavailable)] == [doc_id]
+    assert not world.writes

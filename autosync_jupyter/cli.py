@@ -63,8 +63,8 @@ def _parser() -> argparse.ArgumentParser:
     tls.add_argument(
         "--self-signed",
         action="store_true",
-        help="serve wss:// with a new "
-        "self-signed certificate (written to the data dir, or a temp dir)",
+        help="serve wss:// with a new self-signed certificate for localhost and "
+        "--host (written to a temporary directory, whose path is printed)",
     )
     tls.add_argument("--cert", help="PEM certificate for wss:// (with --key)")
     serve.add_argument("--key", help="PEM private key for --cert")
@@ -125,7 +125,10 @@ async def _serve(args: argparse.Namespace) -> int:
         ssl_context = server_ssl_context(args.cert, args.key)
     elif args.self_signed:
         where = Path(tempfile.mkdtemp(prefix="autosync-tls-"))
-        cert, key = make_self_signed_certificate(where / "cert.pem", where / "key.pem")
+        hosts = ["localhost", "127.0.0.1", "::1"]
+        if args.host not in hosts and args.host not in ("0.0.0.0", "::"):
+            hosts.append(args.host)
+        cert, key = make_self_signed_certificate(where / "cert.pem", where / "key.pem", hosts=hosts)
         ssl_context = server_ssl_context(cert, key)
         print(f"self-signed certificate: {cert}", flush=True)
     server = SyncServer(

@@ -14,18 +14,50 @@ to::
     asyncio.run(main())
 
 or, from a shell, ``autosync serve``.
+
+Fetch a document from any automerge-repo server (ours, the JS sync server,
+``wss://sync.automerge.org``), or keep documents in sync live::
+
+    from autosync_jupyter import connect, fetch
+
+    doc = await fetch("ws://127.0.0.1:3030", "automerge:4NMNnkMhL8jXrdJ9jamS58PAVdXu")
+    print(doc.to_py())
+
+    async with connect("ws://127.0.0.1:3030") as conn:
+        handle = await conn.open(doc_id)        # or: await conn.create({"title": "new"})
+        with handle.doc.change() as d:          # sent to the server at once
+            d["title"] = "hello"
+        async for event in handle.changes():    # local and remote changes as they happen
+            print(event.origin, handle.doc.to_py())
+
+``fetch_blocking`` and ``connect_blocking`` do the same in scripts without an
+event loop; from a shell: ``autosync fetch URL DOC`` and ``autosync watch URL DOC``.
 """
 
 from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from .client import (
+    BlockingConnection,
+    BlockingDocHandle,
+    ChangeStream,
+    Connection,
+    DocHandle,
+    connect,
+    connect_blocking,
+    fetch,
+    fetch_blocking,
+)
 from .errors import (
     AutosyncError,
+    ConnectionFailed,
     DocumentUnavailable,
     InvalidDocumentId,
     ProtocolError,
+    ServerError,
     StorageError,
+    SyncTimeout,
 )
 from .hub import Hub, PeerInfo, SharePolicy
 from .ids import (
@@ -46,6 +78,12 @@ from .values import to_py
 __all__ = [
     "AutosyncError",
     "BackgroundSyncServer",
+    "BlockingConnection",
+    "BlockingDocHandle",
+    "ChangeStream",
+    "Connection",
+    "ConnectionFailed",
+    "DocHandle",
     "DocumentId",
     "DocumentUnavailable",
     "FileStore",
@@ -55,13 +93,19 @@ __all__ = [
     "PeerId",
     "PeerInfo",
     "ProtocolError",
+    "ServerError",
     "SharePolicy",
     "StorageError",
     "Store",
     "SyncServer",
+    "SyncTimeout",
     "__version__",
     "client_ssl_context",
+    "connect",
+    "connect_blocking",
     "document_url",
+    "fetch",
+    "fetch_blocking",
     "generate_document_id",
     "interpret_as_document_id",
     "is_valid_document_id",

@@ -1,18 +1,25 @@
-"""The ``autosync`` command: run a sync server and manage its documents.
+"""The ``autosync`` command: run a sync server, manage its documents, fetch and watch.
 
 autosync serve [--host 127.0.0.1] [--port 3030] [--data-dir .automerge]
 autosync create [--data-dir .automerge] ['{"title": "hello"}']
 autosync ls [--data-dir .automerge] [--json]
+autosync fetch URL DOC [--json] [--token T] [--cafile F] [--timeout S] [-v]
+autosync watch URL DOC [--token T] [--cafile F] [--timeout S] [--count N] [--no-content] [-v]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
+import datetime as dt
 import json
 import logging
+import os
+import re
 import signal
+import ssl as ssl_module
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -24,7 +31,7 @@ from .errors import AutosyncError
 from .ids import document_url, generate_document_id
 from .server import DEFAULT_MAX_MESSAGE_SIZE, SyncServer
 from .storage import FileStore
-from .tls import make_self_signed_certificate, server_ssl_context
+from .tls import client_ssl_context, make_self_signed_certificate, server_ssl_context
 from .values import new_document, to_py
 
 __all__ = ["main"]
@@ -92,7 +99,46 @@ def _parser() -> argparse.ArgumentParser:
     ls = sub.add_parser("ls", help="list the documents of a data directory")
     ls.add_argument("--data-dir", default=".automerge", help="document store directory")
     ls.add_argument("--json", action="store_true", help="print the documents' content as JSON")
+
+    fetch = sub.add_parser("fetch", help="fetch a document from a sync server and print it")
+    _client_arguments(fetch)
+    fetch.add_argument(
+        "--json",
+        action="store_true",
+        help="print JSON (bytes as base64, timestamps as ISO 8601) instead of text",
+    )
+
+    watch = sub.add_parser(
+        "watch", help="print a document, then each change as it arrives, until Ctrl-C"
+    )
+    _client_arguments(watch)
+    watch.add_argument(
+        "--count", type=int, metavar="N", help="stop after N changes (default: never)"
+    )
+    watch.add_argument(
+        "--no-content",
+        action="store_true",
+        help="print heads and changed paths only, not the whole document at each change",
+    )
     return parser
+
+
+def _client_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("url", help="sync server URL (ws:// or wss://)")
+    parser.add_argument("doc", help="document id or automerge: URL")
+    parser.add_argument(
+        "--token",
+        default=os.environ.get("AUTOSYNC_TOKEN"),
+        help="bearer token for the server (default: $AUTOSYNC_TOKEN; the "
+        "environment keeps it out of the process list)",
+    )
+    parser.add_argument("--cafile", help="PEM certificate(s) to trust for wss:// (self-signed)")
+    parser.add_argument(
+        "--timeout", type=float, default=30.0, help="seconds to wait (default: %(default)s)"
+    )
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="log each step and the bytes exchanged"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -109,6 +155,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_serve(args))
         if args.command == "create":
             return asyncio.run(_create(args))
+        if args.command == "fetch":
+            return asyncio.run(_fetch(args))
+        if args.command == "watch":
+            return asyncio.run(_watch(args))
         return asyncio.run(_ls(args))
     except (AutosyncError, ValueError, OSError) as exc:
         print(f"autosync: error: {exc}", file=sys.stderr)
@@ -194,3 +244,199 @@ async def _ls(args: argparse.Namespace) -> int:
     finally:
         await store.close()
     return 0
+
+
+# -- client commands --------------------------------------------------------------------
+
+
+def _client_ssl(args: argparse.Namespace) -> ssl_module.SSLContext | None:
+    return client_ssl_context(args.cafile) if args.cafile else None
+
+
+async def _fetch(args: argparse.Namespace) -> int:
+    from .client import fetch  # the server commands do not pay for the client's imports
+
+    doc = await fetch(
+        args.url,
+        args.doc,
+        token=args.token,
+        ssl=_client_ssl(args),
+        timeout=args.timeout,
+        verbose=args.verbose > 0,
+    )
+    content = doc.to_py()
+    if args.json:
+        print(_to_json(content, indent=2))
+    else:
+        print("\n".join(_text_lines(content)))
+    return 0
+
+
+async def _watch(args: argparse.Namespace) -> int:
+    from .client import connect
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        # Signal handlers can only be set in the main thread (and not on Windows).
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, stop.set)
+    async with connect(
+        args.url,
+        token=args.token,
+        ssl=_client_ssl(args),
+        timeout=args.timeout,
+        verbose=args.verbose > 0,
+    ) as conn:
+        handle = await conn.open(args.doc)
+        stream = handle.changes()
+        previous = handle.doc.to_py()
+        _emit({"event": "snapshot", "heads": _heads(handle.doc.core), "doc": previous})
+        seen = 0
+        stopping = asyncio.ensure_future(stop.wait())
+        try:
+            while args.count is None or seen < args.count:
+                next_event = asyncio.ensure_future(stream.__anext__())
+                done, _ = await asyncio.wait(
+                    {next_event, stopping}, return_when=asyncio.FIRST_COMPLETED
+                )
+                if next_event not in done:
+                    next_event.cancel()
+                    break
+                event = next_event.result()
+                current = handle.doc.to_py()
+                line: dict[str, Any] = {
+                    "event": "change",
+                    "origin": event.origin,
+                    "heads": _heads(handle.doc.core),
+                    "changed": _changed_paths(previous, current),
+                }
+                if not args.no_content:
+                    line["doc"] = current
+                _emit(line)
+                previous = current
+                seen += 1
+        except StopAsyncIteration:
+            pass
+        finally:
+            stopping.cancel()
+        await handle.close(flush=False)
+    return 0
+
+
+def _heads(core: Any) -> list[str]:
+    from .ids import encode_heads
+
+    return sorted(encode_heads(core.get_heads()))
+
+
+def _emit(line: dict[str, Any]) -> None:
+    print(_to_json(line), flush=True)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return base64.b64encode(bytes(value)).decode("ascii")
+    if isinstance(value, dt.datetime):
+        return value.isoformat()
+    return repr(value)
+
+
+def _to_json(value: Any, indent: int | None = None) -> str:
+    """JSON with bytes as base64 and timestamps as ISO 8601 text."""
+    return json.dumps(value, indent=indent, ensure_ascii=False, default=_json_default)
+
+
+_MAX_CHANGED_PATHS = 50
+
+
+def _changed_paths(old: Any, new: Any, path: str = "") -> list[str]:
+    """Slash-separated paths whose value differs between two to_py() trees (at most 50)."""
+    out: list[str] = []
+
+    def walk(a: Any, b: Any, where: str) -> None:
+        if len(out) >= _MAX_CHANGED_PATHS:
+            return
+        if isinstance(a, dict) and isinstance(b, dict):
+            for key in sorted(a.keys() | b.keys()):
+                walk(a.get(key, _MISSING), b.get(key, _MISSING), f"{where}/{key}")
+        elif isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+            for index, (x, y) in enumerate(zip(a, b, strict=True)):
+                walk(x, y, f"{where}/{index}")
+        elif a != b or type(a) is not type(b):
+            out.append(where or "/")
+
+    walk(old, new, path)
+    return out
+
+
+_MISSING = object()
+_PLAIN = re.compile(r"[^\s\"'#:{}\[\],&*!|>%@`-][^\n\"]*")
+_KEYWORDS = {"true", "false", "null"}
+
+
+def _scalar_text(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        data = bytes(value)
+        return f"<{len(data)} bytes> {base64.b64encode(data).decode('ascii')}"
+    if isinstance(value, dt.datetime):
+        return value.isoformat()
+    if isinstance(value, str):
+        plain = (
+            _PLAIN.fullmatch(value)
+            and value == value.strip()
+            and value not in _KEYWORDS
+            and not _looks_numeric(value)
+        )
+        return value if plain else json.dumps(value, ensure_ascii=False)
+    return repr(value) if not isinstance(value, (int, float)) else json.dumps(value)
+
+
+def _looks_numeric(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _text_lines(value: Any, indent: int = 0) -> list[str]:
+    """A document as indented text: ``key: value``, ``- item`` for lists."""
+    pad = "  " * indent
+    if isinstance(value, dict):
+        if not value:
+            return [pad + "{}"]
+        lines = []
+        for key, item in value.items():
+            label = _scalar_text(str(key))
+            if isinstance(item, (dict, list)) and item:
+                lines.append(f"{pad}{label}:")
+                lines.extend(_text_lines(item, indent + 1))
+            else:
+                lines.append(f"{pad}{label}: {_inline(item)}")
+        return lines
+    if isinstance(value, list):
+        if not value:
+            return [pad + "[]"]
+        lines = []
+        for item in value:
+            if isinstance(item, (dict, list)) and item:
+                nested = _text_lines(item, indent + 1)
+                lines.append(f"{pad}- {nested[0].lstrip()}")
+                lines.extend(nested[1:])
+            else:
+                lines.append(f"{pad}- {_inline(item)}")
+        return lines
+    return [pad + _inline(value)]
+
+
+def _inline(value: Any) -> str:
+    if isinstance(value, dict):
+        return "{}"
+    if isinstance(value, list):
+        return "[]"
+    return _scalar_text(value)

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 __all__ = [
     "AutosyncError",
+    "ConnectionFailed",
     "DocumentUnavailable",
     "InvalidDocumentId",
     "ProtocolError",
+    "ServerError",
     "StorageError",
+    "SyncTimeout",
 ]
 
 
@@ -42,3 +45,56 @@ class DocumentUnavailable(AutosyncError):
 
 class StorageError(AutosyncError):
     """The store could not read or write a document."""
+
+
+class ConnectionFailed(AutosyncError):
+    """The sync server could not be reached, refused the WebSocket, or the link was lost.
+
+    Covers refused connections, unknown hosts, TLS failures (an untrusted
+    certificate, ``wss://`` to a plain server) and HTTP refusals of the
+    upgrade. The message names the URL and what went wrong.
+    """
+
+
+class ServerError(AutosyncError):
+    """The server sent an ``error`` message (it closes the connection right after).
+
+    ``server_message`` is the server's own text, e.g. ``"unsupported protocol
+    version"`` or ``"Authentication failed"``.
+    """
+
+    def __init__(self, server_message: str, url: str | None = None) -> None:
+        self.server_message = server_message
+        self.url = url
+        where = f" {url}" if url else ""
+        super().__init__(f"the server{where} reported an error: {server_message or '(no message)'}")
+
+
+class SyncTimeout(AutosyncError, TimeoutError):
+    """Waiting for the server took longer than allowed; the message says what was awaited.
+
+    Also a :class:`TimeoutError`, so ``except TimeoutError`` catches it.
+    """
+
+
+class DocumentError(AutosyncError):
+    """A document cannot do what was asked; the message says why and what to do instead."""
+
+
+class CounterNotSupported(DocumentError, NotImplementedError):
+    """Python cannot create an Automerge counter.
+
+    The ``automerge`` binding (1.0.0rc1) corrupts a document for good when it
+    writes a new counter, so this package refuses to. Counters made by
+    JavaScript peers can be read and incremented; to count from Python, store
+    an ``int`` or have a JavaScript peer create the counter.
+    """
+
+
+class UnreadableValue(DocumentError):
+    """The ``automerge`` binding could not convert a value of the document.
+
+    Raised in place of the binding's panic, should a value ever escape the
+    package's own reading of counters and unknown types; the document itself
+    is unharmed.
+    """

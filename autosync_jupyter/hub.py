@@ -360,16 +360,20 @@ class Hub:
         self._announce_to_all(doc)
         return self._take()
 
-    def change_document(
-        self, doc_id: DocumentId, edit: Callable[[am.Transaction], None]
-    ) -> Effects:
-        """Apply ``edit`` to a loaded document in one transaction and sync it."""
+    def change_document(self, doc_id: DocumentId, edit: Callable[[am.Document], object]) -> Effects:
+        """Let ``edit`` change a loaded document in place, then store and sync its changes.
+
+        ``edit`` gets the live core document (transports wrap it in a
+        :class:`~autosync_jupyter.document.Document` for users); whatever
+        changes it commits are written and sent to the document's peers.
+        """
         doc = self._ready(doc_id)
         assert doc.doc is not None
-        with doc.doc.transaction() as tx:
-            edit(tx)
-        self._record_changes(doc)
-        self._dirty.add(doc_id)
+        before = doc.doc.get_heads()
+        edit(doc.doc)
+        if doc.doc.get_heads() != before:
+            self._record_changes(doc)
+            self._dirty.add(doc_id)
         return self._take()
 
     def document(self, doc_id: DocumentId) -> am.Document:
@@ -532,6 +536,7 @@ class Hub:
             conn.waiting_for = doc_id
             return
         pd = doc.peers.get(conn.conn_id)
+        first_contact = pd is None
         if pd is None:
             pd = doc.peers[conn.conn_id] = _PeerDoc()
             conn.docs.add(doc_id)
@@ -583,6 +588,10 @@ class Hub:
             self._record_changes(doc)
             if not before:  # the document's first changes: share it
                 self._announce_to_all(doc)
+        if first_contact:
+            # A peer opening a document (a fetch) is answered at once, not
+            # with the next round of a busy document.
+            self._sync_to(doc, conn.conn_id, pd)
         # The reply is generated with the other peers' messages: a burst of
         # messages for one document then costs one reply per peer.
         self._dirty.add(doc_id)

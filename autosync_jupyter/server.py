@@ -38,12 +38,13 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request as HttpRequest
 from websockets.http11 import Response as HttpResponse
 
+from .document import Document, MutableMap
 from .errors import AutosyncError
 from .hub import ConnectionId, Effects, Hub, PeerInfo, SharePolicy
 from .ids import DocumentId, generate_document_id, validate_document_id
 from .protocol import encode
 from .storage import FileStore, MemoryStore, Store
-from .values import new_document, to_py
+from .values import new_document
 
 __all__ = ["DEFAULT_MAX_MESSAGE_SIZE", "BackgroundSyncServer", "SyncServer"]
 
@@ -293,29 +294,46 @@ class SyncServer:
         await self._store.flush()
         return new_id
 
-    async def get_document(self, doc_id: str) -> am.Document:
+    async def get_document(self, doc_id: str) -> Document:
         """Return a copy of a document (loading it from storage if needed).
+
+        The copy is yours to read and even change; to change the served
+        document use :meth:`change_document`.
 
         Raises:
             KeyError: the server does not hold the document.
         """
         valid = validate_document_id(doc_id)
         await self._ensure_loaded(valid)
-        return self._require_hub().document(valid)
+        return Document(core=self._require_hub().document(valid))
 
     async def read_document(self, doc_id: str) -> dict[str, Any]:
         """Return a document's content as plain Python values."""
-        return to_py(await self.get_document(doc_id))
+        return (await self.get_document(doc_id)).to_py()
 
-    async def change_document(self, doc_id: str, edit: Callable[[am.Transaction], None]) -> None:
+    async def change_document(self, doc_id: str, edit: Callable[[MutableMap], object]) -> None:
         """Edit a document on the server; the change reaches every connected peer.
 
-        ``edit`` receives an ``automerge.core.Transaction``. Returns once the
-        change is durable.
+        ``edit`` receives the document's root as in ``with doc.change() as d``
+        (``d["title"] = "x"``, ``d["items"].append(1)``, ``d.increment("n")``)
+        and its changes form one Automerge change. Returns once it is durable.
+
+        >>> async def main():
+        ...     async with SyncServer(port=0, data_dir=None) as server:
+        ...         doc_id = await server.create_document({"items": []})
+        ...         await server.change_document(doc_id, lambda d: d["items"].append(1))
+        ...         return await server.read_document(doc_id)
+        >>> asyncio.run(main())
+        {'items': [1]}
         """
         valid = validate_document_id(doc_id)
         await self._ensure_loaded(valid)
-        self._apply(self._require_hub().change_document(valid, edit))
+
+        def apply(core: am.Document) -> None:
+            with Document(core=core).change() as root:
+                edit(root)
+
+        self._apply(self._require_hub().change_document(valid, apply))
         await self._store.flush()
 
     async def _ensure_loaded(self, doc_id: DocumentId) -> None:
@@ -651,7 +669,7 @@ class BackgroundSyncServer:
 
         return self._call(run())
 
-    def get_document(self, doc_id: str) -> am.Document:
+    def get_document(self, doc_id: str) -> Document:
         """Blocking :meth:`SyncServer.get_document`."""
         assert self._server is not None
         return self._call(self._server.get_document(doc_id))
@@ -661,7 +679,7 @@ class BackgroundSyncServer:
         assert self._server is not None
         return self._call(self._server.read_document(doc_id))
 
-    def change_document(self, doc_id: str, edit: Callable[[am.Transaction], None]) -> None:
+    def change_document(self, doc_id: str, edit: Callable[[MutableMap], object]) -> None:
         """Blocking :meth:`SyncServer.change_document`."""
         assert self._server is not None
         self._call(self._server.change_document(doc_id, edit))

@@ -1,65 +1,189 @@
 """Plain Python values in and out of Automerge documents (``automerge.core``).
 
+The low-level converter under :class:`~autosync_jupyter.document.Document`,
+for code that holds a binding document directly (the hub and the server).
+
 Writing follows what JavaScript peers expect: ``dict`` becomes a map,
 ``list``/``tuple`` a list, ``str`` collaborative text (what
 ``@automerge/automerge`` makes of a JS string), ``bool`` a boolean (never the
-integer 1), ``int`` an integer, ``float`` a float64, ``None`` null, ``bytes``
-a byte array and ``datetime`` a timestamp.
+integer 1), ``int`` a 64-bit integer, ``float`` a float64, ``None`` null,
+``bytes`` a byte array and ``datetime`` a timestamp (whole milliseconds, the
+rest dropped; a naive ``datetime`` is taken as UTC).
 
-Reading never lets a panic of the binding escape: counters (which this
-binding cannot read directly) are recovered from the document's patches.
+Reading never lets a panic of the binding escape: counters (which the binding
+cannot convert) are read from the document's patches instead (see
+``_patches.py``), timestamps come back as aware UTC ``datetime`` (the binding
+returns naive local time) and byte arrays as ``bytes`` (not lists of ints).
+
+>>> doc = new_document({"title": "hi", "done": False, "tags": ["a"]})
+>>> to_py(doc) == {"title": "hi", "done": False, "tags": ["a"]}
+True
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import automerge.core as am
 
-__all__ = ["new_document", "put_value", "to_py", "write_root"]
+from ._patches import SpecialIndex, Tracker, Unknown, exact_timestamp, obj_key
+from ._patches import _Counter as _IndexedCounter
+from .errors import CounterNotSupported, UnreadableValue
+
+__all__ = [
+    "Counter",
+    "ObjectRef",
+    "Reader",
+    "Unknown",
+    "check_key",
+    "check_value",
+    "new_document",
+    "put_value",
+    "to_py",
+    "write_root",
+]
 
 _MIN_INT64 = -(2**63)
 _MAX_INT64 = 2**63 - 1
+_UTC = dt.timezone.utc
 
 Prop = str | int
+#: Where reads come from: a document, or the transaction open on it.
+Source = am.Document | am.Transaction
+
+COUNTER_CREATION_MESSAGE = (
+    "cannot create a counter from Python: the automerge binding (1.0.0rc1) corrupts the "
+    "document when it writes one. Counters made by JavaScript peers can be read and "
+    "incremented (d.increment(key, n)); to count from Python, store an int."
+)
 
 
-def _scalar(value: Any) -> tuple[Any, Any]:
+class Counter(int):
+    """The value of an Automerge counter, as read.
+
+    An ``int`` (arithmetic, comparisons and JSON work as usual) that remembers
+    it came from a counter. Increment the counter itself inside
+    ``doc.change()``; assigning a ``Counter`` elsewhere would create a new
+    counter, which Python cannot (:class:`~autosync_jupyter.errors.CounterNotSupported`).
+
+    >>> Counter(3) + 1
+    4
+    """
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return f"Counter({int(self)})"
+
+
+@dataclass(frozen=True)
+class ObjectRef:
+    """A map, list or text object of a document: its type and its binding id."""
+
+    kind: am.ObjType
+    id: bytes
+
+
+# -- writing --------------------------------------------------------------------------
+
+
+def check_int(value: int) -> int:
+    """Return ``value`` if it fits Automerge's signed 64-bit integers, else raise."""
+    if not _MIN_INT64 <= value <= _MAX_INT64:
+        raise ValueError(f"integer {value} does not fit in 64 bits")
+    return value
+
+
+def _scalar(value: Any) -> tuple[am.ScalarType, Any]:
     if value is None:
         return am.ScalarType.Null, None
     if isinstance(value, bool):
         return am.ScalarType.Boolean, value
+    if isinstance(value, Counter):
+        raise CounterNotSupported(COUNTER_CREATION_MESSAGE)
     if isinstance(value, int):
-        if not _MIN_INT64 <= value <= _MAX_INT64:
-            raise ValueError(f"integer {value} does not fit in 64 bits")
-        return am.ScalarType.Int, value
+        return am.ScalarType.Int, check_int(value)
     if isinstance(value, float):
         return am.ScalarType.F64, value
     if isinstance(value, (bytes, bytearray, memoryview)):
         return am.ScalarType.Bytes, bytes(value)
     if isinstance(value, dt.datetime):
         if value.tzinfo is None:
-            value = value.replace(tzinfo=dt.timezone.utc)
-        return am.ScalarType.Timestamp, value
+            value = value.replace(tzinfo=_UTC)
+        # Timestamps are whole milliseconds; the binding would round the
+        # rest (possibly into the next second), so drop it as JS's Date does.
+        return am.ScalarType.Timestamp, value.replace(microsecond=value.microsecond // 1000 * 1000)
     raise TypeError(f"cannot store a value of type {type(value).__name__} in a document")
 
 
+def _is_list(value: Any) -> bool:
+    return isinstance(value, Sequence) and not isinstance(
+        value, (str, bytes, bytearray, memoryview)
+    )
+
+
+def check_key(key: Any) -> str:
+    """Return ``key`` if it can be a map key (a non-empty ``str``), else raise."""
+    if not isinstance(key, str):
+        raise TypeError(f"map keys must be strings, not {type(key).__name__}")
+    if not key:
+        raise ValueError("map keys must not be empty (Automerge does not allow it)")
+    return key
+
+
+def check_value(value: Any) -> None:
+    """Raise the error :func:`put_value` would raise for ``value``, without writing.
+
+    Lets a caller refuse a bad value before any part of it is written.
+    """
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            check_key(key)
+            check_value(item)
+    elif isinstance(value, str):
+        return
+    elif _is_list(value):
+        for item in value:
+            check_value(item)
+    else:
+        _scalar(value)
+
+
+def insert_text(tx: am.Transaction, text_obj: bytes, index: int, text: str) -> None:
+    """Insert ``text`` into a text object at ``index`` (a code point position).
+
+    The binding has no multi-character splice (a ``str`` given to ``insert``
+    becomes one element), so this inserts one character per call, with the
+    method looked up once.
+    """
+    insert = tx.insert
+    kind = am.ScalarType.Str
+    for offset, char in enumerate(text):
+        insert(text_obj, index + offset, kind, char)
+
+
 def put_value(
-    tx: am.Transaction, obj: Any, prop: Prop, value: Any, *, insert: bool = False
+    tx: am.Transaction, obj: bytes, prop: Prop, value: Any, *, insert: bool = False
 ) -> None:
     """Write ``value`` at ``prop`` of ``obj`` (a map key, or a list index).
 
     With ``insert=True`` the value is inserted before list index ``prop``
-    instead of replacing the element there.
+    instead of replacing the element there. The caller checks that ``prop``
+    exists (the binding panics on a bad list index).
+
+    Raises:
+        TypeError: a value (or a map key) of a type a document cannot hold.
+        ValueError: an integer outside the signed 64-bit range, an empty key.
+        CounterNotSupported: ``value`` is a :class:`Counter`.
     """
     if isinstance(value, Mapping):
         kind = am.ObjType.Map
     elif isinstance(value, str):
         kind = am.ObjType.Text
-    elif isinstance(value, Sequence) and not isinstance(value, (bytes, bytearray)):
+    elif _is_list(value):
         kind = am.ObjType.List
     else:
         scalar_type, scalar = _scalar(value)
@@ -69,6 +193,9 @@ def put_value(
         else:
             tx.put(obj, prop, scalar_type, scalar)
         return
+    if kind == am.ObjType.Map:
+        for key in value:
+            check_key(key)
     if insert:
         assert isinstance(prop, int), "insert needs a list index"
         child = tx.insert_object(obj, prop, kind)
@@ -76,13 +203,9 @@ def put_value(
         child = tx.put_object(obj, prop, kind)
     if kind == am.ObjType.Map:
         for key, item in value.items():
-            if not isinstance(key, str):
-                raise TypeError(f"map keys must be strings, not {type(key).__name__}")
             put_value(tx, child, key, item)
     elif kind == am.ObjType.Text:
-        # The binding has no multi-character splice: one element per character.
-        for index, char in enumerate(value):
-            tx.insert(child, index, am.ScalarType.Str, char)
+        insert_text(tx, child, 0, value)
     else:
         for index, item in enumerate(value):
             put_value(tx, child, index, item, insert=True)
@@ -93,9 +216,7 @@ def write_root(tx: am.Transaction, initial: Mapping[str, Any]) -> None:
     if not isinstance(initial, Mapping):
         raise TypeError(f"a document's root must be a mapping, not {type(initial).__name__}")
     for key, value in initial.items():
-        if not isinstance(key, str):
-            raise TypeError(f"map keys must be strings, not {type(key).__name__}")
-        put_value(tx, am.ROOT, key, value)
+        put_value(tx, am.ROOT, check_key(key), value)
 
 
 def new_document(initial: Mapping[str, Any] | None = None) -> am.Document:
@@ -110,85 +231,180 @@ def new_document(initial: Mapping[str, Any] | None = None) -> am.Document:
         if initial:
             write_root(tx, initial)
         else:
+            # An empty transaction commits no change; this pair leaves the
+            # root empty but makes one.
             tx.put(am.ROOT, "_", am.ScalarType.Null, None)
             tx.delete(am.ROOT, "_")
     return document
 
 
-_COUNTER_RE = re.compile(r"Counter\s*\{\s*start:\s*(-?\d+),\s*current:\s*(-?\d+)")
+# -- reading --------------------------------------------------------------------------
 
 
 def _is_panic(exc: BaseException) -> bool:
+    # pyo3_runtime.PanicException cannot be imported; it derives from BaseException.
     return type(exc).__name__ == "PanicException"
 
 
-def _convert(doc: am.Document, value: Any, obj_id: Any, path: tuple[Prop, ...]) -> Any:
-    # The binding returns (ObjType, id) for objects, ((ScalarType, v), id) for scalars.
-    if isinstance(value, am.ObjType):
-        return _read(doc, obj_id, value, path)
-    kind, payload = value
-    if kind == am.ScalarType.Bytes:
-        return bytes(payload)
-    if kind == am.ScalarType.Timestamp and isinstance(payload, dt.datetime):
-        return payload.replace(tzinfo=dt.timezone.utc) if payload.tzinfo is None else payload
-    return payload
+class Reader:
+    """Reads one binding document without ever triggering the binding's panic.
+
+    Args:
+        source: the document, or the transaction open on it (to read the
+            transaction's own writes).
+        index: where the document's counters and unknown values are, for
+            the state being read (see :class:`~autosync_jupyter._patches.Tracker`).
+        heads: read the document as of these heads instead of now.
+        document: the document again, when it may be diffed (no transaction
+            is open): used to resolve a timestamp in a repeated local hour.
+    """
+
+    def __init__(
+        self,
+        source: Source,
+        index: SpecialIndex,
+        *,
+        heads: list[bytes] | None = None,
+        document: am.Document | None = None,
+    ) -> None:
+        self.source = source
+        self.index = index
+        self.heads = heads
+        self.document = document
+
+    @classmethod
+    def of(cls, doc: am.Document) -> Reader:
+        """A reader of ``doc`` as it is now (it must have no open transaction)."""
+        return cls(doc, Tracker(doc).current(), document=doc)
+
+    # -- single values
+
+    def get(self, obj: bytes, prop: Prop) -> Any:
+        """The value at ``prop`` of ``obj``.
+
+        Objects come back as :class:`ObjectRef`, counters as :class:`Counter`,
+        everything else as plain Python.
+
+        Raises:
+            KeyError: no such key (``prop`` a ``str``).
+            IndexError: no such index (``prop`` an ``int``; negative indices
+                are the caller's to resolve).
+        """
+        if self.index:
+            special = self.index.lookup(obj_key(obj), prop)
+            if special is not None:
+                return _from_index(special)
+        if isinstance(prop, int) and not 0 <= prop < self.length(obj):
+            # The binding panics on a negative index; check both ends here.
+            raise IndexError(f"list index {prop} out of range")
+        item = self._binding_get(obj, prop)
+        if item is None:
+            raise KeyError(prop) if isinstance(prop, str) else IndexError(prop)
+        value, item_id = item
+        return self._convert(obj, prop, value, item_id)
+
+    def _binding_get(self, obj: bytes, prop: Prop) -> Any:
+        try:
+            return self.source.get(obj, prop, self.heads)
+        except BaseException as exc:
+            # Only reached if the index missed a counter: turn the binding's
+            # panic (a BaseException) into an ordinary, catchable error.
+            if not _is_panic(exc):
+                raise
+            raise UnreadableValue(f"the automerge binding cannot read {prop!r}") from None
+
+    def _convert(self, obj: bytes, prop: Prop, value: Any, item_id: bytes) -> Any:
+        # The binding gives ObjType for objects, (ScalarType, value) for scalars.
+        if isinstance(value, am.ObjType):
+            return ObjectRef(value, item_id)
+        kind, payload = value
+        if kind == am.ScalarType.Bytes:
+            return bytes(payload)
+        if kind == am.ScalarType.Timestamp:
+            return self._timestamp(obj, prop, payload)
+        return payload
+
+    def _timestamp(self, obj: bytes, prop: Prop, value: dt.datetime) -> dt.datetime:
+        if value.tzinfo is not None:
+            return value.astimezone(_UTC)
+        # The binding converts to naive local time; turn it back. In a repeated
+        # hour (daylight saving ends) one local time is two instants, and only
+        # the patches say which.
+        first = value.replace(fold=0).astimezone(_UTC)
+        if first == value.replace(fold=1).astimezone(_UTC) or self.document is None:
+            return first
+        return exact_timestamp(self.document, obj, prop) or first
+
+    def has(self, obj: bytes, key: str) -> bool:
+        """Whether map ``obj`` has ``key``."""
+        if self.index and self.index.lookup(obj_key(obj), key) is not None:
+            return True
+        return self._binding_get(obj, key) is not None
+
+    def keys(self, obj: bytes) -> list[str]:
+        """The keys of map ``obj``, in the document's (sorted) order."""
+        return list(self.source.keys(obj, self.heads))
+
+    def length(self, obj: bytes) -> int:
+        """The number of elements of list or text ``obj``, or keys of map ``obj``."""
+        return self.source.length(obj, self.heads)
+
+    def text(self, obj: bytes) -> str:
+        """The content of text ``obj``."""
+        return self.source.text(obj, self.heads)
+
+    def object_type(self, obj: bytes) -> am.ObjType:
+        """Whether ``obj`` is a map, a list or a text."""
+        return self.source.object_type(obj)
+
+    # -- whole trees
+
+    def to_py(self, obj: bytes = am.ROOT, kind: am.ObjType = am.ObjType.Map) -> Any:
+        """``obj`` and everything under it as plain Python (counters as ``int``)."""
+        if kind == am.ObjType.Text:
+            return self.text(obj)
+        if kind == am.ObjType.Map:
+            keys = self.keys(obj)
+            items = self._items(obj, keys)
+            return {key: self._plain(item) for key, item in zip(keys, items, strict=True)}
+        return [self._plain(item) for item in self._items(obj, None)]
+
+    def _items(self, obj: bytes, keys: list[str] | None) -> list[Any]:
+        props: list[Prop] = list(keys) if keys is not None else list(range(self.length(obj)))
+        if self.index and self.index.holds_any(obj_key(obj)):
+            return [self.get(obj, prop) for prop in props]
+        # No counter here: one call for all values (map values come in key order).
+        try:
+            values = self.source.values(obj, self.heads)
+        except BaseException as exc:
+            if not _is_panic(exc):
+                raise
+            raise UnreadableValue("the automerge binding cannot read a value here") from None
+        return [
+            self._convert(obj, prop, value, item_id)
+            for prop, (value, item_id) in zip(props, values, strict=True)
+        ]
+
+    def _plain(self, item: Any) -> Any:
+        if isinstance(item, ObjectRef):
+            return self.to_py(item.id, item.kind)
+        if isinstance(item, Counter):
+            return int(item)
+        return item
 
 
-def _read(doc: am.Document, obj: Any, kind: Any, path: tuple[Prop, ...]) -> Any:
-    if kind == am.ObjType.Text:
-        return doc.text(obj)
-    if kind == am.ObjType.Map:
-        out: dict[str, Any] = {}
-        for key in doc.keys(obj):
-            out[key] = _get(doc, obj, key, (*path, key))
-        return out
-    return [_get(doc, obj, i, (*path, i)) for i in range(doc.length(obj))]
-
-
-def _get(doc: am.Document, obj: Any, prop: Prop, path: tuple[Prop, ...]) -> Any:
-    try:
-        item = doc.get(obj, prop)
-    except BaseException as exc:
-        if not _is_panic(exc):
-            raise
-        return _counter_value(doc, path)
-    if item is None:
-        return None
-    value, obj_id = item
-    return _convert(doc, value, obj_id, path)
-
-
-def _counter_value(doc: am.Document, path: tuple[Prop, ...]) -> int | None:
-    """Recover a counter's value from the patches that rebuild the document."""
-    try:
-        patches = doc.diff([], doc.get_heads())
-    except BaseException as exc:
-        if not _is_panic(exc):
-            raise
-        return None
-    wanted = list(path)
-    value: int | None = None
-    for patch in patches:
-        text = repr(patch)
-        match = _COUNTER_RE.search(text)
-        if match and _patch_path(patch) == wanted:
-            value = int(match.group(2))
-    return value
-
-
-def _patch_path(patch: Any) -> list[Prop]:
-    # Each patch knows the path of its object and the property it touches.
-    path = [prop for _obj, prop in getattr(patch, "path", [])]
-    action = getattr(patch, "action", None)
-    for attr in ("key", "index"):
-        if hasattr(action, attr):
-            path.append(getattr(action, attr))
-            break
-    return path
+def _from_index(special: Any) -> Any:
+    if isinstance(special, _IndexedCounter):
+        return Counter(special.value)
+    return special
 
 
 def to_py(doc: am.Document) -> dict[str, Any]:
-    """Return a whole document as plain Python (dicts, lists, str, numbers…)."""
-    result = _read(doc, am.ROOT, am.ObjType.Map, ())
+    """Return a whole document as plain Python (dicts, lists, str, numbers…).
+
+    Counters come back as ``int``, timestamps as aware UTC ``datetime``, byte
+    arrays as ``bytes``.
+    """
+    result = Reader.of(doc).to_py()
     assert isinstance(result, dict)
     return result

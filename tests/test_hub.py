@@ -619,8 +619,9 @@ def test_server_side_change_reaches_peers() -> None:
     """`change_document` syncs the edit to every engaged peer and is written."""
     world, doc_id, a, b, _c = engaged_trio()
 
-    def put(tx: am.Transaction) -> None:
-        tx.put(am.ROOT, "server", am.ScalarType.Int, 42)
+    def put(core: am.Document) -> None:
+        with core.transaction() as tx:
+            tx.put(am.ROOT, "server", am.ScalarType.Int, 42)
 
     world.deliver(world.hub.change_document(doc_id, put))
     assert to_py(a.docs[doc_id])["server"] == 42 and to_py(b.docs[doc_id])["server"] == 42

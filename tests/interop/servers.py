@@ -193,6 +193,7 @@ def js_sync_server(
     data_dir: Path,
     tls: TLSFiles | None = None,
     *,
+    port: int = 0,
     peer_id: str | None = None,
     debug: str | None = None,
     startup_timeout: float = 30.0,
@@ -204,11 +205,13 @@ def js_sync_server(
     Args:
         data_dir: its NodeFS storage directory (created if missing).
         tls: serve ``wss://`` with these files (see :func:`make_tls_files`).
+        port: the port to listen on; 0 picks a free one. A restart on the port a
+            killed server used lets clients reconnect to the same URL.
         peer_id: override ``storage-server-<hostname>``.
         debug: value for ``DEBUG`` (e.g. ``"automerge-repo:*,WebsocketServer"``).
         startup_timeout, stop_timeout, require_clean_exit: see :func:`run_server`.
     """
-    argv = [node_executable(), str(_SYNC_SERVER_SCRIPT), "--host", "127.0.0.1", "--port", "0"]
+    argv = [node_executable(), str(_SYNC_SERVER_SCRIPT), "--host", "127.0.0.1", "--port", str(port)]
     argv += ["--data-dir", str(data_dir)]
     if tls is not None:
         argv += ["--tls-cert", str(tls.cert), "--tls-key", str(tls.key)]
@@ -232,6 +235,7 @@ def js_sync_server(
 def py_sync_server(
     data_dir: Path,
     *extra_args: str,
+    port: int = 0,
     env: Mapping[str, str] | None = None,
     startup_timeout: float = 30.0,
     stop_timeout: float = 10.0,
@@ -239,13 +243,14 @@ def py_sync_server(
 ) -> contextlib.AbstractAsyncContextManager[ServerProcess]:
     """Our server: ``python -m autosync_jupyter serve`` on a free loopback port.
 
-    ``extra_args`` are appended to the command line (e.g. TLS options). The
-    checkout is put first on ``PYTHONPATH`` so an uninstalled tree works.
+    ``extra_args`` are appended to the command line (e.g. TLS options);
+    ``port`` 0 picks a free port. The checkout is put first on ``PYTHONPATH``
+    so an uninstalled tree works.
     ``env`` replaces the inherited environment; the timeouts and
     ``require_clean_exit`` are as in :func:`run_server`.
     """
     argv = [sys.executable, "-m", "autosync_jupyter", "serve"]
-    argv += ["--host", "127.0.0.1", "--port", "0", "--data-dir", str(data_dir), *extra_args]
+    argv += ["--host", "127.0.0.1", "--port", str(port), "--data-dir", str(data_dir), *extra_args]
     full_env = dict(os.environ if env is None else env)
     pythonpath = full_env.get("PYTHONPATH")
     full_env["PYTHONPATH"] = str(REPO_ROOT) + (os.pathsep + pythonpath if pythonpath else "")

@@ -100,10 +100,16 @@ server.on("error", err => {
   process.exit(1)
 })
 
-server.listen(Number(args.port), args.host, () => {
+server.listen(Number(args.port), args.host, async () => {
   const { address, port } = server.address()
   const host = address.includes(":") ? `[${address}]` : address
   log(`peerId=${repo.peerId} dataDir=${dataDir}`)
+  // The WebSocket adapter only starts handling sockets once the repo has read
+  // its storage id (NetworkSubsystem calls adapter.connect() when peerMetadata
+  // resolves). A client that joins before that is never answered and is cut
+  // by the keep-alive 5 s later, so announce "listening" only after it.
+  await repo.networkSubsystem.peerMetadata
+  await new Promise(resolve => setImmediate(resolve))
   // The one line harnesses wait for; written in one call so it is never split.
   process.stdout.write(`listening on ${tls ? "wss" : "ws"}://${host}:${port}\n`)
 })

@@ -38,26 +38,32 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from .client import (
-    BlockingConnection,
-    BlockingDocHandle,
-    ChangeStream,
-    Connection,
-    DocHandle,
-    connect,
-    connect_blocking,
-    fetch,
-    fetch_blocking,
+from .blocking import BlockingConnection, BlockingDocHandle, connect_blocking
+from .client import fetch, fetch_blocking
+from .connection import ChangeStream, Connection, DocHandle, connect
+from .document import (
+    ChangeEvent,
+    Counter,
+    Document,
+    ListView,
+    MapView,
+    MutableCounter,
+    MutableList,
+    MutableMap,
+    MutableText,
 )
 from .errors import (
     AutosyncError,
     ConnectionFailed,
+    CounterNotSupported,
+    DocumentError,
     DocumentUnavailable,
     InvalidDocumentId,
     ProtocolError,
     ServerError,
     StorageError,
     SyncTimeout,
+    UnreadableValue,
 )
 from .hub import Hub, PeerInfo, SharePolicy
 from .ids import (
@@ -80,16 +86,27 @@ __all__ = [
     "BackgroundSyncServer",
     "BlockingConnection",
     "BlockingDocHandle",
+    "ChangeEvent",
     "ChangeStream",
     "Connection",
     "ConnectionFailed",
+    "Counter",
+    "CounterNotSupported",
     "DocHandle",
+    "Document",
+    "DocumentError",
     "DocumentId",
     "DocumentUnavailable",
     "FileStore",
     "Hub",
     "InvalidDocumentId",
+    "ListView",
+    "MapView",
     "MemoryStore",
+    "MutableCounter",
+    "MutableList",
+    "MutableMap",
+    "MutableText",
     "PeerId",
     "PeerInfo",
     "ProtocolError",
@@ -99,6 +116,7 @@ __all__ = [
     "Store",
     "SyncServer",
     "SyncTimeout",
+    "UnreadableValue",
     "__version__",
     "client_ssl_context",
     "connect",

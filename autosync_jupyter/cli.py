@@ -273,7 +273,7 @@ async def _fetch(args: argparse.Namespace) -> int:
 
 
 async def _watch(args: argparse.Namespace) -> int:
-    from .client import connect
+    from .connection import connect
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -19,14 +19,10 @@ import pytest
 from websockets.asyncio.server import ServerConnection, serve
 
 from autosync_jupyter import SyncServer
+from autosync_jupyter.blocking import connect_blocking
 from autosync_jupyter.cli import main
-from autosync_jupyter.client import (
-    Connection,
-    connect,
-    connect_blocking,
-    fetch,
-    fetch_blocking,
-)
+from autosync_jupyter.client import fetch, fetch_blocking
+from autosync_jupyter.connection import Connection, connect
 from autosync_jupyter.document import ChangeEvent
 from autosync_jupyter.errors import (
     ConnectionFailed,

@@ -24,7 +24,8 @@ from jspeer import JSPeer, Op, js_value
 from servers import ServerProcess, TLSFiles, js_sync_server, make_tls_files, py_sync_server
 
 from autosync_jupyter import SyncServer
-from autosync_jupyter.client import connect, fetch
+from autosync_jupyter.client import fetch
+from autosync_jupyter.connection import connect
 from autosync_jupyter.document import Document
 from autosync_jupyter.errors import DocumentUnavailable
 from autosync_jupyter.ids import generate_document_id

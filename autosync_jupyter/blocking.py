@@ -1,0 +1,226 @@
+"""The blocking façade of :mod:`autosync_jupyter.connection`, for scripts.
+
+:func:`connect_blocking` returns a :class:`BlockingConnection` whose
+connection runs in an event loop of its own daemon thread
+(:class:`_LoopThread`); its methods, and those of the
+:class:`BlockingDocHandle` objects it hands out, block until done. Inside a
+running event loop (a notebook cell), ``await connect(...)`` instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Mapping as MappingABC
+from typing import Any, TypeVar
+
+from .client import _refuse_running_loop
+from .connection import ChangeCallback, Connection, DocHandle, HandleState
+from .document import Document
+from .errors import SyncTimeout
+from .ids import DocumentId
+
+__all__ = [
+    "BlockingConnection",
+    "BlockingDocHandle",
+    "connect_blocking",
+]
+
+T = TypeVar("T")
+
+
+# -- blocking façade -------------------------------------------------------------------
+
+
+class _LoopThread:
+    """An event loop running in a daemon thread, and a way to call into it."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self.loop.run_forever, name="autosync-client", daemon=True
+        )
+        self._thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def call(self, fn: Callable[[], T]) -> T:
+        async def call() -> T:
+            return fn()
+
+        return self.run(call())
+
+    def stop(self) -> None:
+        if self.loop.is_closed():
+            return
+        with contextlib.suppress(Exception):
+            self.run(self.loop.shutdown_asyncgens(), timeout=5)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=10)
+        self.loop.close()
+
+
+class BlockingDocHandle:
+    """A :class:`DocHandle` for scripts: its methods block.
+
+    Read with :meth:`to_py` and edit with ``with handle.change() as d:``;
+    both hold the handle's lock, so the connection's thread never applies a
+    remote change halfway through your edit.
+    """
+
+    def __init__(self, handle: DocHandle, runner: _LoopThread) -> None:
+        self._handle = handle
+        self._runner = runner
+
+    @property
+    def document_id(self) -> DocumentId:
+        """The document's id."""
+        return self._handle.document_id
+
+    @property
+    def url(self) -> str:
+        """The document's ``automerge:`` URL."""
+        return self._handle.url
+
+    @property
+    def state(self) -> HandleState:
+        """See :attr:`DocHandle.state`."""
+        return self._handle.state
+
+    @property
+    def doc(self) -> Document:
+        """The live document (prefer :meth:`to_py` and :meth:`change` from this thread)."""
+        return self._handle.doc
+
+    def to_py(self) -> Any:
+        """The document's content as plain Python values."""
+        with self._handle._lock:
+            return self._handle.doc.to_py()
+
+    @contextlib.contextmanager
+    def change(self) -> Iterator[Any]:
+        """Edit the document; the change is sent when the block ends."""
+        with self._handle._lock, self._handle.doc.change() as d:
+            yield d
+
+    def on_change(self, callback: ChangeCallback) -> Callable[[], None]:
+        """See :meth:`DocHandle.on_change`; the callback runs in the connection's thread."""
+        return self._handle.on_change(callback)
+
+    def broadcast(self, payload: Any) -> None:
+        """See :meth:`DocHandle.broadcast`."""
+        self._runner.call(lambda: self._handle.broadcast(payload))
+
+    def wait_for(self, predicate: Callable[[Any], bool], timeout: float = 30.0) -> Any:
+        """Block until ``predicate(content)`` is true for the document's content; return it.
+
+        Raises:
+            SyncTimeout: the condition did not hold within ``timeout`` seconds.
+        """
+        handle = self._handle
+        conn = handle._conn
+
+        async def wait() -> Any:
+            def check() -> bool:
+                with handle._lock:
+                    return handle.ready and bool(predicate(handle.doc.to_py()))
+
+            await conn._wait_until(check, timeout, f"a condition on {handle.document_id}")
+            return handle.doc.to_py()
+
+        return self._runner.run(wait())
+
+    def flush(self, timeout: float | None = None) -> None:
+        """See :meth:`DocHandle.flush`."""
+        self._runner.run(self._handle.flush(timeout))
+
+    def close(self, *, flush: bool = True, timeout: float | None = None) -> None:
+        """See :meth:`DocHandle.close`."""
+        self._runner.run(self._handle.close(flush=flush, timeout=timeout))
+
+    def __repr__(self) -> str:
+        return repr(self._handle)
+
+
+class BlockingConnection:
+    """A :class:`Connection` whose methods block, for scripts without an event loop.
+
+    The connection runs in its own thread. Use :func:`connect_blocking`.
+    """
+
+    def __init__(self, url: str, **options: Any) -> None:
+        self._conn = Connection(url, **options)
+        self._runner = _LoopThread()
+        try:
+            self._runner.run(self._conn.start())
+        except BaseException:
+            self._runner.stop()
+            raise
+
+    @property
+    def connection(self) -> Connection:
+        """The underlying async :class:`Connection` (lives in the connection's thread)."""
+        return self._conn
+
+    @property
+    def connected(self) -> bool:
+        """See :attr:`Connection.connected`."""
+        return self._conn.connected
+
+    def open(
+        self, doc_id: str, *, wait: bool = True, timeout: float | None = None
+    ) -> BlockingDocHandle:
+        """See :meth:`Connection.open`."""
+        handle = self._runner.run(self._conn.open(doc_id, wait=wait, timeout=timeout))
+        return BlockingDocHandle(handle, self._runner)
+
+    def create(
+        self,
+        initial: MappingABC[str, Any] | Document | None = None,
+        *,
+        doc_id: str | None = None,
+        timeout: float | None = None,
+    ) -> BlockingDocHandle:
+        """See :meth:`Connection.create`."""
+        handle = self._runner.run(self._conn.create(initial, doc_id=doc_id, timeout=timeout))
+        return BlockingDocHandle(handle, self._runner)
+
+    def close(self, *, flush: bool = True, timeout: float | None = None) -> None:
+        """See :meth:`Connection.close`; also stops the connection's thread."""
+        try:
+            if not self._runner.loop.is_closed():
+                self._runner.run(self._conn.close(flush=flush, timeout=timeout))
+        finally:
+            self._runner.stop()
+
+    def __enter__(self) -> BlockingConnection:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        try:
+            self.close()
+        except SyncTimeout:
+            if exc_type is None:
+                raise
+
+    def __repr__(self) -> str:
+        return repr(self._conn)
+
+
+def connect_blocking(url: str, **options: Any) -> BlockingConnection:
+    """Blocking :func:`connect` for scripts; same arguments.
+
+    >>> with connect_blocking(url) as conn:  # doctest: +SKIP
+    ...     handle = conn.open(doc_id)
+    ...     with handle.change() as d:
+    ...         d["done"] = True
+
+    Raises:
+        RuntimeError: called from a thread running an event loop (a notebook
+            cell): ``await connect(...)`` there instead.
+    """
+    _refuse_running_loop("connect_blocking", "await connect(...)")
+    return BlockingConnection(url, **options)

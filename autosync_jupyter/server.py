@@ -207,10 +207,11 @@ class SyncServer:
         self._apply(hub.propagate())
         with contextlib.suppress(Exception):
             await self._store.flush()
-        for link in list(self._links.values()):
-            # Let queued replies (acknowledgements) go out before the close.
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._drain(link), timeout=2)
+        # Let queued replies (acknowledgements) go out before the close; a
+        # peer that does not read gets two seconds, not one per connection.
+        with contextlib.suppress(Exception):
+            drains = [self._drain(link) for link in self._links.values()]
+            await asyncio.wait_for(asyncio.gather(*drains), timeout=2)
         self._apply(hub.shutdown())
         self._server.close(close_connections=True)
         with contextlib.suppress(Exception):

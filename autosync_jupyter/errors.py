@@ -8,6 +8,7 @@ nothing else.
 from __future__ import annotations
 
 __all__ = [
+    "AuthError",
     "AutosyncError",
     "ConnectionFailed",
     "DocumentUnavailable",
@@ -29,6 +30,22 @@ class ProtocolError(AutosyncError):
     The message says which field was wrong and how; it is safe to show to the
     peer (it never contains a stack trace).
     """
+
+
+class AuthError(AutosyncError):
+    """A peer's OIDC ID token (or the header carrying it) did not pass a check.
+
+    ``reason`` is the precise cause (e.g. ``"Token expired"``, ``"Invalid
+    token audience"``) for the server log; it never contains the token.
+    ``public_message`` is the generic text to send to the peer, so that a
+    failed login does not tell an attacker which check it tripped.
+    """
+
+    public_message = "Authentication failed"
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"{self.public_message}: {reason}")
 
 
 class InvalidDocumentId(AutosyncError, ValueError):

@@ -68,6 +68,7 @@ from .protocol import (
     encode,
     sync_message_heads,
 )
+from .redact import websocket_logger
 
 __all__ = [
     "DEFAULT_MAX_MESSAGE_SIZE",
@@ -100,25 +101,9 @@ SSLOption: TypeAlias = "ssl_module.SSLContext | bool | None"
 # -- logging ----------------------------------------------------------------------
 
 
-class _RedactAuthorization(logging.Filter):
-    """Hide the bearer token in websockets' debug log of the upgrade request."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        args = record.args
-        if (
-            isinstance(args, tuple)
-            and len(args) == 2
-            and isinstance(args[0], str)
-            and args[0].lower() == "authorization"
-        ):
-            record.args = (args[0], "[redacted]")
-        return True
-
-
 # websockets logs every request header at DEBUG, the Authorization header
 # included; its records for our connections go through this filtered logger.
-_ws_logger = logging.getLogger("autosync_jupyter.client.websocket")
-_ws_logger.addFilter(_RedactAuthorization())
+_ws_logger = websocket_logger("autosync_jupyter.client.websocket")
 
 _verbose_lock = threading.Lock()
 _verbose_users = 0

@@ -21,16 +21,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import os
 import ssl as ssl_module
 import threading
+import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from types import TracebackType
 from typing import Any, TypeVar
+from urllib.parse import parse_qs
 
 import automerge.core as am
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -38,11 +41,13 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request as HttpRequest
 from websockets.http11 import Response as HttpResponse
 
+from .auth import AuthConfig, extract_bearer
 from .document import Document, MutableMap
-from .errors import AutosyncError
+from .errors import AuthError, AutosyncError
 from .hub import ConnectionId, Effects, Hub, PeerInfo, SharePolicy
 from .ids import DocumentId, generate_document_id, validate_document_id
-from .protocol import encode
+from .protocol import Error, encode
+from .redact import websocket_logger
 from .storage import FileStore, MemoryStore, Store
 from .values import new_document
 
@@ -108,6 +113,19 @@ class SyncServer:
         max_send_queue: bytes of unsent messages after which a peer that does
             not read is disconnected.
         path: if given, only upgrades on this URL path are accepted.
+        auth: an :class:`~autosync_jupyter.auth.AuthConfig`: every connection
+            must present a valid OIDC ID token, as ``Authorization: Bearer``
+            on the upgrade (what R and Python clients send) or as a ``token``
+            query parameter (the only channel a browser's WebSocket, and so
+            the official JS client, has; accepted only over ``wss://``). A
+            failed check gets an ``error`` message ("Authentication failed",
+            as R clients expect) and a 1008 close before the peer can touch
+            any document. The verified claims reach share policies as
+            ``peer.identity``. Tokens are checked when a connection opens; a
+            token that expires later does not cut a live connection (as in
+            R), the next reconnect needs a fresh one. Requires ``ssl``.
+        insecure_auth_on_loopback: allow ``auth`` without TLS on a loopback
+            host, for tests only (tokens then travel in clear text).
     """
 
     def __init__(
@@ -129,7 +147,21 @@ class SyncServer:
         origins: Sequence[str] | None = None,
         max_send_queue: int = DEFAULT_MAX_SEND_QUEUE,
         path: str | None = None,
+        auth: AuthConfig | None = None,
+        insecure_auth_on_loopback: bool = False,
     ) -> None:
+        if auth is not None and ssl is None:
+            if not insecure_auth_on_loopback:
+                raise ValueError(
+                    "authentication without TLS would send ID tokens in clear text: "
+                    "pass ssl=... (see autosync_jupyter.tls), or, for tests on this "
+                    "machine only, insecure_auth_on_loopback=True"
+                )
+            if not _is_loopback(host):
+                raise ValueError(
+                    f"insecure_auth_on_loopback=True needs a loopback host, not {host!r}"
+                )
+            logger.warning("INSECURE: authentication without TLS (loopback testing only)")
         if store is None:
             store = MemoryStore() if ephemeral or data_dir is None else FileStore(data_dir)
         self.host = host
@@ -147,6 +179,11 @@ class SyncServer:
         self._close_timeout = close_timeout
         self._origins = list(origins) if origins is not None else None
         self._max_send_queue = max_send_queue
+        self._auth = auth
+        # Outcome of the token check of each upgrade: claims, or the AuthError.
+        self._identities: weakref.WeakKeyDictionary[
+            ServerConnection, dict[str, Any] | AuthError
+        ] = weakref.WeakKeyDictionary()
         self._hub: Hub | None = None
         self._server: Server | None = None
         self._links: dict[ConnectionId, _Link] = {}
@@ -190,6 +227,7 @@ class SyncServer:
             origins=self._origins,  # type: ignore[arg-type]
             process_request=self._process_request,
             server_header="autosync-jupyter",
+            logger=websocket_logger("autosync_jupyter.server.websocket"),
         )
         sock = next(iter(self._server.sockets))
         self.port = sock.getsockname()[1]
@@ -352,20 +390,57 @@ class SyncServer:
 
     # -- transport ---------------------------------------------------------------
 
-    def _process_request(
+    async def _process_request(
         self, connection: ServerConnection, request: HttpRequest
     ) -> HttpResponse | None:
-        if self.path is not None and request.path.split("?", 1)[0] != self.path:
+        path, _, query = request.path.partition("?")
+        if self.path is not None and path != self.path:
             return connection.respond(HTTPStatus.NOT_FOUND, "no sync endpoint at this path\n")
         if "upgrade" not in request.headers.get("Connection", "").lower():
             # Health checks (the JS sync server answers GET / the same way).
             return connection.respond(HTTPStatus.OK, "autosync-jupyter sync server is running\n")
+        if self._auth is not None:
+            self._identities[connection] = await self._authenticate(connection, request, query)
         return None
+
+    async def _authenticate(
+        self, connection: ServerConnection, request: HttpRequest, query: str
+    ) -> dict[str, Any] | AuthError:
+        assert self._auth is not None
+        address = _format_address(connection.remote_address)
+        in_url = parse_qs(query).get("token")
+        try:
+            header = request.headers.get("Authorization")
+            if header is None and in_url:
+                if self.ssl is None:
+                    # A URL is logged by proxies and browsers' histories:
+                    # never accept a token there without TLS.
+                    raise AuthError("token in the URL of a plain ws:// server")
+                token = in_url[0]
+            else:
+                token = extract_bearer(header)
+            claims = await self._auth.authenticate(token)
+        except AuthError as exc:
+            logger.warning("authentication failed for %s: %s", address, exc.reason)
+            return exc
+        logger.info("authenticated %s as %s", address, claims.get("email") or claims.get("sub"))
+        return claims
 
     async def _handle(self, ws: ServerConnection) -> None:
         hub = self._require_hub()
         address = _format_address(ws.remote_address)
-        conn_id = hub.open_connection(remote_address=address, identity=None)
+        identity = None
+        if self._auth is not None:
+            outcome = self._identities.pop(ws, None)
+            if not isinstance(outcome, dict):
+                # R-compatible: the reason in-band, then close; nothing reached the hub.
+                public = AuthError.public_message
+                with contextlib.suppress(ConnectionClosed):
+                    await ws.send(encode(Error(sender_id=hub.peer_id, message=public)))
+                    await ws.close(_CLOSE_POLICY, public)
+                return
+            identity = outcome
+        conn_id = hub.open_connection(remote_address=address, identity=identity)
         link = _Link(ws, conn_id)
         self._links[conn_id] = link
         sender = asyncio.create_task(self._send_loop(link))
@@ -578,6 +653,15 @@ class SyncServer:
     def peers(self) -> list[PeerInfo]:
         """The peers connected right now."""
         return self._require_hub().peers()
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _format_address(address: Any) -> str:

@@ -14,7 +14,7 @@ from tests.oidc_provider import CLIENT_ID, running_provider
 
 
 async def test_js_client_with_token_in_url_syncs_and_without_is_refused(tmp_path: Path) -> None:
-    """JS peers with a valid `?token=` sync through an authenticated server; bad ones get no peer."""
+    """JS peers with a valid `?token=` sync via an authenticated server; bad ones get no peer."""
     cert, key = make_self_signed_certificate(tmp_path / "c.pem", tmp_path / "k.pem")
     with running_provider() as provider:
         auth = AuthConfig(CLIENT_ID, provider.issuer)

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .auth import AuthConfig
 from .errors import AutosyncError
 from .ids import document_url, generate_document_id
 from .server import DEFAULT_MAX_MESSAGE_SIZE, SyncServer
@@ -89,6 +90,28 @@ def _parser() -> argparse.ArgumentParser:
         default=0.1,
         help="seconds between two rounds of sync messages for one busy document "
         "(default: %(default)s; the first change after a quiet spell goes out at once)",
+    )
+    auth = serve.add_argument_group(
+        "authentication", "require an OIDC ID token from every peer (needs TLS)"
+    )
+    auth.add_argument(
+        "--auth",
+        action="store_true",
+        help="check ID tokens (issuer and client id from --oidc-issuer/--oidc-client-id, "
+        "else $OIDC_ISSUER/$OIDC_CLIENT_ID, issuer defaulting to Google)",
+    )
+    auth.add_argument("--oidc-issuer", help="the expected token issuer")
+    auth.add_argument("--oidc-client-id", help="the expected audience (your OAuth client id)")
+    auth.add_argument(
+        "--allow-email", action="append", default=[], help="allowed email (repeatable)"
+    )
+    auth.add_argument(
+        "--allow-domain", action="append", default=[], help="allowed email domain (repeatable)"
+    )
+    auth.add_argument(
+        "--insecure-auth-on-loopback",
+        action="store_true",
+        help="TESTING ONLY: allow --auth without TLS on a loopback host (tokens in clear text)",
     )
     serve.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
 
@@ -181,7 +204,17 @@ async def _serve(args: argparse.Namespace) -> int:
         cert, key = make_self_signed_certificate(where / "cert.pem", where / "key.pem", hosts=hosts)
         ssl_context = server_ssl_context(cert, key)
         print(f"self-signed certificate: {cert}", flush=True)
+    auth = None
+    if args.auth:
+        auth = AuthConfig(
+            args.oidc_client_id,
+            args.oidc_issuer,
+            allowed_emails=args.allow_email,
+            allowed_domains=args.allow_domain,
+        )
     server = SyncServer(
+        auth=auth,
+        insecure_auth_on_loopback=args.insecure_auth_on_loopback,
         host=args.host,
         port=args.port,
         data_dir=None if args.ephemeral else args.data_dir,

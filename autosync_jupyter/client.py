@@ -275,10 +275,15 @@ def _encode(msg: Message) -> bytes:
 
 async def _handshake(ws: ClientConnection, peer_id: PeerId, url: str) -> Peer:
     """Send ``join``, return the server's ``peer`` (protocol §2.7)."""
-    await ws.send(_encode(Join(peer_id, peer_metadata=PeerMetadata(is_ephemeral=True))))
     try:
+        await ws.send(_encode(Join(peer_id, peer_metadata=PeerMetadata(is_ephemeral=True))))
         data = await ws.recv()
     except ConnectionClosed as exc:
+        # A server that refuses the peer outright (failed authentication)
+        # may close before our join is even sent; its close reason is the
+        # same text as its in-band error.
+        if exc.rcvd is not None and exc.rcvd.code == 1008 and exc.rcvd.reason:
+            raise ServerError(exc.rcvd.reason, url) from None
         raise ConnectionFailed(
             f"{url} closed the connection before answering join ({_close_reason(exc)})"
         ) from None

@@ -10,6 +10,9 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
+from autosync_jupyter.errors import DocumentUnavailable
 from autosync_jupyter.ids import generate_document_id
 from autosync_jupyter.values import new_document
 
@@ -104,3 +107,34 @@ def test_serve_refuses_a_directory_in_use(tmp_path: Path) -> None:
         assert second.returncode == 1 and "in use" in second.stderr
         first.terminate()
         first.wait(timeout=20)
+
+
+def test_serve_with_auth_needs_tls() -> None:
+    """`serve --auth` over plain ws:// fails with a clear message."""
+    result = autosync("serve", "--port", "0", "--ephemeral", "--auth", "--oidc-client-id", "x")
+    assert result.returncode == 1 and "TLS" in result.stderr
+
+
+async def test_serve_with_auth_checks_tokens(tmp_path: Path) -> None:
+    """`serve --auth` accepts a valid ID token and refuses a missing one."""
+    from autosync_jupyter import ServerError, fetch
+    from tests.oidc_provider import CLIENT_ID, running_provider
+
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
+    with running_provider() as provider:
+        args = ["--oidc-issuer", provider.issuer, "--oidc-client-id", CLIENT_ID]
+        cmd = [sys.executable, "-m", "autosync_jupyter", "serve", "--port", "0", "--auth"]
+        cmd += [*args, "--insecure-auth-on-loopback", "--data-dir", str(tmp_path / "d")]
+        with subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env
+        ) as proc:
+            assert proc.stdout is not None
+            url = proc.stdout.readline().split()[-1]
+            try:
+                with pytest.raises(ServerError, match="Authentication failed"):
+                    await fetch(url, "4NMNnkMhL8jXrdJ9jamS58PAVdXu", timeout=10)
+                with pytest.raises(DocumentUnavailable):
+                    await fetch(url, "4NMNnkMhL8jXrdJ9jamS58PAVdXu", token=provider.mint())
+            finally:
+                proc.send_signal(signal.SIGINT)
+                proc.wait(timeout=20)

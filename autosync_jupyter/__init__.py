@@ -38,6 +38,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from .auth import AuthConfig
 from .blocking import BlockingConnection, BlockingDocHandle, connect_blocking
 from .client import fetch, fetch_blocking
 from .connection import ChangeStream, Connection, DocHandle, connect
@@ -53,6 +54,7 @@ from .document import (
     MutableText,
 )
 from .errors import (
+    AuthError,
     AutosyncError,
     ConnectionFailed,
     CounterNotSupported,
@@ -76,12 +78,15 @@ from .ids import (
     parse_automerge_url,
     validate_document_id,
 )
+from .login import get_token, get_token_blocking, get_token_device, get_token_device_blocking
 from .server import BackgroundSyncServer, SyncServer
 from .storage import FileStore, MemoryStore, Store
 from .tls import client_ssl_context, make_self_signed_certificate, server_ssl_context
 from .values import to_py
 
 __all__ = [
+    "AuthConfig",
+    "AuthError",
     "AutosyncError",
     "BackgroundSyncServer",
     "BlockingConnection",
@@ -125,6 +130,10 @@ __all__ = [
     "fetch",
     "fetch_blocking",
     "generate_document_id",
+    "get_token",
+    "get_token_blocking",
+    "get_token_device",
+    "get_token_device_blocking",
     "interpret_as_document_id",
     "is_valid_document_id",
     "make_self_signed_certificate",

@@ -6,14 +6,23 @@ It serves discovery (``/.well-known/openid-configuration``) and the JWKS
 caching and refresh behaviour, rotates keys, and mints ID tokens with
 joserfc, including deliberately bad ones (``alg: none``, HS256 signed with a
 public key, unknown ``kid``).
+
+For the interactive login it also serves ``/authorize`` (auto-consent, PKCE
+S256, loopback redirect URIs only), ``/token`` (authorization-code and
+device-code grants, client secrets checked for clients that have one) and
+``/device_authorization``; :meth:`OIDCProvider.approve_device` plays the user
+approving (or denying) a device sign-in.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
+import secrets
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -46,6 +55,16 @@ class OIDCProvider:
         self._thread: threading.Thread | None = None
         self.rsa_kid = self.add_key("RSA")
         self.ec_kid = self.add_key("EC")
+        # Interactive login: registered clients (id -> secret or None), the
+        # consent given by the auto-consent /authorize, issued codes and
+        # device codes, and request counters.
+        self.clients: dict[str, str | None] = {CLIENT_ID: None}
+        self.consent = True
+        self.device_interval = 0.05
+        self.authorize_hits = 0
+        self.token_hits = 0
+        self.codes: dict[str, dict[str, Any]] = {}
+        self.device_codes: dict[str, dict[str, Any]] = {}
 
     # -- keys -----------------------------------------------------------------
 
@@ -118,6 +137,117 @@ class OIDCProvider:
         header = {"alg": alg, "kid": kid} if kid else {"alg": alg}
         return jwt.encode(header, claims, key, algorithms=[alg])
 
+    # -- interactive login ----------------------------------------------------
+
+    def add_client(self, client_id: str, secret: str | None = None) -> None:
+        """Register an OAuth client, confidential when ``secret`` is given."""
+        with self._lock:
+            self.clients[client_id] = secret
+
+    def approve_device(self, user_code: str, *, approve: bool = True) -> None:
+        """Approve (or, with ``approve=False``, deny) the device sign-in ``user_code``."""
+        with self._lock:
+            for entry in self.device_codes.values():
+                if entry["user_code"] == user_code:
+                    entry["status"] = "approved" if approve else "denied"
+                    return
+        raise KeyError(user_code)
+
+    def _authorize(self, query: dict[str, str]) -> tuple[int, dict[str, Any] | str]:
+        """Auto-consent: a redirect URL (status 302) or a JSON error (400)."""
+        with self._lock:
+            self.authorize_hits += 1
+        client_id = query.get("client_id", "")
+        redirect_uri = query.get("redirect_uri", "")
+        target = urllib.parse.urlsplit(redirect_uri)
+        if client_id not in self.clients:
+            return 400, {"error": "invalid_client"}
+        if target.scheme != "http" or target.hostname not in ("127.0.0.1", "localhost", "::1"):
+            return 400, {"error": "invalid_request", "error_description": "redirect_uri"}
+        if query.get("response_type") != "code" or query.get("code_challenge_method") != "S256":
+            return 400, {"error": "invalid_request"}
+        reply: dict[str, str] = {"state": query.get("state", "")}
+        if not self.consent:
+            reply["error"] = "access_denied"
+        else:
+            code = secrets.token_urlsafe(24)
+            with self._lock:
+                self.codes[code] = {
+                    "client_id": client_id,
+                    "redirect_uri": redirect_uri,
+                    "challenge": query.get("code_challenge", ""),
+                }
+            reply["code"] = code
+        return 302, f"{redirect_uri}?{urllib.parse.urlencode(reply)}"
+
+    def _client_ok(self, form: dict[str, str]) -> bool:
+        client_id = form.get("client_id", "")
+        if client_id not in self.clients:
+            return False
+        secret = self.clients[client_id]
+        return secret is None or form.get("client_secret") == secret
+
+    def _issue(self, client_id: str) -> dict[str, Any]:
+        return {
+            "id_token": self.mint(self.claims(aud=client_id)),
+            "access_token": secrets.token_urlsafe(16),
+            "token_type": "Bearer",
+            "expires_in": 300,
+        }
+
+    def _token(self, form: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        with self._lock:
+            self.token_hits += 1
+        if not self._client_ok(form):
+            return 401, {"error": "invalid_client"}
+        grant = form.get("grant_type")
+        if grant == "authorization_code":
+            with self._lock:
+                entry = self.codes.pop(form.get("code", ""), None)
+            verifier = form.get("code_verifier", "").encode("ascii")
+            challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier).digest())
+            if (
+                entry is None
+                or entry["client_id"] != form.get("client_id")
+                or entry["redirect_uri"] != form.get("redirect_uri")
+                or challenge.rstrip(b"=").decode() != entry["challenge"]
+            ):
+                return 400, {"error": "invalid_grant"}
+            return 200, self._issue(entry["client_id"])
+        if grant == "urn:ietf:params:oauth:grant-type:device_code":
+            with self._lock:
+                device = self.device_codes.get(form.get("device_code", ""))
+                if device is None or device["client_id"] != form.get("client_id"):
+                    return 400, {"error": "invalid_grant"}
+                status = device["status"]
+                if status != "pending":
+                    del self.device_codes[form["device_code"]]
+            if status == "pending":
+                return 400, {"error": "authorization_pending"}
+            if status == "denied":
+                return 400, {"error": "access_denied"}
+            return 200, self._issue(device["client_id"])
+        return 400, {"error": "unsupported_grant_type"}
+
+    def _device_authorization(self, form: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        if not self._client_ok(form):
+            return 401, {"error": "invalid_client"}
+        device_code = secrets.token_urlsafe(24)
+        user_code = f"{secrets.randbelow(10**8):08d}"
+        with self._lock:
+            self.device_codes[device_code] = {
+                "client_id": form["client_id"],
+                "user_code": user_code,
+                "status": "pending",
+            }
+        return 200, {
+            "device_code": device_code,
+            "user_code": user_code,
+            "verification_uri": self.issuer + "/device",
+            "expires_in": 600,
+            "interval": self.device_interval,
+        }
+
     # -- HTTP -----------------------------------------------------------------
 
     @property
@@ -139,18 +269,46 @@ class OIDCProvider:
                         "issuer": provider.issuer,
                         "jwks_uri": provider.issuer + "/jwks",
                         "id_token_signing_alg_values_supported": ["RS256", "ES256"],
+                        "authorization_endpoint": provider.issuer + "/authorize",
+                        "token_endpoint": provider.issuer + "/token",
+                        "device_authorization_endpoint": provider.issuer + "/device_authorization",
+                        "code_challenge_methods_supported": ["S256"],
                     }
                     self._send(body, None)
                 elif self.path == "/jwks":
                     with provider._lock:
                         provider.jwks_hits += 1
                     self._send(provider.jwks(), f"public, max-age={provider.max_age}")
+                elif self.path.startswith("/authorize?"):
+                    query = urllib.parse.urlsplit(self.path).query
+                    status, reply = provider._authorize(dict(urllib.parse.parse_qsl(query)))
+                    if isinstance(reply, str):
+                        self.send_response(302)
+                        self.send_header("Location", reply)
+                        self.send_header("Content-Length", "0")
+                        self.end_headers()
+                    else:
+                        self._send(reply, None, status)
                 else:
                     self.send_error(404)
 
-            def _send(self, body: dict[str, Any], cache_control: str | None) -> None:
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                form = dict(urllib.parse.parse_qsl(self.rfile.read(length).decode("ascii")))
+                if self.path == "/token":
+                    status, reply = provider._token(form)
+                elif self.path == "/device_authorization":
+                    status, reply = provider._device_authorization(form)
+                else:
+                    self.send_error(404)
+                    return
+                self._send(reply, "no-store", status)
+
+            def _send(
+                self, body: dict[str, Any], cache_control: str | None, status: int = 200
+            ) -> None:
                 data = json.dumps(body).encode()
-                self.send_response(200)
+                self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 if cache_control:

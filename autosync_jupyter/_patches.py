@@ -49,6 +49,8 @@ from typing import Any
 
 import automerge.core as am
 
+from .chunks import read_uleb128
+
 __all__ = [
     "SpecialIndex",
     "Tracker",
@@ -99,17 +101,6 @@ _TYPE_COUNTER = 8
 _FIRST_UNKNOWN_TYPE = 10
 
 
-def _uleb(data: bytes, pos: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        byte = data[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        shift += 7
-        if not byte & 0x80:
-            return result, pos
-
-
 def _sleb(data: bytes, pos: int) -> tuple[int, int]:
     result = shift = 0
     while True:
@@ -130,14 +121,14 @@ def _value_types(column: bytes) -> set[int]:
     while pos < len(column):
         count, pos = _sleb(column, pos)
         if count > 0:  # a run: one value, repeated
-            meta, pos = _uleb(column, pos)
+            meta, pos = read_uleb128(column, pos)
             types.add(meta & 0x0F)
         elif count < 0:  # -count literal values
             for _ in range(-count):
-                meta, pos = _uleb(column, pos)
+                meta, pos = read_uleb128(column, pos)
                 types.add(meta & 0x0F)
         else:  # a run of nulls
-            _, pos = _uleb(column, pos)
+            _, pos = read_uleb128(column, pos)
     return types
 
 
@@ -145,31 +136,31 @@ def _change_value_types(raw: bytes) -> set[int]:
     if raw[:4] != _MAGIC:
         raise ValueError("not an Automerge chunk")
     kind = raw[8]
-    length, pos = _uleb(raw, 9)
+    length, pos = read_uleb128(raw, 9)
     body = raw[pos : pos + length]
     if kind == _CHUNK_COMPRESSED_CHANGE:
         body = zlib.decompress(body, -15)
     elif kind != _CHUNK_CHANGE:
         raise ValueError(f"chunk type {kind} is not a change")
     pos = 0
-    deps, pos = _uleb(body, pos)
+    deps, pos = read_uleb128(body, pos)
     pos += 32 * deps
-    size, pos = _uleb(body, pos)  # actor
+    size, pos = read_uleb128(body, pos)  # actor
     pos += size
-    _, pos = _uleb(body, pos)  # sequence number
-    _, pos = _uleb(body, pos)  # start op
+    _, pos = read_uleb128(body, pos)  # sequence number
+    _, pos = read_uleb128(body, pos)  # start op
     _, pos = _sleb(body, pos)  # time
-    size, pos = _uleb(body, pos)  # message
+    size, pos = read_uleb128(body, pos)  # message
     pos += size
-    actors, pos = _uleb(body, pos)
+    actors, pos = read_uleb128(body, pos)
     for _ in range(actors):
-        size, pos = _uleb(body, pos)
+        size, pos = read_uleb128(body, pos)
         pos += size
-    ncolumns, pos = _uleb(body, pos)
+    ncolumns, pos = read_uleb128(body, pos)
     columns = []
     for _ in range(ncolumns):
-        spec, pos = _uleb(body, pos)
-        size, pos = _uleb(body, pos)
+        spec, pos = read_uleb128(body, pos)
+        size, pos = read_uleb128(body, pos)
         columns.append((spec, size))
     for spec, size in columns:
         data = body[pos : pos + size]
@@ -338,11 +329,11 @@ def obj_key(obj_id: bytes) -> ObjKey:
     if obj_id == am.ROOT:
         return _ROOT_KEY
     try:
-        size, pos = _uleb(obj_id, 1)
+        size, pos = read_uleb128(obj_id, 1)
         actor = bytes(obj_id[pos : pos + size])
-        _, pos = _uleb(obj_id, pos + size)
-        counter, _ = _uleb(obj_id, pos)
-    except IndexError:
+        _, pos = read_uleb128(obj_id, pos + size)
+        counter, _ = read_uleb128(obj_id, pos)
+    except (IndexError, ValueError):
         # Not an id this module understands: a key no patch can match.
         return "?" + bytes(obj_id).hex()
     return (counter, actor)

@@ -15,7 +15,14 @@ import hashlib
 import zlib
 from typing import Final
 
-__all__ = ["Scan", "check_chunks", "chunk_end", "scan_chunks", "split_chunks"]
+__all__ = [
+    "Scan",
+    "check_chunks",
+    "chunk_end",
+    "read_uleb128",
+    "scan_chunks",
+    "split_chunks",
+]
 
 _MAGIC: Final = b"\x85\x6f\x4a\x83"
 _CHUNK_CHANGE: Final = 1
@@ -25,17 +32,30 @@ _CHUNK_COMPRESSED: Final = 2
 _MAX_INFLATED: Final = 1 << 30
 
 
-def _read_uleb(data: bytes, pos: int) -> tuple[int, int] | None:
-    """Decode an unsigned LEB128 at ``pos``: (value, end), or None if cut short."""
+def read_uleb128(data: bytes, pos: int) -> tuple[int, int]:
+    """Decode an unsigned LEB128 at ``pos`` and return (value, end).
+
+    Raises:
+        IndexError: the bytes end inside the number.
+        ValueError: the number is longer than 64 bits.
+    """
     value = shift = 0
-    while pos < len(data) and shift <= 63:
+    while True:
         byte = data[pos]
         pos += 1
         value |= (byte & 0x7F) << shift
         if not byte & 0x80:
             return value, pos
         shift += 7
-    return None
+        if shift > 63:
+            raise ValueError("ULEB128 value longer than 64 bits")
+
+
+def _read_uleb(data: bytes, pos: int) -> tuple[int, int] | None:
+    try:
+        return read_uleb128(data, pos)
+    except (IndexError, ValueError):
+        return None
 
 
 def _uleb(value: int) -> bytes:

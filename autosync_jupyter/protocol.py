@@ -26,6 +26,7 @@ from typing import Any, TypeAlias
 
 import cbor2
 
+from .chunks import read_uleb128
 from .errors import InvalidDocumentId, ProtocolError
 from .ids import DocumentId, PeerId, validate_document_id
 
@@ -560,19 +561,6 @@ def sync_message_has_heads(data: bytes) -> bool:
     return data[1] != 0
 
 
-def _uleb128(data: bytes, pos: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        byte = data[pos]  # IndexError on a cut message
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return value, pos
-        shift += 7
-        if shift > 63:
-            raise ValueError("ULEB128 value too long")
-
-
 def sync_message_heads(data: bytes) -> tuple[list[bytes], bool] | None:
     """The heads an Automerge sync message advertises, and whether it carries changes.
 
@@ -583,18 +571,18 @@ def sync_message_heads(data: bytes) -> tuple[list[bytes], bool] | None:
     try:
         if data[0] not in (0x42, 0x43):
             return None
-        count, pos = _uleb128(data, 1)
+        count, pos = read_uleb128(data, 1)
         heads = [data[pos + 32 * i : pos + 32 * (i + 1)] for i in range(count)]
         pos += 32 * count
-        need, pos = _uleb128(data, pos)
+        need, pos = read_uleb128(data, pos)
         pos += 32 * need
-        haves, pos = _uleb128(data, pos)
+        haves, pos = read_uleb128(data, pos)
         for _ in range(haves):
-            last_sync, pos = _uleb128(data, pos)
+            last_sync, pos = read_uleb128(data, pos)
             pos += 32 * last_sync
-            bloom, pos = _uleb128(data, pos)
+            bloom, pos = read_uleb128(data, pos)
             pos += bloom
-        changes, pos = _uleb128(data, pos)
+        changes, pos = read_uleb128(data, pos)
     except (IndexError, ValueError):
         return None
     if pos > len(data) or any(len(h) != 32 for h in heads):

@@ -16,18 +16,9 @@
 //
 // Prints one JSON object {"mode", "runs", "times_ms": [...]} on stdout.
 
-import { createRequire } from "node:module"
-import path from "node:path"
-import { fileURLToPath, pathToFileURL } from "node:url"
 import { parseArgs } from "node:util"
 
-// The pinned packages of the interop tests (npm ci --prefix tests/interop/js).
-const here = path.dirname(fileURLToPath(import.meta.url))
-const jsDir = path.resolve(here, "..", "tests", "interop", "js")
-const require = createRequire(path.join(jsDir, "package.json"))
-const load = name => import(pathToFileURL(require.resolve(name)).href)
-const { Repo } = await load("@automerge/automerge-repo")
-const { BrowserWebSocketClientAdapter } = await load("@automerge/automerge-repo-network-websocket")
+import { BrowserWebSocketClientAdapter, Repo } from "./js_packages.mjs"
 
 const { values: args } = parseArgs({
   options: {

@@ -19,20 +19,10 @@
 // on stdout; progress goes to stderr. Bounded by --timeout-s; only talks to
 // the given URL (loopback in the benchmark).
 
-import { createRequire } from "node:module"
-import path from "node:path"
 import { monitorEventLoopDelay } from "node:perf_hooks"
-import { fileURLToPath, pathToFileURL } from "node:url"
 import { parseArgs } from "node:util"
 
-// The official packages live in the interop test install, so the benchmark
-// and the tests always use the same pinned versions (npm ci --prefix tests/interop/js).
-const here = path.dirname(fileURLToPath(import.meta.url))
-const jsDir = path.resolve(here, "..", "tests", "interop", "js")
-const require = createRequire(path.join(jsDir, "package.json"))
-const load = name => import(pathToFileURL(require.resolve(name)).href)
-const { Repo } = await load("@automerge/automerge-repo")
-const { BrowserWebSocketClientAdapter } = await load("@automerge/automerge-repo-network-websocket")
+import { BrowserWebSocketClientAdapter, Repo } from "./js_packages.mjs"
 
 const { values: args } = parseArgs({
   options: {

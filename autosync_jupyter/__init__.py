@@ -31,7 +31,14 @@ Fetch a document from any automerge-repo server (ours, the JS sync server,
             print(event.origin, handle.doc.to_py())
 
 ``fetch_blocking`` and ``connect_blocking`` do the same in scripts without an
-event loop; from a shell: ``autosync fetch URL DOC`` and ``autosync watch URL DOC``.
+event loop (and in notebook cells, even against the kernel's own server);
+from a shell: ``autosync fetch URL DOC`` and ``autosync watch URL DOC``.
+
+In Jupyter, ``%load_ext autosync_jupyter`` adds the ``%autosync`` magic
+(``%autosync serve``, ``create``, ``fetch``, ``open``, ``docs``, ``login``;
+``%autosync --help``), and the widgets :class:`DocumentBrowser`,
+:class:`LiveView` and :class:`LoginWidget` show servers, documents and
+sign-in in the notebook.
 """
 
 from __future__ import annotations
@@ -78,8 +85,9 @@ from .ids import (
     parse_automerge_url,
     validate_document_id,
 )
+from .jupyter import load_ipython_extension, unload_ipython_extension
 from .login import get_token, get_token_blocking, get_token_device, get_token_device_blocking
-from .server import BackgroundSyncServer, SyncServer
+from .server import BackgroundSyncServer, DocumentSummary, SyncServer
 from .storage import FileStore, MemoryStore, Store
 from .tls import client_ssl_context, make_self_signed_certificate, server_ssl_context
 from .values import to_py
@@ -99,13 +107,17 @@ __all__ = [
     "CounterNotSupported",
     "DocHandle",
     "Document",
+    "DocumentBrowser",
     "DocumentError",
     "DocumentId",
+    "DocumentSummary",
     "DocumentUnavailable",
     "FileStore",
     "Hub",
     "InvalidDocumentId",
     "ListView",
+    "LiveView",
+    "LoginWidget",
     "MapView",
     "MemoryStore",
     "MutableCounter",
@@ -136,9 +148,29 @@ __all__ = [
     "get_token_device_blocking",
     "interpret_as_document_id",
     "is_valid_document_id",
+    "load_ipython_extension",
     "make_self_signed_certificate",
     "parse_automerge_url",
     "server_ssl_context",
     "to_py",
+    "unload_ipython_extension",
     "validate_document_id",
 ]
+
+
+# The widgets import ipywidgets and anywidget: only when first used, so that
+# scripts and the command line start fast.
+_WIDGETS = {
+    "DocumentBrowser": "browser",
+    "LiveView": "live_view",
+    "LoginWidget": "login_widget",
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _WIDGETS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'autosync_jupyter' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(f".jupyter.{module}", __name__), name)

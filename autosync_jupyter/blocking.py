@@ -16,11 +16,11 @@ from collections.abc import Callable, Coroutine, Iterator
 from collections.abc import Mapping as MappingABC
 from typing import Any, TypeVar
 
-from .client import _refuse_running_loop
 from .connection import ChangeCallback, Connection, DocHandle, HandleState
 from .document import Document
 from .errors import SyncTimeout
 from .ids import DocumentId
+from .nesting import kernel_loop, wait_blocking
 
 __all__ = [
     "BlockingConnection",
@@ -45,7 +45,7 @@ class _LoopThread:
         self._thread.start()
 
     def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+        return wait_blocking(asyncio.run_coroutine_threadsafe(coro, self.loop), timeout)
 
     def call(self, fn: Callable[[], T]) -> T:
         async def call() -> T:
@@ -218,9 +218,21 @@ def connect_blocking(url: str, **options: Any) -> BlockingConnection:
     ...     with handle.change() as d:
     ...         d["done"] = True
 
+    Usable in a notebook cell: waiting keeps the kernel's loop running (see
+    :mod:`autosync_jupyter.nesting`), so the server may be this kernel's own.
+
     Raises:
-        RuntimeError: called from a thread running an event loop (a notebook
-            cell): ``await connect(...)`` there instead.
+        RuntimeError: called from async code outside a notebook cell:
+            ``await connect(...)`` there instead.
     """
-    _refuse_running_loop("connect_blocking", "await connect(...)")
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    else:
+        if kernel_loop() is None:
+            raise RuntimeError(
+                "connect_blocking() blocks, and this thread runs an event loop that is not "
+                "a notebook kernel's: use `await connect(...)` instead"
+            )
     return BlockingConnection(url, **options)

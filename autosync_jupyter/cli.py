@@ -40,17 +40,19 @@ __all__ = ["main"]
 logger = logging.getLogger("autosync_jupyter.cli")
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="autosync",
-        description="An automerge-repo sync server and tools (autosync-jupyter).",
-    )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+def _port(text: str) -> int:
+    port = int(text)
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a TCP port (0-65535)")
+    return port
 
-    serve = sub.add_parser("serve", help="run a sync server until Ctrl-C")
+
+def add_serve_arguments(serve: argparse.ArgumentParser, *, default_port: int) -> None:
+    """Add the options of ``autosync serve`` (shared with ``%autosync serve``)."""
     serve.add_argument("--host", default="127.0.0.1", help="interface (default: %(default)s)")
-    serve.add_argument("--port", type=int, default=3030, help="port, 0 for any (default: 3030)")
+    serve.add_argument(
+        "--port", type=_port, default=default_port, help="port, 0 for any (default: %(default)s)"
+    )
     serve.add_argument("--data-dir", default=".automerge", help="document store directory")
     serve.add_argument(
         "--ephemeral", action="store_true", help="keep documents in memory only; no storage id"
@@ -70,6 +72,8 @@ def _parser() -> argparse.ArgumentParser:
     tls = serve.add_mutually_exclusive_group()
     tls.add_argument(
         "--self-signed",
+        "--tls",
+        dest="self_signed",
         action="store_true",
         help="serve wss:// with a new self-signed certificate for localhost and "
         "--host (written to a temporary directory, whose path is printed)",
@@ -113,6 +117,18 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="TESTING ONLY: allow --auth without TLS on a loopback host (tokens in clear text)",
     )
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="autosync",
+        description="An automerge-repo sync server and tools (autosync-jupyter).",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="run a sync server until Ctrl-C")
+    add_serve_arguments(serve, default_port=3030)
     serve.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
 
     create = sub.add_parser("create", help="create a document in a data directory")
@@ -190,7 +206,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-async def _serve(args: argparse.Namespace) -> int:
+def server_from_arguments(args: argparse.Namespace) -> tuple[SyncServer, list[str]]:
+    """Make (not start) the server that ``args`` of :func:`add_serve_arguments` describe.
+
+    Returns it with notes for the user (where a self-signed certificate went).
+    """
+    notes = []
     ssl_context = None
     if args.cert or args.key:
         if not (args.cert and args.key):
@@ -203,7 +224,7 @@ async def _serve(args: argparse.Namespace) -> int:
             hosts.append(args.host)
         cert, key = make_self_signed_certificate(where / "cert.pem", where / "key.pem", hosts=hosts)
         ssl_context = server_ssl_context(cert, key)
-        print(f"self-signed certificate: {cert}", flush=True)
+        notes.append(f"self-signed certificate: {cert}")
     auth = None
     if args.auth:
         auth = AuthConfig(
@@ -227,6 +248,13 @@ async def _serve(args: argparse.Namespace) -> int:
         origins=args.origin,
         path=args.path,
     )
+    return server, notes
+
+
+async def _serve(args: argparse.Namespace) -> int:
+    server, notes = server_from_arguments(args)
+    for note in notes:
+        print(note, flush=True)
     await server.start()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()

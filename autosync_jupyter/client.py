@@ -54,6 +54,7 @@ from .ids import (
     generate_peer_id,
     interpret_as_document_id,
 )
+from .nesting import run_blocking
 from .protocol import (
     DocUnavailable,
     Ephemeral,
@@ -597,17 +598,6 @@ async def fetch(
             _verbose_off()
 
 
-def _refuse_running_loop(name: str, alternative: str) -> None:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return
-    raise RuntimeError(
-        f"{name}() blocks, and this thread runs an event loop (a notebook or async "
-        f"code): use `{alternative}` instead"
-    )
-
-
 def fetch_blocking(
     url: str,
     doc_id: str,
@@ -620,12 +610,15 @@ def fetch_blocking(
 ) -> Document:
     """Blocking :func:`fetch` for scripts: same arguments, same result and errors.
 
+    In a notebook cell it keeps the kernel's loop running while it waits
+    (see :mod:`autosync_jupyter.nesting`), so it may fetch from a server
+    running in this very kernel.
+
     Raises:
-        RuntimeError: called from a thread running an event loop (a notebook
-            cell): ``await fetch(...)`` there instead.
+        RuntimeError: called from async code outside a notebook cell:
+            ``await fetch(...)`` there instead.
     """
-    _refuse_running_loop("fetch_blocking", "await fetch(...)")
-    return asyncio.run(
+    return run_blocking(
         fetch(
             url,
             doc_id,
@@ -634,5 +627,7 @@ def fetch_blocking(
             timeout=timeout,
             verbose=verbose,
             max_message_size=max_message_size,
-        )
+        ),
+        name="fetch_blocking",
+        alternative="await fetch(...)",
     )

@@ -32,12 +32,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import html
 import logging
 import random
 import threading
 from collections import deque
 from collections.abc import Callable, Generator
 from collections.abc import Mapping as MappingABC
+from contextlib import AbstractContextManager
 from types import TracebackType
 from typing import Any, Literal, TypeVar
 
@@ -64,7 +66,7 @@ from .client import (
     _verbose_off,
     _verbose_on,
 )
-from .document import ChangeEvent, Document
+from .document import ChangeEvent, Document, MutableMap
 from .errors import (
     AutosyncError,
     ConnectionFailed,
@@ -307,8 +309,22 @@ class DocHandle:
         for queue in self._queues:
             queue.put_nowait(None)
 
+    def to_py(self) -> dict[str, Any]:
+        """The document's content as plain Python values (a snapshot)."""
+        return self.doc.to_py()
+
+    def change(self) -> AbstractContextManager[MutableMap]:
+        """Edit the document: ``with handle.change() as d: d["k"] = 1`` (sent at once)."""
+        return self.doc.change()
+
     def __repr__(self) -> str:
-        return f"<DocHandle {self.document_id} {self._state}>"
+        return f"<DocHandle {self.document_id} {self._state}: {self.doc.to_py()!r:.200}>"
+
+    def _repr_html_(self) -> str:
+        return (
+            f"<div><code>{html.escape(self.url)}</code> ({html.escape(self._state)})</div>"
+            + self.doc._repr_html_()
+        )
 
 
 class ChangeStream:

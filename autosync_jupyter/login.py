@@ -37,6 +37,7 @@ from authlib.oauth2.rfc7636 import create_s256_code_challenge  # type: ignore[im
 
 from .auth import DEFAULT_ISSUER, _get_json
 from .errors import AuthError
+from .nesting import run_blocking
 
 __all__ = [
     "clear_token_cache",
@@ -406,32 +407,25 @@ async def get_token_device(
 # -- blocking twins -----------------------------------------------------------
 
 
-def _refuse_running_loop(name: str, alternative: str) -> None:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return
-    raise RuntimeError(
-        f"{name}() blocks, and this thread runs an event loop (a notebook or async "
-        f"code): use `{alternative}` instead"
-    )
-
-
 def get_token_blocking(client_id: str | None = None, **options: Any) -> str:
     """Blocking twin of :func:`get_token`, for scripts.
 
     Raises:
-        RuntimeError: called from a thread running an event loop.
+        RuntimeError: called from async code outside a notebook cell.
     """
-    _refuse_running_loop("get_token_blocking", "await get_token(...)")
-    return asyncio.run(get_token(client_id, **options))
+    return run_blocking(
+        get_token(client_id, **options), name="get_token_blocking", alternative="await get_token()"
+    )
 
 
 def get_token_device_blocking(client_id: str | None = None, **options: Any) -> str:
     """Blocking twin of :func:`get_token_device`, for scripts.
 
     Raises:
-        RuntimeError: called from a thread running an event loop.
+        RuntimeError: called from async code outside a notebook cell.
     """
-    _refuse_running_loop("get_token_device_blocking", "await get_token_device(...)")
-    return asyncio.run(get_token_device(client_id, **options))
+    return run_blocking(
+        get_token_device(client_id, **options),
+        name="get_token_device_blocking",
+        alternative="await get_token_device()",
+    )

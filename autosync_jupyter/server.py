@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import ipaddress
 import logging
 import os
@@ -46,12 +47,19 @@ from .document import Document, MutableMap
 from .errors import AuthError, AutosyncError
 from .hub import ConnectionId, Effects, Hub, PeerInfo, SharePolicy
 from .ids import DocumentId, generate_document_id, validate_document_id
+from .nesting import wait_blocking
 from .protocol import Error, encode
 from .redact import websocket_logger
 from .storage import FileStore, MemoryStore, Store
 from .values import new_document
 
-__all__ = ["DEFAULT_MAX_MESSAGE_SIZE", "BackgroundSyncServer", "SyncServer"]
+__all__ = [
+    "DEFAULT_MAX_MESSAGE_SIZE",
+    "BackgroundSyncServer",
+    "DocumentSummary",
+    "ServerListener",
+    "SyncServer",
+]
 
 logger = logging.getLogger("autosync_jupyter.server")
 
@@ -66,6 +74,34 @@ _CLOSE_POLICY = 1008
 _CLOSE_INTERNAL_ERROR = 1011
 
 T = TypeVar("T")
+
+#: Called in the server's loop with the ids of documents whose content just
+#: changed (an empty set when only the connected peers changed).
+ServerListener = Callable[[frozenset[DocumentId]], None]
+
+
+@dataclass(frozen=True)
+class DocumentSummary:
+    """One row of :meth:`SyncServer.document_summaries`.
+
+    Attributes:
+        document_id: the document's id.
+        loaded: whether it is in memory (a stored document is loaded when a
+            peer or the API first asks for it; until then its heads and size
+            are unknown).
+        heads: hex change hashes of its current heads (empty if not loaded).
+        size: bytes of its compact saved form (None if not loaded).
+        peers: connected peers syncing it.
+        last_change: when this server last received or made a change to it
+            (None if not since the server started).
+    """
+
+    document_id: DocumentId
+    loaded: bool
+    heads: tuple[str, ...]
+    size: int | None
+    peers: int
+    last_change: datetime.datetime | None
 
 
 @dataclass
@@ -199,6 +235,9 @@ class SyncServer:
         self._compacting: set[DocumentId] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closed = asyncio.Event()
+        self._listeners: list[ServerListener] = []
+        self._last_change: dict[DocumentId, datetime.datetime] = {}
+        self._sizes: dict[DocumentId, tuple[tuple[str, ...], int]] = {}
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -315,6 +354,77 @@ class SyncServer:
         ids = set(self._store.document_ids())
         ids.update(info.document_id for info in hub.list_documents())
         return sorted(ids)
+
+    def document_summaries(self) -> list[DocumentSummary]:
+        """Describe every document the server holds, sorted by id.
+
+        Cheap enough to call on every refresh of a view: sizes are computed
+        once per set of heads.
+        """
+        hub = self._require_hub()
+        loaded = {info.document_id: info for info in hub.list_documents()}
+        out = []
+        for doc_id in self.list_documents():
+            info = loaded.get(doc_id)
+            size: int | None = None
+            if info is not None:
+                cached = self._sizes.get(doc_id)
+                if cached is not None and cached[0] == info.heads:
+                    size = cached[1]
+                else:
+                    size = len(hub.document(doc_id).save())
+                    self._sizes[doc_id] = (info.heads, size)
+            out.append(
+                DocumentSummary(
+                    document_id=doc_id,
+                    loaded=info is not None,
+                    heads=info.heads if info is not None else (),
+                    size=size,
+                    peers=info.peers if info is not None else 0,
+                    last_change=self._last_change.get(doc_id),
+                )
+            )
+        return out
+
+    def snapshot(self, doc_id: str) -> Document | None:
+        """A copy of a document if it is in memory, else None (no waiting).
+
+        For views that must not await; :meth:`get_document` loads it.
+        """
+        valid = validate_document_id(doc_id)
+        hub = self._require_hub()
+        if not hub.is_loaded(valid):
+            return None
+        return Document(core=hub.document(valid))
+
+    def add_listener(self, listener: ServerListener) -> Callable[[], None]:
+        """Call ``listener(changed_ids)`` whenever documents change or peers come and go.
+
+        It runs in the server's loop, right after the change is applied (it
+        may not be durable yet), with the ids of the documents that changed,
+        or an empty set when only a connection opened or closed. Keep it
+        quick: schedule work rather than doing it there. Returns a function
+        that removes the listener.
+        """
+        self._listeners.append(listener)
+
+        def remove() -> None:
+            with contextlib.suppress(ValueError):
+                self._listeners.remove(listener)
+
+        return remove
+
+    @property
+    def running(self) -> bool:
+        """Whether the server is listening."""
+        return self._server is not None
+
+    def _notify(self, changed: frozenset[DocumentId]) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(changed)
+            except Exception:
+                logger.exception("a server listener failed")
 
     async def create_document(
         self, initial: dict[str, Any] | None = None, doc_id: str | None = None
@@ -443,6 +553,7 @@ class SyncServer:
         conn_id = hub.open_connection(remote_address=address, identity=identity)
         link = _Link(ws, conn_id)
         self._links[conn_id] = link
+        self._notify(frozenset())
         sender = asyncio.create_task(self._send_loop(link))
         try:
             async for data in ws:
@@ -461,6 +572,7 @@ class SyncServer:
         finally:
             self._links.pop(conn_id, None)
             self._apply(hub.close_connection(conn_id))
+            self._notify(frozenset())
             sender.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sender
@@ -468,10 +580,15 @@ class SyncServer:
     def _apply(self, fx: Effects) -> None:
         """Carry out what the hub asked for (sync; no awaiting in here)."""
         if fx.writes:
+            now = datetime.datetime.now(datetime.timezone.utc)
+            changed = set()
             for doc_id, data in fx.writes:
                 self._store.append(doc_id, data)
                 self._written.add(doc_id)
+                self._last_change[doc_id] = now
+                changed.add(doc_id)
             self._schedule_flush()
+            self._notify(frozenset(changed))
         for conn_id, msg in fx.send:
             link = self._links.get(conn_id)
             if link is not None and not link.closing:
@@ -722,7 +839,7 @@ class BackgroundSyncServer:
         async def wrapper() -> T:
             return await coro
 
-        return asyncio.run_coroutine_threadsafe(wrapper(), self._loop).result()
+        return wait_blocking(asyncio.run_coroutine_threadsafe(wrapper(), self._loop))
 
     def close(self) -> None:
         """Stop the server (flushing everything) and join its thread."""

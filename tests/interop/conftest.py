@@ -8,24 +8,12 @@ run that silently skipped every interop test would prove nothing.
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from jspeer import JS_DIR
+from jspeer import missing_js_install
 from servers import ServerProcess, js_sync_server
-
-INSTALL_HINT = "npm ci --prefix tests/interop/js"
-
-
-def missing_js_install() -> str | None:
-    """Why the JS side cannot run here, or None when it can."""
-    if shutil.which("node") is None:
-        return f"node is not on PATH (install Node.js >= 20, then {INSTALL_HINT})"
-    if not (JS_DIR / "node_modules").is_dir():
-        return f"tests/interop/js/node_modules is missing (run: {INSTALL_HINT})"
-    return None
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -30,12 +30,32 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["JS_DIR", "JSPeer", "JSPeerError", "Op", "js_value", "node_executable"]
+__all__ = [
+    "JS_DIR",
+    "JSPeer",
+    "JSPeerError",
+    "Op",
+    "js_value",
+    "missing_js_install",
+    "node_executable",
+]
 
 #: The npm project holding peer.mjs, sync-server.mjs and their node_modules.
 JS_DIR = Path(__file__).resolve().parent / "js"
 
 _PEER_SCRIPT = JS_DIR / "peer.mjs"
+INSTALL_HINT = "npm ci --prefix tests/interop/js"
+
+
+def missing_js_install() -> str | None:
+    """Why the JS side cannot run here, or None when it can."""
+    if shutil.which("node") is None:
+        return f"node is not on PATH (install Node.js >= 20, then {INSTALL_HINT})"
+    if not (JS_DIR / "node_modules").is_dir():
+        return f"tests/interop/js/node_modules is missing (run: {INSTALL_HINT})"
+    return None
+
+
 _STDERR_TAIL = 300
 # Replies can carry whole documents (export), far above asyncio's 64 KiB default.
 _LINE_LIMIT = 256 * 1024 * 1024

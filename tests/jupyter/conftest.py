@@ -1,0 +1,31 @@
+"""Fixtures for the tests that drive real Jupyter kernels."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.interop.jspeer import missing_js_install
+from tests.jupyter.kernel import Kernel, running_kernel
+
+
+@pytest.fixture
+def kernel(tmp_path: Path) -> Iterator[Kernel]:
+    """A fresh kernel, working directory ``tmp_path``, with the extension loaded."""
+    with running_kernel(tmp_path) as k:
+        k.run("%load_ext autosync_jupyter\nimport asyncio, autosync_jupyter")
+        yield k
+
+
+@pytest.fixture
+def require_js() -> None:
+    """Skip (locally) or fail (in CI) when the JS packages are not installed."""
+    reason = missing_js_install()
+    if reason is None:
+        return
+    if os.environ.get("CI"):
+        pytest.fail(f"cannot run in CI: {reason}", pytrace=False)
+    pytest.skip(reason)

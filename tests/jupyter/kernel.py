@@ -1,0 +1,108 @@
+"""A real IPython kernel (jupyter_client) for the tests, and what its cells produced."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from jupyter_client.manager import KernelManager, start_new_kernel
+
+__all__ = ["CellError", "Kernel", "Output", "running_kernel"]
+
+
+class CellError(AssertionError):
+    """A cell raised; the message carries the exception name and value."""
+
+    def __init__(self, ename: str, evalue: str, output: Output) -> None:
+        super().__init__(f"{ename}: {evalue}\nstdout: {output.stdout}\nstderr: {output.stderr}")
+        self.ename = ename
+        self.evalue = evalue
+        self.output = output
+
+
+@dataclass
+class Output:
+    """Everything one cell sent back."""
+
+    stdout: str = ""
+    stderr: str = ""
+    results: list[dict[str, Any]] = field(default_factory=list)  # execute_result / display_data
+    error: tuple[str, str] | None = None
+
+    @property
+    def text(self) -> str:
+        """The text/plain of every result and display, joined by newlines."""
+        return "\n".join(str(r.get("text/plain", "")) for r in self.results)
+
+    def data(self, mime: str) -> list[Any]:
+        """Every displayed value of one MIME type."""
+        return [r[mime] for r in self.results if mime in r]
+
+
+class Kernel:
+    """A python3 kernel started in ``cwd``; :meth:`run` executes a cell."""
+
+    def __init__(self, manager: KernelManager, client: Any, cwd: Path) -> None:
+        self.manager = manager
+        self.client = client
+        self.cwd = cwd
+
+    def run(self, code: str, *, timeout: float = 60.0, allow_error: bool = False) -> Output:
+        """Execute ``code`` as one cell; raise :class:`CellError` if it raised."""
+        out = Output()
+
+        def hook(msg: dict[str, Any]) -> None:
+            kind, content = msg["msg_type"], msg["content"]
+            if kind == "stream":
+                if content["name"] == "stdout":
+                    out.stdout += content["text"]
+                else:
+                    out.stderr += content["text"]
+            elif kind in ("execute_result", "display_data"):
+                out.results.append(content["data"])
+            elif kind == "error":
+                out.error = (content["ename"], content["evalue"])
+
+        reply = self.client.execute_interactive(code, output_hook=hook, timeout=timeout)
+        content = reply["content"]
+        if content["status"] == "error" and out.error is None:
+            # UsageError from a magic: printed to stderr, named only in the reply.
+            out.error = (content.get("ename", ""), content.get("evalue", ""))
+        if out.error is not None and not allow_error:
+            raise CellError(*out.error, output=out)
+        return out
+
+    def value(self, expression: str, *, timeout: float = 60.0) -> Any:
+        """Evaluate ``expression`` in the kernel and return it (through its repr)."""
+        import ast
+
+        text = self.run(expression, timeout=timeout).text
+        return ast.literal_eval(text)
+
+
+@contextlib.contextmanager
+def running_kernel(cwd: Path, env: dict[str, str] | None = None) -> Iterator[Kernel]:
+    """Start a kernel of this interpreter in ``cwd`` and shut it down afterwards."""
+    environment = dict(os.environ)
+    # The kernel must import this checkout, not whatever is installed elsewhere.
+    root = str(Path(__file__).resolve().parents[2])
+    environment["PYTHONPATH"] = os.pathsep.join(
+        p for p in (root, environment.get("PYTHONPATH", "")) if p
+    )
+    environment.update(env or {})
+    manager, client = start_new_kernel(
+        kernel_name="python3",
+        cwd=str(cwd),
+        env=environment,
+        startup_timeout=60,
+    )
+    try:
+        yield Kernel(manager, client, cwd)
+    finally:
+        client.stop_channels()
+        if manager.is_alive():
+            manager.shutdown_kernel(now=False)

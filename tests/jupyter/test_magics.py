@@ -1,0 +1,286 @@
+"""``%autosync`` in a real IPython kernel: a server in the kernel's loop, blocking calls
+that do not deadlock, clean shutdown, and a JS peer syncing while cells run."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from pathlib import Path
+
+import pytest
+from websockets.asyncio.client import connect as ws_connect
+
+from autosync_jupyter import fetch
+from tests.interop.jspeer import JSPeer, Op
+from tests.jupyter.kernel import Kernel, running_kernel
+
+pytestmark = pytest.mark.kernel
+
+
+def _serve(kernel: Kernel, options: str = "--data-dir data") -> str:
+    out = kernel.run(f"%autosync serve {options}")
+    assert "listening on ws://127.0.0.1:" in out.stdout, out.stdout
+    url: str = kernel.value("autosync_jupyter.jupyter.current_session().server.url")
+    return url
+
+
+def _port_is_free(port: int) -> bool:
+    with socket.socket() as sock:
+        # As a restarted server would: connections left in TIME_WAIT do not count.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+# -- serve, create, status, fetch -------------------------------------------------------
+
+
+def test_serve_is_listening_and_serving_when_the_magic_returns(kernel: Kernel) -> None:
+    """In the same cell as %autosync serve, a blocking fetch from that server succeeds."""
+    out = kernel.run(
+        """%autosync serve --data-dir data
+%autosync create --name d --content '{"n": 1}'
+s = autosync_jupyter.jupyter.current_session().server
+print(autosync_jupyter.fetch_blocking(s.url, d.document_id, timeout=5).to_py())"""
+    )
+    assert "{'n': 1}" in out.stdout
+    assert "%autosync create" in out.stdout  # the hint printed by serve
+
+
+async def test_the_server_answers_between_cells_from_outside(kernel: Kernel) -> None:
+    """A peer in another process fetches from the kernel's server while the kernel is idle."""
+    url = _serve(kernel)
+    out = kernel.run('%autosync create --content \'{"title": "hello"}\'')
+    doc_url = out.stdout.strip().splitlines()[-1]
+    assert doc_url.startswith("automerge:")
+    document = await fetch(url, doc_url, timeout=10)
+    assert document.to_py() == {"title": "hello"}
+
+
+def test_create_binds_a_live_handle_and_status_lists_it(kernel: Kernel) -> None:
+    _serve(kernel)
+    kernel.run("%autosync create --name d --content '{\"a\": 1}'")
+    kernel.run("with d.change() as root:\n    root['b'] = 2")
+    assert kernel.value("d.to_py()") == {"a": 1, "b": 2}
+    out = kernel.run("%autosync status")
+    html = out.data("text/html")[0]
+    assert kernel.value("d.document_id") in html
+    assert "1 connected peers" in html  # the live handle's connection
+    kernel.run("await d.flush(timeout=5)\ns = autosync_jupyter.jupyter.current_session().server")
+    assert kernel.value("await s.read_document(d.document_id)") == {"a": 1, "b": 2}
+
+
+def test_every_blocking_form_works_against_the_kernels_own_server(kernel: Kernel) -> None:
+    """Magic, fetch_blocking, await fetch and connect_blocking: no deadlock, same content."""
+    _serve(kernel)
+    kernel.run(
+        "s = autosync_jupyter.jupyter.current_session().server\n"
+        "i = await s.create_document({'x': [1, 2]})"
+    )
+    kernel.run("%autosync fetch {i} -o f")
+    assert kernel.value("f.to_py()") == {"x": [1, 2]}
+    kernel.run("%autosync fetch {s.url} {i} -o g")
+    assert kernel.value("g.to_py()") == {"x": [1, 2]}
+    assert kernel.value("autosync_jupyter.fetch_blocking(s.url, i).to_py()") == {"x": [1, 2]}
+    assert kernel.value("(await autosync_jupyter.fetch(s.url, i)).to_py()") == {"x": [1, 2]}
+    kernel.run(
+        "c = autosync_jupyter.connect_blocking(s.url)\n"
+        "h = c.open(i)\n"
+        "with h.change() as root:\n"
+        "    root['x'].append(3)\n"
+        "h.flush(timeout=5)"
+    )
+    assert kernel.value("(await s.read_document(i))") == {"x": [1, 2, 3]}
+    kernel.run("c.close()")
+
+
+def test_fetch_defaults_to_the_variable_doc(kernel: Kernel) -> None:
+    _serve(kernel)
+    out = kernel.run("%autosync create --content '{\"k\": true}'")
+    doc_id = out.stdout.strip().removeprefix("automerge:")
+    assert "fetched into `doc`" in kernel.run(f"%autosync fetch {doc_id}").stdout
+    assert kernel.value("doc.to_py()") == {"k": True}
+
+
+# -- errors: clear, and the kernel keeps working ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("bogus", "invalid choice: 'bogus'"),
+        ("fetch", "the following arguments are required"),
+        ("fetch ws://127.0.0.1:1 4NMNnkMhL8jXrdJ9jamS58PAVdXu -o 'not valid'", "valid Python"),
+        ("fetch 4NMNnkMhL8jXrdJ9jamS58PAVdXu", "no server runs in this kernel"),
+        ("create", "no server runs in this kernel"),
+        ("fetch ws://127.0.0.1:1 not-an-id", "not-an-id"),
+        ("fetch ws://127.0.0.1:1 4NMNnkMhL8jXrdJ9jamS58PAVdXu --timeout 2", "127.0.0.1:1"),
+        ("serve --port -5", "port"),
+        ("create --content '[1]'", "JSON object"),
+        ("view nothing_here", "no variable named 'nothing_here'"),
+        ("fetch ws://127.0.0.1:1 4NMNnkMhL8jXrdJ9jamS58PAVdXu --token missing", "no such variable"),
+    ],
+)
+def test_bad_input_gets_a_usage_error(kernel: Kernel, line: str, expected: str) -> None:
+    out = kernel.run(f"%autosync {line}", allow_error=True)
+    assert out.error is not None
+    assert out.error[0] == "UsageError", out.error
+    assert expected in out.error[1]
+    assert kernel.value("1 + 1") == 2
+
+
+def test_unknown_document_on_the_kernels_server_is_reported(kernel: Kernel) -> None:
+    _serve(kernel)
+    out = kernel.run("%autosync fetch 4NMNnkMhL8jXrdJ9jamS58PAVdXu --timeout 5", allow_error=True)
+    assert out.error is not None and "unavailable" in out.error[1].lower()
+
+
+def test_help_is_printed_for_each_subcommand(kernel: Kernel) -> None:
+    top = kernel.run("%autosync --help").stdout
+    for name in ("serve", "stop", "status", "create", "fetch", "open", "docs", "login"):
+        assert name in top
+        assert f"usage: %autosync {name}" in kernel.run(f"%autosync {name} --help").stdout
+
+
+def test_a_second_server_is_refused(kernel: Kernel) -> None:
+    url = _serve(kernel)
+    out = kernel.run("%autosync serve --data-dir other", allow_error=True)
+    assert out.error is not None and url in out.error[1] and "stop" in out.error[1]
+
+
+def test_serving_from_another_thread_is_refused(kernel: Kernel) -> None:
+    """A thread (what an ipykernel subshell runs in) may not start the kernel's server."""
+    out = kernel.run(
+        "import threading\n"
+        "errors = []\n"
+        "def start():\n"
+        "    try:\n"
+        "        get_ipython().run_line_magic('autosync', 'serve --data-dir t')\n"
+        "    except Exception as exc:\n"
+        "        errors.append(str(exc))\n"
+        "t = threading.Thread(target=start); t.start(); t.join()\n"
+        "print(errors)"
+    )
+    assert "main thread" in out.stdout
+    assert "no autosync server runs" in kernel.run("%autosync status").text
+
+
+# -- lifecycle: stop, unload, reload, shutdown, restart ---------------------------------
+
+
+async def _watch_close(url: str) -> asyncio.Task[int | None]:
+    ws = await ws_connect(url)
+
+    async def wait() -> int | None:
+        await ws.wait_closed()
+        return ws.close_code
+
+    return asyncio.create_task(wait())
+
+
+async def test_stop_closes_peers_cleanly_and_frees_the_port(kernel: Kernel) -> None:
+    url = _serve(kernel)
+    port = int(url.rsplit(":", 1)[1])
+    closed = await _watch_close(url)
+    out = await asyncio.to_thread(kernel.run, "%autosync stop")
+    assert f"stopped the server at {url}" in out.stdout
+    assert await asyncio.wait_for(closed, 5) == 1001
+    assert _port_is_free(port)
+
+
+@pytest.mark.parametrize("how", ["%reload_ext autosync_jupyter", "%unload_ext autosync_jupyter"])
+async def test_unloading_the_extension_stops_the_server(kernel: Kernel, how: str) -> None:
+    url = _serve(kernel)
+    port = int(url.rsplit(":", 1)[1])
+    closed = await _watch_close(url)
+    await asyncio.to_thread(kernel.run, how)
+    assert await asyncio.wait_for(closed, 5) == 1001
+    assert _port_is_free(port)
+    if how.startswith("%reload"):
+        # Reloaded: the magic works again and a new server can start.
+        _serve(kernel)
+
+
+@pytest.mark.parametrize("restart", [False, True])
+async def test_kernel_shutdown_or_restart_leaves_no_server_behind(
+    tmp_path: Path, restart: bool
+) -> None:
+    with running_kernel(tmp_path) as k:
+        k.run("%load_ext autosync_jupyter\nimport autosync_jupyter")
+        url = _serve(k)
+        port = int(url.rsplit(":", 1)[1])
+        k.run("%autosync create --name d --content '{\"saved\": 1}'")
+        closed = await _watch_close(url)
+        if restart:
+            await asyncio.to_thread(k.manager.restart_kernel, now=False)
+        else:
+            await asyncio.to_thread(k.manager.shutdown_kernel, now=False)
+        assert await asyncio.wait_for(closed, 10) == 1001
+        assert _port_is_free(port)
+        if restart:
+            k.client.wait_for_ready(timeout=30)
+            assert (
+                "no autosync server" in k.run("%load_ext autosync_jupyter\n%autosync status").text
+            )
+    # The document made before the shutdown is on disk.
+    assert any((tmp_path / "data").rglob("*")), "nothing was stored"
+
+
+# -- a JS peer and the kernel's server, while cells run ---------------------------------
+
+
+async def test_js_peer_syncs_live_with_a_kernel_variable(kernel: Kernel, require_js: None) -> None:
+    url = await asyncio.to_thread(_serve, kernel)
+    async with JSPeer.start(url) as peer:
+        created = await peer.create({"title": "from js", "items": []})
+        doc_id = created["documentId"]
+        await peer.wait_synced(doc_id)
+        await asyncio.to_thread(kernel.run, f"%autosync open {doc_id} -o h")
+        assert await asyncio.to_thread(kernel.value, "h.to_py()") == {
+            "title": "from js",
+            "items": [],
+        }
+        # JS edits reach the kernel variable between cells...
+        await peer.change(doc_id, [Op.set(["title"], "edited in js")])
+        deadline = time.monotonic() + 10
+        while await asyncio.to_thread(kernel.value, "h.to_py()['title']") != "edited in js":
+            assert time.monotonic() < deadline, "the JS edit never reached the kernel"
+            await asyncio.sleep(0.1)
+        # ...and kernel edits reach the JS peer.
+        await asyncio.to_thread(
+            kernel.run, "with h.change() as root:\n    root['items'].append('from python')"
+        )
+        await peer.wait_for(doc_id, path=["items"], equals=["from python"], timeout=10)
+
+
+async def test_server_keeps_serving_during_a_blocking_cell(
+    kernel: Kernel, require_js: None
+) -> None:
+    """A cell blocked in connect_blocking().wait_for() only returns if the kernel's
+    server relays the JS peer's change to it meanwhile."""
+    url = await asyncio.to_thread(_serve, kernel)
+    async with JSPeer.start(url) as peer:
+        doc_id = (await peer.create({"n": 0}))["documentId"]
+        await peer.wait_synced(doc_id)
+        cell = asyncio.create_task(
+            asyncio.to_thread(
+                kernel.run,
+                f"c = autosync_jupyter.connect_blocking('{url}')\n"
+                f"h = c.open('{doc_id}')\n"
+                "print(h.wait_for(lambda d: d['n'] == 7, timeout=20))\n"
+                "c.close()",
+            )
+        )
+        await asyncio.sleep(1.0)  # the cell is now blocked in wait_for
+        assert not cell.done()
+        started = time.monotonic()
+        found = await peer.find(doc_id)  # served by the blocked kernel
+        assert found["state"] == "ready"
+        await peer.change(doc_id, [Op.set(["n"], 7)])
+        out = await asyncio.wait_for(cell, 30)
+        assert "'n': 7" in out.stdout
+        assert time.monotonic() - started < 15

@@ -38,7 +38,8 @@ def make_self_signed_certificate(
 ) -> tuple[str, str]:
     """Write a self-signed certificate and its private key (PEM) for ``hosts``.
 
-    The key file is created readable by its owner only. Returns both paths.
+    Missing parent directories are created; the key file is readable by its
+    owner only. Returns both paths.
     """
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0] if hosts else "localhost")])
@@ -62,6 +63,8 @@ def make_self_signed_certificate(
         .sign(key, hashes.SHA256())
     )
     key_path, cert_path = os.fspath(key_file), os.fspath(cert_file)
+    for path in (key_path, cert_path):
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as f:
         f.write(

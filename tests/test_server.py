@@ -452,3 +452,75 @@ async def test_r_data_directory_is_served(tmp_path: Path) -> None:
     async with SyncServer(port=0, data_dir=tmp_path) as srv, raw_peer(srv.url) as peer:
         await peer.sync_until_quiet(doc_id, request=True)
         assert to_py(peer.docs[doc_id]) == {"from": "R"}
+
+
+# -- views of the server: summaries, snapshots, listeners -----------------------------
+
+
+async def test_document_summaries_describe_every_document(tmp_path: Path) -> None:
+    """Loaded documents have heads, size and last change; stored ones are listed unloaded."""
+    async with SyncServer(port=0, data_dir=tmp_path / "data") as first:
+        stored = await first.create_document({"old": True})
+    async with SyncServer(port=0, data_dir=tmp_path / "data") as server:
+        fresh = await server.create_document({"text": "x" * 1000})
+        rows = {row.document_id: row for row in server.document_summaries()}
+        assert [r.document_id for r in server.document_summaries()] == sorted(rows)
+        assert not rows[stored].loaded and rows[stored].heads == () and rows[stored].size is None
+        row = rows[fresh]
+        assert row.loaded and len(row.heads) == 1 and row.peers == 0
+        assert row.size is not None and row.size > 100
+        assert row.last_change is not None and row.last_change.tzinfo is not None
+        await server.get_document(stored)  # loading it fills in its heads
+        (again,) = [r for r in server.document_summaries() if r.document_id == stored]
+        assert again.loaded and len(again.heads) == 1 and again.last_change is None
+        async with raw_peer(server.url) as peer:
+            await peer.sync_until_quiet(fresh, request=True)
+            (busy,) = [r for r in server.document_summaries() if r.document_id == fresh]
+            assert busy.peers == 1
+
+
+async def test_listeners_hear_changes_and_peers(server: SyncServer) -> None:
+    heard: list[frozenset[DocumentId]] = []
+    remove = server.add_listener(heard.append)
+    doc_id = await server.create_document({"n": 1})
+    assert frozenset({doc_id}) in heard
+    heard.clear()
+    await server.change_document(doc_id, lambda d: d.__setitem__("n", 2))
+    assert heard == [frozenset({doc_id})]
+    heard.clear()
+    async with raw_peer(server.url):
+        await asyncio.sleep(0.05)
+        assert frozenset() in heard  # a peer arrived
+    remove()
+    heard.clear()
+    await server.change_document(doc_id, lambda d: d.__setitem__("n", 3))
+    assert heard == []
+
+
+async def test_a_failing_listener_disturbs_nothing(
+    server: SyncServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(changed: frozenset[DocumentId]) -> None:
+        raise RuntimeError("listener bug")
+
+    heard: list[frozenset[DocumentId]] = []
+    server.add_listener(broken)
+    server.add_listener(heard.append)
+    doc_id = await server.create_document({"n": 1})
+    assert heard and await server.read_document(doc_id) == {"n": 1}
+    assert "a server listener failed" in caplog.text
+
+
+async def test_snapshot_is_a_copy_and_none_until_loaded(tmp_path: Path) -> None:
+    async with SyncServer(port=0, data_dir=tmp_path / "data") as first:
+        doc_id = await first.create_document({"n": 1})
+    async with SyncServer(port=0, data_dir=tmp_path / "data") as server:
+        assert server.snapshot(doc_id) is None
+        await server.get_document(doc_id)
+        copy = server.snapshot(doc_id)
+        assert copy is not None and copy.to_py() == {"n": 1}
+        with copy.change() as d:
+            d["n"] = 99
+        assert await server.read_document(doc_id) == {"n": 1}
+        assert server.running
+    assert not server.running

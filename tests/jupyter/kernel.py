@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import queue
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,6 +77,46 @@ class Kernel:
         if out.error is not None and not allow_error:
             raise CellError(*out.error, output=out)
         return out
+
+    def run_in_subshell(self, code: str, *, timeout: float = 30.0) -> Output:
+        """Execute ``code`` in a new ipykernel subshell (a thread of its own)."""
+        request = self.client.session.msg("create_subshell_request", {})
+        self.client.control_channel.send(request)
+        reply = self.client.control_channel.get_msg(timeout=timeout)
+        subshell_id = reply["content"]["subshell_id"]
+        execute = self.client.session.msg(
+            "execute_request",
+            {
+                "code": code,
+                "silent": False,
+                "store_history": False,
+                "user_expressions": {},
+                "allow_stdin": False,
+                "stop_on_error": True,
+            },
+        )
+        execute["header"]["subshell_id"] = subshell_id
+        self.client.shell_channel.send(execute)
+        out = Output()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                msg = self.client.get_iopub_msg(timeout=1)
+            except queue.Empty:
+                continue
+            if msg["parent_header"].get("msg_id") != execute["header"]["msg_id"]:
+                continue
+            kind, content = msg["msg_type"], msg["content"]
+            if kind == "stream":
+                if content["name"] == "stdout":
+                    out.stdout += content["text"]
+                else:
+                    out.stderr += content["text"]
+            elif kind == "error":
+                out.error = (content["ename"], content["evalue"])
+            elif kind == "status" and content["execution_state"] == "idle":
+                return out
+        raise TimeoutError(f"the subshell did not finish within {timeout} s")
 
     def value(self, expression: str, *, timeout: float = 60.0) -> Any:
         """Evaluate ``expression`` in the kernel and return it (through its repr)."""

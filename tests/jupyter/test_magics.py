@@ -152,6 +152,16 @@ def test_a_second_server_is_refused(kernel: Kernel) -> None:
     assert out.error is not None and url in out.error[1] and "stop" in out.error[1]
 
 
+def test_serving_from_a_subshell_is_refused(kernel: Kernel) -> None:
+    """An ipykernel subshell runs in its own thread: %autosync serve says so and starts nothing."""
+    out = kernel.run_in_subshell(
+        "import threading\nprint(threading.current_thread().name)\n%autosync serve"
+    )
+    assert out.stdout.startswith("subshell")
+    assert "main thread" in out.stderr and "subshell" in out.stderr
+    assert "no autosync server runs" in kernel.run("%autosync status").text
+
+
 def test_serving_from_another_thread_is_refused(kernel: Kernel) -> None:
     """A thread (what an ipykernel subshell runs in) may not start the kernel's server."""
     out = kernel.run(

@@ -1,0 +1,348 @@
+"""`LiveView`: a live, read-only, collapsible tree of a document in a notebook.
+
+>>> view = LiveView(handle)                 # doctest: +SKIP
+>>> view                                    # doctest: +SKIP
+
+The view follows its document as peers edit it: the front end gets the new
+tree at most ten times a second however busy the document is, and briefly
+highlights what changed. The Python side lives in the kernel's event loop
+and never blocks it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import anywidget
+import traitlets
+
+from ..blocking import BlockingConnection, BlockingDocHandle
+from ..connection import Connection, DocHandle
+from ..document import Document
+from ..errors import AutosyncError
+from ..ids import DocumentId, document_url, interpret_as_document_id
+from ..server import SyncServer
+from .tree import document_tree, short_heads
+
+__all__ = ["LiveView", "LiveViewSource", "Throttle"]
+
+logger = logging.getLogger("autosync_jupyter.jupyter.live_view")
+
+STATIC = Path(__file__).parent / "static"
+
+#: Seconds between two updates of a busy view's front end (at most 10 per second).
+DEFAULT_INTERVAL = 0.1
+
+#: What a :class:`LiveView` can show.
+LiveViewSource = (
+    DocHandle
+    | BlockingDocHandle
+    | Document
+    | tuple[SyncServer | Connection | BlockingConnection, str]
+)
+
+
+def running_loop(what: str) -> asyncio.AbstractEventLoop:
+    """The event loop of the calling thread, or a clear error if it runs none.
+
+    Raises:
+        AutosyncError: no event loop runs in this thread (the widgets live in
+            a notebook kernel's loop, or in async code).
+    """
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        raise AutosyncError(
+            f"{what} must be created where an event loop runs: in a notebook cell or in "
+            "async code (in a plain script, wrap it in `async def main()` and asyncio.run)"
+        ) from None
+
+
+class Throttle:
+    """Coalesce bursts of calls into at most one call of ``action`` per ``interval``.
+
+    :meth:`poke` may be called from any thread; ``action`` always runs in
+    ``loop``. The first poke after a quiet spell runs ``action`` on the
+    loop's next turn; pokes during the following ``interval`` seconds are
+    folded into one more run at its end, so the last state is never lost.
+    """
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        action: Callable[[], object],
+        interval: float = DEFAULT_INTERVAL,
+    ) -> None:
+        self._loop = loop
+        self._action = action
+        self.interval = interval
+        self._thread = threading.get_ident()
+        self._pending: asyncio.Handle | None = None
+        self._last = float("-inf")
+        self._cancelled = False
+        self.runs = 0
+        """How many times ``action`` ran."""
+
+    def poke(self) -> None:
+        """Ask for ``action`` to run soon (thread-safe, never runs it synchronously)."""
+        if self._cancelled:
+            return
+        if threading.get_ident() != self._thread:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is watching
+                self._loop.call_soon_threadsafe(self.poke)
+            return
+        if self._pending is not None:
+            return
+        delay = max(0.0, self._last + self.interval - self._loop.time())
+        self._pending = self._loop.call_later(delay, self._fire)
+
+    def cancel(self) -> None:
+        """Drop a pending run and ignore later pokes."""
+        self._cancelled = True
+        if self._pending is not None:
+            self._pending.cancel()
+            self._pending = None
+
+    def _fire(self) -> None:
+        self._pending = None
+        self._last = self._loop.time()
+        self.runs += 1
+        try:
+            self._action()
+        except Exception:
+            logger.exception("a throttled widget update failed")
+
+
+class LiveView(anywidget.AnyWidget):
+    """A live, read-only, collapsible tree of a document that follows every edit.
+
+    Args:
+        source: what to show:
+
+            - a :class:`~autosync_jupyter.connection.DocHandle` (from
+              ``await connect(url)``) or a
+              :class:`~autosync_jupyter.blocking.BlockingDocHandle`: follows
+              local and remote changes;
+            - a :class:`~autosync_jupyter.document.Document`: follows its own
+              (local) changes;
+            - ``(server, doc_id)`` with a
+              :class:`~autosync_jupyter.server.SyncServer` of this kernel:
+              follows the served document (loaded from storage if needed);
+            - ``(connection, doc_id)``: opens the document on a
+              :class:`~autosync_jupyter.connection.Connection` or
+              :class:`~autosync_jupyter.blocking.BlockingConnection` (in the
+              background) and follows it.
+
+        title: the heading (default: the document's ``automerge:`` URL).
+        interval: least seconds between two updates of the front end.
+
+    Synced to the front end: ``value`` (the tree, see
+    :mod:`autosync_jupyter.jupyter.tree`), ``title``, ``url``, ``heads``
+    (short), ``updated`` (how many updates since it was first shown),
+    ``error`` (why the document cannot be shown, or ``""``) and ``loading``.
+
+    Raises:
+        AutosyncError: created outside a running event loop.
+        TypeError: ``source`` is none of the above.
+        InvalidDocumentId: the ``doc_id`` of a pair is not a document id or URL.
+    """
+
+    _esm = STATIC / "live_view.js"
+    _css = STATIC / "widgets.css"
+
+    value = traitlets.Any(None, allow_none=True).tag(sync=True)
+    title = traitlets.Unicode("").tag(sync=True)
+    url = traitlets.Unicode("").tag(sync=True)
+    heads = traitlets.List(traitlets.Unicode()).tag(sync=True)
+    updated = traitlets.Int(0).tag(sync=True)
+    error = traitlets.Unicode("").tag(sync=True)
+    loading = traitlets.Bool(False).tag(sync=True)
+
+    # Widget.__del__ calls close(), even on an instance whose __init__ raised.
+    _started = False
+
+    def __init__(
+        self,
+        source: LiveViewSource,
+        *,
+        title: str | None = None,
+        interval: float = DEFAULT_INTERVAL,
+    ) -> None:
+        loop = running_loop("LiveView")
+        super().__init__()
+        self._loop = loop
+        self._throttle = Throttle(loop, self._render, interval)
+        self._detachers: list[Callable[[], None]] = []
+        self._task: asyncio.Task[None] | None = None
+        self._read: Callable[[], Document | None] = lambda: None
+        self._lock: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext
+        self._last_heads: list[bytes] | None = None
+        self._shown = False
+        self._detached = False
+        #: The id of the document shown (None for a plain Document).
+        self.document_id: DocumentId | None = None
+        self._started = True
+        self._attach(source)
+        if self.document_id is not None:
+            self.url = document_url(self.document_id)
+        self.title = title if title is not None else (self.url or "Document")
+        self._render()
+
+    # -- sources ---------------------------------------------------------------------
+
+    def _attach(self, source: LiveViewSource) -> None:
+        if isinstance(source, BlockingDocHandle):
+            source = source._handle
+        if isinstance(source, DocHandle):
+            self._follow_handle(source)
+        elif isinstance(source, Document):
+            document = source
+            self._read = lambda: document
+            self._detachers.append(document.add_listener(lambda event: self._throttle.poke()))
+        elif isinstance(source, tuple) and len(source) == 2:
+            owner, doc_id = source
+            self.document_id = interpret_as_document_id(doc_id)
+            if isinstance(owner, SyncServer):
+                self._follow_server(owner, self.document_id)
+            elif isinstance(owner, (Connection, BlockingConnection)):
+                self._open_on(owner, self.document_id)
+            else:
+                raise TypeError(
+                    "a LiveView pair is (SyncServer | Connection | BlockingConnection, doc_id), "
+                    f"not ({type(owner).__name__}, ...)"
+                )
+        else:
+            raise TypeError(
+                "LiveView shows a DocHandle, BlockingDocHandle, Document, (server, doc_id) or "
+                f"(connection, doc_id), not {type(source).__name__}"
+            )
+
+    def _follow_handle(self, handle: DocHandle) -> None:
+        self.document_id = handle.document_id
+        self._read = lambda: handle.doc
+        # The connection applies remote changes under this lock, possibly in
+        # its own thread (BlockingConnection): read under it too.
+        self._lock = lambda: handle._lock
+        self._detachers.append(handle.on_change(lambda event: self._throttle.poke()))
+
+    def _follow_server(self, server: SyncServer, doc_id: DocumentId) -> None:
+        def changed(ids: frozenset[DocumentId]) -> None:
+            if doc_id in ids:
+                self._throttle.poke()
+
+        def read() -> Document | None:
+            snapshot = server.snapshot(doc_id)
+            if snapshot is None and self._task is None:
+                self._task = self._loop.create_task(self._load_from(server, doc_id))
+            return snapshot
+
+        self._read = read
+        self._detachers.append(server.add_listener(changed))
+
+    async def _load_from(self, server: SyncServer, doc_id: DocumentId) -> None:
+        self.loading = True
+        try:
+            await server.get_document(doc_id)
+        except KeyError:
+            self.error = f"the server holds no document {doc_id}"
+            return
+        except (AutosyncError, OSError) as exc:
+            self.error = f"cannot load document {doc_id}: {exc}"
+            return
+        finally:
+            self.loading = False
+        self._throttle.poke()
+
+    def _open_on(self, conn: Connection | BlockingConnection, doc_id: DocumentId) -> None:
+        inner = conn.connection if isinstance(conn, BlockingConnection) else conn
+        handle = inner.handles.get(doc_id)
+        if handle is not None:
+            self._follow_handle(handle)
+            return
+        self._task = self._loop.create_task(self._open_async(conn, doc_id))
+
+    async def _open_async(self, conn: Connection | BlockingConnection, doc_id: DocumentId) -> None:
+        self.loading = True
+        try:
+            if isinstance(conn, BlockingConnection):
+                # Its open() blocks until the document arrives: not in this loop.
+                handle = (await asyncio.to_thread(conn.open, doc_id))._handle
+            else:
+                handle = await conn.open(doc_id)
+        except AutosyncError as exc:
+            self.error = str(exc)
+            return
+        finally:
+            self.loading = False
+        if self._detached:
+            return
+        self._follow_handle(handle)
+        self._throttle.poke()
+
+    # -- updates ---------------------------------------------------------------------
+
+    def _render(self) -> None:
+        if self._detached:
+            return
+        try:
+            document = self._read()
+            if document is None:
+                return
+            with self._lock():
+                heads = document.heads
+                if heads == self._last_heads:
+                    return
+                tree = document_tree(document)
+        except (AutosyncError, KeyError, RuntimeError) as exc:
+            logger.warning("cannot show document %s: %s", self.document_id, exc)
+            self.error = f"cannot show the document: {exc}"
+            return
+        self._last_heads = heads
+        with self.hold_sync():
+            self.value = tree
+            self.heads = short_heads(heads)
+            self.error = ""
+            if self._shown:
+                self.updated += 1
+        self._shown = True
+
+    def refresh(self) -> None:
+        """Re-read the document now (it is re-read on every change anyway)."""
+        self._last_heads = None
+        self._throttle.poke()
+
+    def detach(self) -> None:
+        """Stop following the document; the view keeps showing its last state."""
+        if not self._started:
+            return
+        self._detached = True
+        self._throttle.cancel()
+        for remove in self._detachers:
+            remove()
+        self._detachers.clear()
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+
+    def close(self) -> None:
+        """Stop following the document and close the widget (its views disappear)."""
+        self.detach()
+        super().close()
+
+    def __repr__(self) -> str:
+        what = self.title or "Document"
+        if self.error:
+            return f"<LiveView {what}: error: {self.error}>"
+        if self.value is None:
+            return f"<LiveView {what}: loading>"
+        keys = len(self.value) if isinstance(self.value, dict) else 0
+        state = "detached" if self._detached else "live"
+        return (
+            f"<LiveView {what}: {keys} key{'s' * (keys != 1)}, "
+            f"{self.updated} update{'s' * (self.updated != 1)}, {state}>"
+        )

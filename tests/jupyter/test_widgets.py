@@ -487,3 +487,19 @@ async def test_browser_of_a_blocking_connection() -> None:
             browser.close()
         finally:
             await asyncio.to_thread(conn.close)
+
+
+def test_public_names_resolve_and_widgets_load_lazily() -> None:
+    """Every name in __all__ exists; importing the package does not import the widget stack."""
+    import subprocess
+    import sys
+
+    import autosync_jupyter
+
+    assert [name for name in autosync_jupyter.__all__ if not hasattr(autosync_jupyter, name)] == []
+    assert autosync_jupyter.LiveView is LiveView
+    probe = (
+        "import sys, autosync_jupyter; print('anywidget' in sys.modules, 'IPython' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]

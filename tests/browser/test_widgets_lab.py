@@ -1,0 +1,180 @@
+"""The notebook widgets in a real JupyterLab, in headless Chromium.
+
+The document browser lists a kernel server's documents and follows them live,
+the live view follows edits made by an official JavaScript automerge-repo
+peer, and the login button completes a PKCE sign-in in a popup against the
+local test OIDC provider.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from autosync_jupyter.blocking import _LoopThread
+from tests.interop.jspeer import JSPeer, Op, missing_js_install
+from tests.oidc_provider import CLIENT_ID, running_provider
+
+from .conftest import LabServer
+from .lab import (
+    append_and_run,
+    cell_output,
+    cell_output_text,
+    expect,
+    non_local_requests,
+    open_notebook,
+    run_all_cells,
+    run_cell,
+    write_notebook,
+)
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Page
+
+SERVE = "%load_ext autosync_jupyter\n%autosync serve --port 0 --data-dir {name}-data"
+URL_OF_SERVER = "print(autosync_jupyter.jupyter.current_session().server.url)"
+
+
+def _snapshot(page: Page, name: str) -> None:
+    """Save a screenshot when $AUTOSYNC_SCREENSHOTS names a directory (for reviews)."""
+    where = os.environ.get("AUTOSYNC_SCREENSHOTS")
+    if where:
+        page.screenshot(path=os.path.join(where, f"{name}.png"), full_page=True)
+
+
+def _require_js() -> None:
+    reason = missing_js_install()
+    if reason is None:
+        return
+    if os.environ.get("CI"):
+        pytest.fail(f"cannot run in CI: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+@contextlib.contextmanager
+def js_peer(url: str) -> Iterator[tuple[_LoopThread, JSPeer]]:
+    """An official JS automerge-repo peer, driven from this (synchronous) test."""
+    runner = _LoopThread()
+    manager = JSPeer.start(url)
+    try:
+        peer = runner.run(manager.__aenter__(), timeout=60)
+        try:
+            yield runner, peer
+        finally:
+            runner.run(manager.__aexit__(None, None, None), timeout=60)
+    finally:
+        runner.stop()
+
+
+def test_document_browser_lists_follows_creates_and_opens(
+    page: Page, lab_server: LabServer
+) -> None:
+    write_notebook(
+        lab_server.root_dir,
+        "browser.ipynb",
+        [
+            SERVE.format(name="browser"),
+            '%autosync create --content \'{"title": "first"}\'\n'
+            '%autosync create --content \'{"title": "second"}\'',
+            "%autosync docs",
+        ],
+    )
+    open_notebook(page, lab_server, "browser.ipynb")
+    run_all_cells(page)
+    first, second = (u.removeprefix("automerge:") for u in cell_output_text(page, 1).split())
+    widget = cell_output(page, 2)
+    rows = widget.locator(".autosync-browser-row")
+    expect(rows).to_have_count(2)
+    expect(widget.locator(f".autosync-browser-row[data-document-id='{second}']")).to_be_visible()
+
+    # A document made in another cell shows up without a refresh.
+    append_and_run(page, '%autosync create --content \'{"title": "third"}\'')
+    expect(rows).to_have_count(3)
+    # The widget's own "create" button.
+    widget.locator(".autosync-browser-create").click()
+    expect(rows).to_have_count(4)
+
+    # Open a document into a live view, inside the browser.
+    widget.locator(
+        f".autosync-browser-row[data-document-id='{first}'] .autosync-browser-open"
+    ).click()
+    view = widget.locator(".autosync-live-view")
+    expect(view).to_contain_text("first")
+    # An edit from the kernel reaches the open view.
+    append_and_run(
+        page,
+        "import autosync_jupyter\n"
+        "s = autosync_jupyter.jupyter.current_session().server\n"
+        f"await s.change_document('{first}', lambda d: d.__setitem__('title', 'renamed'))",
+    )
+    expect(view).to_contain_text("renamed")
+    _snapshot(page, "document-browser")
+    assert non_local_requests(page) == []
+
+
+def test_live_view_follows_a_javascript_peer(page: Page, lab_server: LabServer) -> None:
+    _require_js()
+    write_notebook(
+        lab_server.root_dir,
+        "live.ipynb",
+        [SERVE.format(name="live"), "import autosync_jupyter\n" + URL_OF_SERVER],
+    )
+    open_notebook(page, lab_server, "live.ipynb")
+    run_all_cells(page)
+    url = cell_output_text(page, 1).strip()
+    assert url.startswith("ws://127.0.0.1:")
+    with js_peer(url) as (runner, peer):
+        created: dict[str, Any] = runner.run(peer.create({"title": "from js", "items": []}))
+        doc_id = created["documentId"]
+        runner.run(peer.wait_synced(doc_id))
+        index = append_and_run(page, f"%autosync open {doc_id} -o h\n%autosync view h")
+        view = cell_output(page, index).locator(".autosync-live-view")
+        expect(view).to_contain_text("from js")
+        runner.run(peer.change(doc_id, [Op.set(["title"], "edited in js")]))
+        expect(view).to_contain_text("edited in js")
+        runner.run(peer.change(doc_id, [Op.push(["items"], "milk", "bread")]))
+        expect(view).to_contain_text("bread")
+        # The changed value is highlighted for a moment.
+        runner.run(peer.change(doc_id, [Op.set(["title"], "again")]))
+        expect(view.locator(".autosync-changed").first).to_be_visible()
+        _snapshot(page, "live-view")
+        # And the kernel variable holds the same document.
+        assert "again" in run_cell(page, "print(h.to_py()['title'])")
+
+
+def test_login_popup_completes_against_the_local_provider(
+    page: Page, lab_server: LabServer
+) -> None:
+    with running_provider() as provider:
+        write_notebook(
+            lab_server.root_dir,
+            "login.ipynb",
+            [
+                "%load_ext autosync_jupyter\n"
+                f"%autosync login --issuer {provider.issuer} --client-id {CLIENT_ID}"
+            ],
+        )
+        open_notebook(page, lab_server, "login.ipynb")
+        run_all_cells(page)
+        widget = cell_output(page, 0).locator(".autosync-login")
+        expect(widget).to_have_attribute("data-status", "signed-out")
+        with page.expect_popup() as popup_info:
+            widget.locator(".autosync-login-button").click()
+        popup = popup_info.value
+        # The popup went to the provider, which redirected to the kernel's loopback.
+        expect(widget).to_have_attribute("data-status", "signed-in", timeout=30_000)
+        expect(widget.locator(".autosync-login-status")).to_contain_text("alice@company.com")
+        _snapshot(page, "login")
+        # The widget closes its popup once signed in.
+        if not popup.is_closed():
+            popup.wait_for_event("close", timeout=15_000)
+        assert provider.authorize_hits == 1 and provider.token_hits == 1
+        # The token reached the kernel variable; the widget shows no token.
+        assert run_cell(page, "print(len(autosync_token.split('.')))") == "3"
+        assert "eyJ" not in widget.inner_text()
+        assert re.search(r"\bSign out\b", widget.inner_text())

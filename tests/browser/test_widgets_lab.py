@@ -141,6 +141,7 @@ def test_live_view_follows_a_javascript_peer(page: Page, lab_server: LabServer) 
         expect(view).to_contain_text("bread")
         # The changed value is highlighted for a moment.
         runner.run(peer.change(doc_id, [Op.set(["title"], "again")]))
+        expect(view).to_contain_text("again")
         expect(view.locator(".autosync-changed").first).to_be_visible()
         _snapshot(page, "live-view")
         # And the kernel variable holds the same document.

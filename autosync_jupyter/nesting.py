@@ -50,7 +50,7 @@ def kernel_loop() -> asyncio.AbstractEventLoop | None:
         from IPython.core.getipython import get_ipython
     except ImportError:  # pragma: no cover - IPython is a dependency
         return None
-    shell = get_ipython()  # type: ignore[no-untyped-call]
+    shell = get_ipython()  # type: ignore[no-untyped-call,unused-ignore]
     if shell is None or getattr(shell, "kernel", None) is None:
         return None
     return loop

@@ -89,7 +89,6 @@ import concurrent.futures
 import contextlib
 import json
 import math
-import platform
 import queue
 import re
 import signal
@@ -111,7 +110,7 @@ REPO_ROOT = BENCH_DIR.parent
 sys.path.insert(0, str(BENCH_DIR))
 sys.path.insert(0, str(REPO_ROOT))
 
-from server_bench import JS_DIR, Shape, _ratio, run_loadgen  # noqa: E402
+from server_bench import JS_DIR, Shape, _ratio, machine_info, run_loadgen  # noqa: E402
 from servers import js_sync_server  # noqa: E402  (tests/interop, put on sys.path by server_bench)
 
 from tests.jupyter.kernel import Kernel, running_kernel  # noqa: E402
@@ -659,13 +658,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(markdown(serve_part, load_part))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        machine = {
-            "python": sys.version.split()[0],
-            "platform": platform.platform(),
-            "cpus": psutil.cpu_count(),
-            "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
-        }
-        data = {"machine": machine, "args": {**vars(args), "shape": asdict(args.shape)}}
+        data = {"machine": machine_info(), "args": {**vars(args), "shape": asdict(args.shape)}}
         data |= {"serve": serve_part, "load": load_part}
         args.json.write_text(json.dumps(data, indent=2, default=str) + "\n")
         print(f"\nwrote {args.json}")

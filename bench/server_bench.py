@@ -299,6 +299,16 @@ def markdown(records: Sequence[dict[str, Any]]) -> str:
 # -- main --------------------------------------------------------------------
 
 
+def machine_info() -> dict[str, Any]:
+    """What the JSON results record about the machine they were measured on."""
+    return {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "cpus": psutil.cpu_count(),
+        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+    }
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark; returns the exit status (1 if any run failed)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
@@ -346,13 +356,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(table)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        machine = {
-            "python": sys.version.split()[0],
-            "platform": platform.platform(),
-            "cpus": psutil.cpu_count(),
-            "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
-        }
-        args.json.write_text(json.dumps({"machine": machine, "runs": records}, indent=2) + "\n")
+        data = {"machine": machine_info(), "runs": records}
+        args.json.write_text(json.dumps(data, indent=2) + "\n")
         print(f"\nwrote {args.json}")
     return 1 if any("failure" in r for r in records) else 0
 

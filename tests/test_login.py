@@ -7,7 +7,7 @@ import logging
 import threading
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -16,7 +16,6 @@ from autosync_jupyter import SyncServer, fetch
 from autosync_jupyter.auth import AuthConfig
 from autosync_jupyter.errors import AuthError
 from autosync_jupyter.login import (
-    clear_token_cache,
     get_token,
     get_token_blocking,
     get_token_device,
@@ -27,17 +26,9 @@ from autosync_jupyter.tls import (
     make_self_signed_certificate,
     server_ssl_context,
 )
-from tests.oidc_provider import CLIENT_ID, OIDCProvider, running_provider
+from tests.oidc_provider import CLIENT_ID, OIDCProvider
 
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-@pytest.fixture
-def provider() -> Iterator[OIDCProvider]:
-    clear_token_cache()
-    with running_provider() as running:
-        yield running
-    clear_token_cache()
 
 
 def browser(url: str) -> None:

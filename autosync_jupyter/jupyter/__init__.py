@@ -26,7 +26,7 @@ def load_ipython_extension(shell: InteractiveShell) -> None:
     """Register ``%autosync`` (called by ``%load_ext autosync_jupyter``)."""
     from .magics import AutosyncMagics
 
-    shell.register_magics(AutosyncMagics)  # type: ignore[no-untyped-call]
+    shell.register_magics(AutosyncMagics)  # type: ignore[no-untyped-call,unused-ignore]
 
 
 def unload_ipython_extension(shell: InteractiveShell) -> None:

@@ -40,7 +40,7 @@ DEFAULT_TOKEN_VARIABLE = "autosync_token"
 
 def display(obj: object) -> None:
     """Show ``obj`` in the cell's output (rich display)."""
-    _display(obj)  # type: ignore[no-untyped-call]
+    _display(obj)  # type: ignore[no-untyped-call,unused-ignore]
 
 
 class _HelpShown(Exception):
@@ -195,7 +195,7 @@ class AutosyncMagics(Magics):
     """``%autosync``: see ``%autosync --help``."""
 
     def __init__(self, shell: InteractiveShell) -> None:
-        super().__init__(shell)  # type: ignore[no-untyped-call]
+        super().__init__(shell)  # type: ignore[no-untyped-call,unused-ignore]
         self._parser = _parser()
         self._commands: dict[str, Callable[[argparse.Namespace], None]] = {
             "serve": self._serve,
@@ -209,7 +209,7 @@ class AutosyncMagics(Magics):
             "login": self._login,
         }
 
-    @line_magic  # type: ignore[untyped-decorator]
+    @line_magic  # type: ignore[untyped-decorator,unused-ignore]
     def autosync(self, line: str) -> None:
         """Automerge sync from a notebook; ``%autosync --help`` lists the subcommands."""
         try:

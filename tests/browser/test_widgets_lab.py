@@ -14,10 +14,8 @@ import re
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-import pytest
-
 from autosync_jupyter.blocking import _LoopThread
-from tests.interop.jspeer import JSPeer, Op, missing_js_install
+from tests.interop.jspeer import JSPeer, Op, require_js_install
 from tests.oidc_provider import CLIENT_ID, running_provider
 
 from .conftest import LabServer
@@ -45,15 +43,6 @@ def _snapshot(page: Page, name: str) -> None:
     where = os.environ.get("AUTOSYNC_SCREENSHOTS")
     if where:
         page.screenshot(path=os.path.join(where, f"{name}.png"), full_page=True)
-
-
-def _require_js() -> None:
-    reason = missing_js_install()
-    if reason is None:
-        return
-    if os.environ.get("CI"):
-        pytest.fail(f"cannot run in CI: {reason}", pytrace=False)
-    pytest.skip(reason)
 
 
 @contextlib.contextmanager
@@ -118,7 +107,7 @@ def test_document_browser_lists_follows_creates_and_opens(
 
 
 def test_live_view_follows_a_javascript_peer(page: Page, lab_server: LabServer) -> None:
-    _require_js()
+    require_js_install()
     write_notebook(
         lab_server.root_dir,
         "live.ipynb",

@@ -38,6 +38,7 @@ __all__ = [
     "js_value",
     "missing_js_install",
     "node_executable",
+    "require_js_install",
 ]
 
 #: The npm project holding peer.mjs, sync-server.mjs and their node_modules.
@@ -54,6 +55,21 @@ def missing_js_install() -> str | None:
     if not (JS_DIR / "node_modules").is_dir():
         return f"tests/interop/js/node_modules is missing (run: {INSTALL_HINT})"
     return None
+
+
+def require_js_install() -> None:
+    """Skip the calling test (locally) or fail it (in CI) when the JS side cannot run.
+
+    A CI run that silently skipped every test needing the JS packages would prove nothing.
+    """
+    import pytest
+
+    reason = missing_js_install()
+    if reason is None:
+        return
+    if os.environ.get("CI"):
+        pytest.fail(f"cannot run in CI: {reason}", pytrace=False)
+    pytest.skip(reason)
 
 
 _STDERR_TAIL = 300

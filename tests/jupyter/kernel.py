@@ -40,6 +40,19 @@ class Output:
         """The text/plain of every result and display, joined by newlines."""
         return "\n".join(str(r.get("text/plain", "")) for r in self.results)
 
+    def add(self, msg: dict[str, Any]) -> None:
+        """Record one IOPub message of the cell."""
+        kind, content = msg["msg_type"], msg["content"]
+        if kind == "stream":
+            if content["name"] == "stdout":
+                self.stdout += content["text"]
+            else:
+                self.stderr += content["text"]
+        elif kind in ("execute_result", "display_data"):
+            self.results.append(content["data"])
+        elif kind == "error":
+            self.error = (content["ename"], content["evalue"])
+
     def data(self, mime: str) -> list[Any]:
         """Every displayed value of one MIME type."""
         return [r[mime] for r in self.results if mime in r]
@@ -56,20 +69,7 @@ class Kernel:
     def run(self, code: str, *, timeout: float = 60.0, allow_error: bool = False) -> Output:
         """Execute ``code`` as one cell; raise :class:`CellError` if it raised."""
         out = Output()
-
-        def hook(msg: dict[str, Any]) -> None:
-            kind, content = msg["msg_type"], msg["content"]
-            if kind == "stream":
-                if content["name"] == "stdout":
-                    out.stdout += content["text"]
-                else:
-                    out.stderr += content["text"]
-            elif kind in ("execute_result", "display_data"):
-                out.results.append(content["data"])
-            elif kind == "error":
-                out.error = (content["ename"], content["evalue"])
-
-        reply = self.client.execute_interactive(code, output_hook=hook, timeout=timeout)
+        reply = self.client.execute_interactive(code, output_hook=out.add, timeout=timeout)
         content = reply["content"]
         if content["status"] == "error" and out.error is None:
             # UsageError from a magic: printed to stderr, named only in the reply.
@@ -106,16 +106,9 @@ class Kernel:
                 continue
             if msg["parent_header"].get("msg_id") != execute["header"]["msg_id"]:
                 continue
-            kind, content = msg["msg_type"], msg["content"]
-            if kind == "stream":
-                if content["name"] == "stdout":
-                    out.stdout += content["text"]
-                else:
-                    out.stderr += content["text"]
-            elif kind == "error":
-                out.error = (content["ename"], content["evalue"])
-            elif kind == "status" and content["execution_state"] == "idle":
+            if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
                 return out
+            out.add(msg)
         raise TimeoutError(f"the subshell did not finish within {timeout} s")
 
     def value(self, expression: str, *, timeout: float = 60.0) -> Any:

@@ -14,7 +14,7 @@ import shutil
 import subprocess
 import threading
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +30,8 @@ from autosync_jupyter.jupyter.browser import BrowserTable, DocumentBrowser
 from autosync_jupyter.jupyter.live_view import STATIC, LiveView, Throttle
 from autosync_jupyter.jupyter.login_widget import LoginWidget, unverified_claims
 from autosync_jupyter.jupyter.tree import document_tree, short_heads, to_tree
-from autosync_jupyter.login import clear_token_cache
 from autosync_jupyter.server import SyncServer
-from tests.oidc_provider import CLIENT_ID, OIDCProvider, running_provider
+from tests.oidc_provider import CLIENT_ID, OIDCProvider
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -331,14 +330,6 @@ async def test_browser_refuses_other_sources() -> None:
 
 
 # -- LoginWidget ------------------------------------------------------------------------
-
-
-@pytest.fixture
-def provider() -> Iterator[OIDCProvider]:
-    clear_token_cache()
-    with running_provider() as running:
-        yield running
-    clear_token_cache()
 
 
 def act_as_browser(widget: LoginWidget) -> list[dict[str, Any]]:

@@ -29,11 +29,11 @@ import ssl as ssl_module
 import threading
 import weakref
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 from urllib.parse import parse_qs
 
 import automerge.core as am
@@ -57,6 +57,8 @@ __all__ = [
     "DEFAULT_MAX_MESSAGE_SIZE",
     "BackgroundSyncServer",
     "DocumentSummary",
+    "PeerClosed",
+    "PeerSocket",
     "ServerListener",
     "SyncServer",
 ]
@@ -104,11 +106,64 @@ class DocumentSummary:
     last_change: datetime.datetime | None
 
 
+class PeerClosed(Exception):
+    """The peer's connection is gone: nothing more can be sent on it."""
+
+
+class PeerSocket(Protocol):
+    """A message connection to one peer, whatever carries it (see :meth:`SyncServer.serve_peer`).
+
+    Iterating yields the peer's messages (``bytes``; ``str`` for a text
+    frame, which is refused) and ends when the connection closes.
+    """
+
+    @property
+    def remote_address(self) -> str:
+        """Where the peer connects from, for logs."""
+
+    def __aiter__(self) -> AsyncIterator[bytes | str]:
+        """The peer's messages, until the connection closes."""
+
+    async def send(self, data: bytes) -> None:
+        """Send one binary message; raise :class:`PeerClosed` if the connection is gone."""
+
+    async def close(self, code: int, reason: str) -> None:
+        """Close with a WebSocket close code and reason (after what was sent)."""
+
+    def abort(self) -> None:
+        """Drop the connection at once (a peer that does not read)."""
+
+
+class _WebsocketsPeer:
+    """A ``websockets`` server connection as a :class:`PeerSocket`."""
+
+    def __init__(self, ws: ServerConnection) -> None:
+        self._ws = ws
+        self.remote_address = _format_address(ws.remote_address)
+
+    async def __aiter__(self) -> AsyncIterator[bytes | str]:
+        with contextlib.suppress(ConnectionClosed):
+            async for data in self._ws:
+                yield data
+
+    async def send(self, data: bytes) -> None:
+        try:
+            await self._ws.send(data)
+        except ConnectionClosed as exc:
+            raise PeerClosed(str(exc)) from None
+
+    async def close(self, code: int, reason: str) -> None:
+        await self._ws.close(code, reason)
+
+    def abort(self) -> None:
+        self._ws.transport.abort()
+
+
 @dataclass
 class _Link:
-    """One WebSocket connection and what waits to be sent on it."""
+    """One peer connection and what waits to be sent on it."""
 
-    ws: ServerConnection
+    ws: PeerSocket
     conn_id: ConnectionId
     queue: deque[tuple[asyncio.Future[None] | None, bytes]] = field(default_factory=deque)
     queued_bytes: int = 0
@@ -222,6 +277,7 @@ class SyncServer:
         ] = weakref.WeakKeyDictionary()
         self._hub: Hub | None = None
         self._server: Server | None = None
+        self._started = False
         self._links: dict[ConnectionId, _Link] = {}
         self._loads: dict[DocumentId, asyncio.Future[None]] = {}
         self._barrier: asyncio.Future[None] | None = None
@@ -241,17 +297,26 @@ class SyncServer:
 
     # -- lifecycle ---------------------------------------------------------------
 
-    async def start(self) -> SyncServer:
-        """Open the store and start listening; returns once the socket is bound."""
-        if self._server is not None:
+    async def start(self, *, listen: bool = True) -> SyncServer:
+        """Open the store and start listening; returns once the socket is bound.
+
+        With ``listen=False`` no socket is opened: connections come from
+        another transport through :meth:`serve_peer` (the Jupyter server
+        extension mounts the hub on Jupyter's own port this way).
+        """
+        if self._started:
             raise AutosyncError("server already started")
         await self._store.open()
+        self._started = True
         self._hub = Hub(
             storage_id=None if self.ephemeral else self._store.storage_id,
             share=self._share,
             stored=self._store,
             create_on_request=self._create_on_request,
         )
+        if not listen:
+            logger.info("sync hub ready (data: %s)", self.data_dir or "memory")
+            return self
         self._server = await serve(
             self._handle,
             self.host,
@@ -275,7 +340,7 @@ class SyncServer:
 
     async def close(self) -> None:
         """Flush everything, close every connection with 1001 and stop listening."""
-        if self._server is None:
+        if not self._started:
             return
         hub = self._require_hub()
         for timer in self._sync_timers.values():
@@ -290,13 +355,19 @@ class SyncServer:
             drains = [self._drain(link) for link in self._links.values()]
             await asyncio.wait_for(asyncio.gather(*drains), timeout=2)
         self._apply(hub.shutdown())
-        self._server.close(close_connections=True)
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._server.wait_closed(), timeout=5)
+        if self._server is not None:
+            self._server.close(close_connections=True)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), timeout=5)
+        else:
+            closing = [link.close_task for link in self._links.values() if link.close_task]
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.gather(*closing), timeout=5)
         for task in list(self._tasks):
             task.cancel()
         await self._store.close()
         self._server = None
+        self._started = False
         self._closed.set()
         logger.info("server closed")
 
@@ -338,7 +409,7 @@ class SyncServer:
         return self._require_hub()
 
     def __repr__(self) -> str:
-        state = "running" if self._server is not None else "stopped"
+        state = "running" if self._started else "stopped"
         docs = len(self._store.document_ids()) if self._hub else 0
         return (
             f"<SyncServer {self.url if self._server else '(not started)'} {state}, "
@@ -417,7 +488,7 @@ class SyncServer:
     @property
     def running(self) -> bool:
         """Whether the server is listening."""
-        return self._server is not None
+        return self._started
 
     def _notify(self, changed: frozenset[DocumentId]) -> None:
         for listener in list(self._listeners):
@@ -537,29 +608,39 @@ class SyncServer:
         return claims
 
     async def _handle(self, ws: ServerConnection) -> None:
-        hub = self._require_hub()
-        address = _format_address(ws.remote_address)
         identity = None
         if self._auth is not None:
             outcome = self._identities.pop(ws, None)
             if not isinstance(outcome, dict):
                 # R-compatible: the reason in-band, then close; nothing reached the hub.
                 public = AuthError.public_message
+                hub = self._require_hub()
                 with contextlib.suppress(ConnectionClosed):
                     await ws.send(encode(Error(sender_id=hub.peer_id, message=public)))
                     await ws.close(_CLOSE_POLICY, public)
                 return
             identity = outcome
-        conn_id = hub.open_connection(remote_address=address, identity=identity)
-        link = _Link(ws, conn_id)
+        await self.serve_peer(_WebsocketsPeer(ws), identity=identity)
+
+    async def serve_peer(self, peer: PeerSocket, *, identity: dict[str, Any] | None = None) -> None:
+        """Serve one connected peer until its connection closes.
+
+        For transports other than this server's own socket (the Jupyter
+        server extension's tornado WebSocket). The transport has done its
+        own authentication; ``identity`` (verified claims) reaches share
+        policies as ``peer.identity``.
+        """
+        hub = self._require_hub()
+        conn_id = hub.open_connection(remote_address=peer.remote_address, identity=identity)
+        link = _Link(peer, conn_id)
         self._links[conn_id] = link
         self._notify(frozenset())
         sender = asyncio.create_task(self._send_loop(link))
         try:
-            async for data in ws:
+            async for data in peer:
                 if isinstance(data, str):
-                    logger.warning("%s sent a text frame: closing", address)
-                    await ws.close(_CLOSE_UNSUPPORTED_DATA, "binary frames only")
+                    logger.warning("%s sent a text frame: closing", peer.remote_address)
+                    await peer.close(_CLOSE_UNSUPPORTED_DATA, "binary frames only")
                     break
                 self._apply(hub.receive(conn_id, data))
                 if link.closing:
@@ -567,7 +648,7 @@ class SyncServer:
             if link.close_task is not None:
                 # Returning now would close with 1000; let the close we chose happen.
                 await asyncio.shield(link.close_task)
-        except ConnectionClosed:
+        except PeerClosed:
             pass
         finally:
             self._links.pop(conn_id, None)
@@ -675,7 +756,7 @@ class SyncServer:
         if link.queued_bytes > self._max_send_queue:
             logger.warning(
                 "peer at %s does not read (%d bytes queued): disconnecting",
-                _format_address(link.ws.remote_address),
+                link.ws.remote_address,
                 link.queued_bytes,
             )
             link.closing = True
@@ -695,7 +776,7 @@ class SyncServer:
                     link.queue.popleft()
                     link.queued_bytes -= len(data)
                     await link.ws.send(data)
-        except ConnectionClosed:
+        except PeerClosed:
             pass
         except AutosyncError:
             await link.ws.close(_CLOSE_INTERNAL_ERROR, "storage failure")
@@ -711,7 +792,7 @@ class SyncServer:
         await link.ws.close(code, reason)
 
     async def _abort(self, link: _Link) -> None:
-        link.ws.transport.abort()
+        link.ws.abort()
 
     def _spawn_load(self, doc_id: DocumentId) -> None:
         if doc_id in self._loads:
@@ -759,7 +840,7 @@ class SyncServer:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             exc = task.exception()
-            if not isinstance(exc, (ConnectionClosed, AutosyncError)):
+            if not isinstance(exc, (ConnectionClosed, PeerClosed, AutosyncError)):
                 logger.error("background task failed", exc_info=exc)
 
     def _require_hub(self) -> Hub:

@@ -152,23 +152,25 @@ __all__ = [
     "make_self_signed_certificate",
     "parse_automerge_url",
     "server_ssl_context",
+    "share",
     "to_py",
     "unload_ipython_extension",
     "validate_document_id",
 ]
 
 
-# The widgets import ipywidgets and anywidget: only when first used, so that
-# scripts and the command line start fast.
-_WIDGETS = {
+# The Jupyter parts import ipywidgets, anywidget or jupyter_server: only when
+# first used, so that scripts and the command line start fast.
+_LAZY = {
     "DocumentBrowser": "browser",
     "LiveView": "live_view",
     "LoginWidget": "login_widget",
+    "share": "share",
 }
 
 
 def __getattr__(name: str) -> object:
-    module = _WIDGETS.get(name)
+    module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'autosync_jupyter' has no attribute {name!r}")
     import importlib

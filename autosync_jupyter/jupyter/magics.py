@@ -24,6 +24,8 @@ from IPython.display import display as _display
 
 from ..cli import add_serve_arguments, server_from_arguments
 from ..client import fetch
+from ..connection import DocHandle
+from ..document import Document
 from ..errors import AutosyncError
 from ..ids import document_url
 from ..server import SyncServer
@@ -110,6 +112,18 @@ def _parser() -> _Parser:
 
     view = command("view", "show a live view of a document held in a variable")
     view.add_argument("variable", metavar="VAR")
+
+    share = command(
+        "share",
+        "publish a notebook document to JupyterLab (the Automerge panel), live",
+        "Publish the document in VAR (a Document, a live handle or a dict) to the Jupyter "
+        "server's sync hub, where the Automerge panel of JupyterLab opens it live: browser "
+        "edits show up in VAR, kernel edits in the browser. A dict in VAR is replaced by the "
+        "live handle.",
+    )
+    share.add_argument("variable", metavar="VAR")
+    share.add_argument("--url", help="the hub's ws://.../autosync/ws URL (default: this server)")
+    share.add_argument("--token", metavar="VAR", help="variable holding the Jupyter token")
 
     login = command(
         "login",
@@ -207,6 +221,7 @@ class AutosyncMagics(Magics):
             "docs": self._docs,
             "view": self._view,
             "login": self._login,
+            "share": self._share,
         }
 
     @line_magic  # type: ignore[untyped-decorator,unused-ignore]
@@ -368,6 +383,21 @@ class AutosyncMagics(Magics):
             raise UsageError(f"no variable named {name!r}")
         self._session.require_kernel("%autosync view")
         display(LiveView(self._ns[name], title=name))
+
+    def _share(self, args: argparse.Namespace) -> None:
+        from .share import share
+
+        name = _check_variable(args.variable)
+        if name not in self._ns:
+            raise UsageError(f"no variable named {name!r}")
+        value = self._ns[name]
+        try:
+            handle = share(value, url=args.url, token=self._token(args))
+        except TypeError as exc:
+            raise UsageError(str(exc)) from None
+        if not isinstance(value, (Document, DocHandle)):
+            self._ns[name] = handle
+        print(f"shared `{name}` as {handle.url}: open it from JupyterLab's Automerge panel")
 
     def _login(self, args: argparse.Namespace) -> None:
         from .login_widget import LoginWidget

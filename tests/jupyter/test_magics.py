@@ -6,12 +6,13 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from websockets.asyncio.client import connect as ws_connect
 
-from autosync_jupyter import fetch
+from autosync_jupyter import BackgroundSyncServer, fetch
 from tests.interop.jspeer import JSPeer, Op
 from tests.jupyter.kernel import Kernel, running_kernel
 
@@ -294,3 +295,48 @@ async def test_server_keeps_serving_during_a_blocking_cell(
         out = await asyncio.wait_for(cell, 30)
         assert "'n': 7" in out.stdout
         assert time.monotonic() - started < 15
+
+
+# -- share: a notebook document published to a hub, live --------------------------------
+
+
+@pytest.fixture
+def hub() -> Iterator[BackgroundSyncServer]:
+    """A sync hub outside the kernel (what the Jupyter server extension runs)."""
+    with BackgroundSyncServer(data_dir=None) as server:
+        yield server
+
+
+def test_share_makes_a_document_live_both_ways(kernel: Kernel, hub: BackgroundSyncServer) -> None:
+    kernel.run(
+        "doc = autosync_jupyter.Document({'title': 'draft'})\n"
+        f"h = autosync_jupyter.share(doc, url='{hub.url}')"
+    )
+    doc_id = kernel.value("h.document_id")
+    assert hub.read_document(doc_id) == {"title": "draft"}
+    assert kernel.value(f"autosync_jupyter.share(doc, url='{hub.url}') is h")
+    # An edit on the hub (the browser's side) reaches the kernel's variable...
+    hub.change_document(doc_id, lambda d: d.__setitem__("title", "from the browser"))
+    deadline = time.monotonic() + 10
+    while kernel.value("doc.to_py()['title']") != "from the browser":
+        assert time.monotonic() < deadline, "the hub's edit never reached the variable"
+        time.sleep(0.05)
+    # ...and an edit of the variable reaches the hub.
+    kernel.run("with doc.change() as d:\n    d['done'] = True\nawait h.flush(timeout=5)")
+    assert hub.read_document(doc_id) == {"title": "from the browser", "done": True}
+
+
+def test_share_magic_replaces_a_dict_with_the_live_handle(
+    kernel: Kernel, hub: BackgroundSyncServer
+) -> None:
+    out = kernel.run(f"notes = {{'items': [1]}}\n%autosync share notes --url {hub.url}")
+    assert "shared `notes` as automerge:" in out.stdout
+    doc_id = kernel.value("notes.document_id")
+    assert hub.read_document(doc_id) == {"items": [1]}
+
+
+def test_share_outside_a_jupyter_server_says_what_to_do(kernel: Kernel) -> None:
+    out = kernel.run("autosync_jupyter.share({'a': 1})", allow_error=True)
+    assert out.error is not None and "AUTOSYNC_JUPYTER_URL" in out.error[1]
+    out = kernel.run("x = 3\n%autosync share x --url ws://127.0.0.1:9", allow_error=True)
+    assert out.error is not None and "share() takes a Document" in out.error[1]

@@ -86,7 +86,13 @@ from .ids import (
     validate_document_id,
 )
 from .jupyter import load_ipython_extension, unload_ipython_extension
-from .login import get_token, get_token_blocking, get_token_device, get_token_device_blocking
+from .login import (
+    get_token,
+    get_token_blocking,
+    get_token_device,
+    get_token_device_blocking,
+    get_token_with_redirect,
+)
 from .server import BackgroundSyncServer, DocumentSummary, SyncServer
 from .storage import FileStore, MemoryStore, Store
 from .tls import client_ssl_context, make_self_signed_certificate, server_ssl_context
@@ -146,6 +152,7 @@ __all__ = [
     "get_token_blocking",
     "get_token_device",
     "get_token_device_blocking",
+    "get_token_with_redirect",
     "interpret_as_document_id",
     "is_valid_document_id",
     "load_ipython_extension",

@@ -270,6 +270,47 @@ async def get_token(
         ValueError: no client id was given and ``$OIDC_CLIENT_ID`` is unset.
     """
     client_id, issuer, scope_list = _settings(client_id, issuer, scopes)
+    cached = _cached((issuer, client_id, scope_list))
+    if cached is not None:
+        return cached
+    async with _Redirect() as redirect:
+        return await get_token_with_redirect(
+            redirect.uri,
+            redirect.result,
+            client_id,
+            issuer=issuer,
+            client_secret=client_secret,
+            scopes=scope_list,
+            open_browser=open_browser,
+            timeout=timeout,
+        )
+
+
+async def get_token_with_redirect(
+    redirect_uri: str,
+    redirect: asyncio.Future[dict[str, str]],
+    client_id: str | None = None,
+    *,
+    issuer: str | None = None,
+    client_secret: str | None = None,
+    scopes: Iterable[str] = ("openid", "email"),
+    open_browser: Callable[[str], object] | None = None,
+    timeout: float = 300.0,
+) -> str:
+    """The flow of :func:`get_token` with a redirect page served by someone else.
+
+    For browsers that cannot reach this machine's loopback (a remote
+    kernel): the provider redirects to ``redirect_uri`` (the Jupyter server
+    extension's ``{base_url}autosync/oidc/callback``, registered with the
+    OAuth client), and whoever receives that redirect resolves ``redirect``
+    with its query parameters (the login widget relays them from the
+    callback page). ``state`` is checked and the code exchanged with the
+    PKCE verifier here, so the relay never sees a token.
+
+    Raises:
+        AuthError: as :func:`get_token`.
+    """
+    client_id, issuer, scope_list = _settings(client_id, issuer, scopes)
     key = (issuer, client_id, scope_list)
     cached = _cached(key)
     if cached is not None:
@@ -280,29 +321,26 @@ async def get_token(
 
     state = generate_token(32)
     verifier = generate_token(64)
-    async with _Redirect() as redirect:
-        query = urllib.parse.urlencode(
-            {
-                "response_type": "code",
-                "client_id": client_id,
-                "redirect_uri": redirect.uri,
-                "scope": " ".join(scope_list),
-                "state": state,
-                "code_challenge": create_s256_code_challenge(verifier),
-                "code_challenge_method": "S256",
-            }
-        )
-        separator = "&" if "?" in authorization_endpoint else "?"
-        url = f"{authorization_endpoint}{separator}{query}"
-        logger.info("opening the sign-in page of %s", issuer)
-        opener = open_browser if open_browser is not None else webbrowser.open
-        await asyncio.to_thread(opener, url)
-        try:
-            params = await asyncio.wait_for(asyncio.shield(redirect.result), timeout)
-        except TimeoutError:
-            raise AuthError(
-                f"Timed out after {timeout:g} s waiting for the sign-in redirect"
-            ) from None
+    query = urllib.parse.urlencode(
+        {
+            "response_type": "code",
+            "client_id": client_id,
+            "redirect_uri": redirect_uri,
+            "scope": " ".join(scope_list),
+            "state": state,
+            "code_challenge": create_s256_code_challenge(verifier),
+            "code_challenge_method": "S256",
+        }
+    )
+    separator = "&" if "?" in authorization_endpoint else "?"
+    url = f"{authorization_endpoint}{separator}{query}"
+    logger.info("opening the sign-in page of %s", issuer)
+    opener = open_browser if open_browser is not None else webbrowser.open
+    await asyncio.to_thread(opener, url)
+    try:
+        params = await asyncio.wait_for(asyncio.shield(redirect), timeout)
+    except asyncio.TimeoutError:
+        raise AuthError(f"Timed out after {timeout:g} s waiting for the sign-in redirect") from None
 
     if "error" in params:
         detail = params.get("error_description")
@@ -317,7 +355,7 @@ async def get_token(
     form = {
         "grant_type": "authorization_code",
         "code": code,
-        "redirect_uri": redirect.uri,
+        "redirect_uri": redirect_uri,
         "code_verifier": verifier,
         **_client_form(client_id, client_secret),
     }

@@ -9,10 +9,14 @@ through), and the kernel runs the Authorization Code flow with PKCE
 (:func:`~autosync_jupyter.login.get_token`), sending the popup to the
 provider. The redirect comes back to a listener on the kernel's
 ``127.0.0.1``, so that flow needs the browser to run on the kernel's
-machine; otherwise (or with ``flow="device"``, or when the popup was
-blocked) the widget runs the device flow
-(:func:`~autosync_jupyter.login.get_token_device`) and shows the address to
-open and the code to type there.
+machine. Elsewhere (JupyterHub, a remote server) the provider redirects
+the popup to the Jupyter server extension's callback page
+(``{base_url}autosync/oidc/callback``, to be registered with the OAuth
+client), which hands the redirect back to this page and so to the kernel
+(:func:`~autosync_jupyter.login.get_token_with_redirect`). Without that
+page, with ``flow="device"``, or when the popup was blocked, the widget
+runs the device flow (:func:`~autosync_jupyter.login.get_token_device`) and
+shows the address to open and the code to type there.
 
 The token stays in the kernel: it is never sent to the front end.
 """
@@ -31,18 +35,23 @@ import anywidget
 import traitlets
 
 from ..errors import AuthError, AutosyncError, SyncTimeout
-from ..login import clear_token_cache, get_token, get_token_device
+from ..login import clear_token_cache, get_token, get_token_device, get_token_with_redirect
 from .live_view import STATIC, running_loop
 
 __all__ = ["LoginFlow", "LoginWidget", "unverified_claims"]
 
 logger = logging.getLogger("autosync_jupyter.jupyter.login_widget")
 
-#: ``"auto"``: PKCE when the browser runs on the kernel's machine and the
-#: popup opened, else the device flow; ``"browser"``: always PKCE;
+#: ``"auto"``: PKCE with a loopback redirect when the browser runs on the
+#: kernel's machine; else PKCE through the Jupyter server's callback page
+#: when the server extension serves one; else the device flow.
+#: ``"browser"``: always the loopback redirect; ``"callback"``: always the
+#: callback page (its URL must be registered with the OAuth client);
 #: ``"device"``: always the device flow.
-LoginFlow = Literal["auto", "browser", "device"]
-_FLOWS = ("auto", "browser", "device")
+LoginFlow = Literal["auto", "browser", "callback", "device"]
+_FLOWS = ("auto", "browser", "callback", "device")
+_Method = Literal["loopback", "callback", "device"]
+_REDIRECT_KEYS = ("code", "state", "error", "error_description")
 
 
 def unverified_claims(token: str) -> dict[str, Any]:
@@ -72,9 +81,11 @@ class LoginWidget(anywidget.AnyWidget):
         client_secret: for clients that have one (not confidential for
             desktop-type clients).
         scopes: the requested scopes.
-        flow: ``"auto"`` (PKCE in a popup when the browser runs on the
-            kernel's machine, else the device flow), ``"browser"`` or
-            ``"device"``.
+        flow: ``"auto"`` (PKCE in a popup: redirected to the kernel's
+            loopback when the browser runs on the kernel's machine, else to
+            the Jupyter server extension's callback page; the device flow
+            when neither can work), ``"browser"``, ``"callback"`` or
+            ``"device"`` (see :data:`LoginFlow`).
         timeout: seconds a sign-in may take before it fails.
 
     Synced to the front end (never the token): ``status``
@@ -121,6 +132,7 @@ class LoginWidget(anywidget.AnyWidget):
         self.issuer = issuer or ""
         self._token: str | None = None
         self._task: asyncio.Task[None] | None = None
+        self._redirect: asyncio.Future[dict[str, str]] | None = None
         self._callbacks: list[Callable[[str], object]] = []
         self._waiters: list[asyncio.Future[str]] = []
         self.on_msg(self._on_msg)
@@ -203,7 +215,14 @@ class LoginWidget(anywidget.AnyWidget):
             return
         kind = content.get("type")
         if kind == "start":
-            self._start(loopback=bool(content.get("loopback")), popup=bool(content.get("popup")))
+            callback = content.get("callback")
+            self._start(
+                loopback=bool(content.get("loopback")),
+                popup=bool(content.get("popup")),
+                callback=callback if isinstance(callback, str) else None,
+            )
+        elif kind == "redirect":
+            self._relay_redirect(content.get("params"))
         elif kind == "cancel":
             self._cancel()
             with self.hold_sync():
@@ -214,25 +233,50 @@ class LoginWidget(anywidget.AnyWidget):
         else:
             logger.debug("ignoring a front-end message of type %r", kind)
 
-    def _start(self, *, loopback: bool, popup: bool) -> asyncio.Task[None]:
+    def _method(self, loopback: bool, popup: bool, callback: str | None) -> _Method:
+        if self.flow == "device":
+            return "device"
+        if self.flow == "browser":
+            return "loopback"
+        if self.flow == "callback":
+            return "callback"
+        if loopback and popup:
+            return "loopback"
+        if popup and callback:
+            return "callback"
+        return "device"
+
+    def _start(
+        self, *, loopback: bool, popup: bool, callback: str | None = None
+    ) -> asyncio.Task[None]:
         self._cancel()
-        device = self.flow == "device" or (self.flow == "auto" and not (loopback and popup))
+        method = self._method(loopback, popup, callback)
         with self.hold_sync():
             self.status = "waiting"
             self.user_code = ""
             self.verification_uri = ""
             self.message = (
-                "waiting for the device code…" if device else "complete the sign-in in the popup…"
+                "waiting for the device code…"
+                if method == "device"
+                else "complete the sign-in in the popup…"
             )
-        self._task = self._loop.create_task(self._sign_in(device))
+        self._task = self._loop.create_task(self._sign_in(method, callback))
         return self._task
+
+    def _relay_redirect(self, params: Any) -> None:
+        # The callback page's query, relayed by the front end. Only strings of
+        # the known keys pass; `state` is checked by the flow itself.
+        if self._redirect is None or self._redirect.done() or not isinstance(params, dict):
+            return
+        clean = {k: v for k, v in params.items() if k in _REDIRECT_KEYS and isinstance(v, str)}
+        self._redirect.set_result(clean)
 
     def _cancel(self) -> None:
         if self._task is not None and not self._task.done():
             self._task.cancel()
         self._task = None
 
-    async def _sign_in(self, device: bool) -> None:
+    async def _sign_in(self, method: _Method, callback: str | None) -> None:
         options: dict[str, Any] = {
             "issuer": self.issuer or None,
             "client_secret": self.client_secret,
@@ -240,10 +284,24 @@ class LoginWidget(anywidget.AnyWidget):
             "timeout": self.timeout,
         }
         try:
-            if device:
+            if method == "device":
                 token = await get_token_device(self.client_id, show=self._show_code, **options)
-            else:
+            elif method == "loopback":
                 token = await get_token(self.client_id, open_browser=self._open_in_popup, **options)
+            else:
+                if not callback:
+                    raise AutosyncError(
+                        "no sign-in callback page: the autosync_jupyter server extension is "
+                        "not enabled on this Jupyter server (use flow='device')"
+                    )
+                self._redirect = self._loop.create_future()
+                token = await get_token_with_redirect(
+                    callback,
+                    self._redirect,
+                    self.client_id,
+                    open_browser=self._open_in_popup,
+                    **options,
+                )
         except asyncio.CancelledError:
             raise
         except (AuthError, ValueError, OSError, AutosyncError) as exc:

@@ -132,8 +132,13 @@ def _parser() -> _Parser:
     login.add_argument("--issuer", help="OIDC issuer (default: $OIDC_ISSUER, then Google)")
     login.add_argument("--client-id", help="OAuth client id (default: $OIDC_CLIENT_ID)")
     login.add_argument(
-        "--device", action="store_true", help="use the device-code flow (no redirect)"
+        "--flow",
+        choices=["auto", "browser", "callback", "device"],
+        default="auto",
+        help="auto (default): loopback redirect when the browser is on this machine, else "
+        "the Jupyter server's callback page, else a device code; or force one",
     )
+    login.add_argument("--device", action="store_true", help="same as --flow device")
     login.add_argument("-o", "--output", metavar="VAR", default=DEFAULT_TOKEN_VARIABLE)
     return parser
 
@@ -405,7 +410,7 @@ class AutosyncMagics(Magics):
         name = _check_variable(args.output)
         self._session.require_kernel("%autosync login")
         widget = LoginWidget(
-            args.client_id, issuer=args.issuer, flow="device" if args.device else "auto"
+            args.client_id, issuer=args.issuer, flow="device" if args.device else args.flow
         )
 
         def bind(token: str) -> None:

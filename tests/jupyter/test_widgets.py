@@ -13,6 +13,8 @@ import json
 import shutil
 import subprocess
 import threading
+import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -369,6 +371,65 @@ async def test_login_in_a_popup(provider: OIDCProvider) -> None:
     assert "signed in as alice@company.com" in repr(widget)
     widget._handle_custom_msg({"type": "sign-out"}, [])
     assert widget.status == "signed-out" and widget.token is None and widget.who == ""
+
+
+def _redirect_query(authorize_url: str) -> dict[str, str]:
+    """GET the provider's authorize URL and return the query of its redirect (not followed)."""
+
+    class Stop(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+            return None
+
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), Stop())
+    try:
+        opener.open(authorize_url, timeout=10)
+    except urllib.error.HTTPError as exc:
+        location = exc.headers["Location"]
+    else:
+        raise AssertionError("the provider did not redirect")
+    return dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(location).query))
+
+
+async def test_login_through_the_jupyter_callback_page(provider: OIDCProvider) -> None:
+    """A remote browser: the provider redirects to the server's callback page, whose
+    query the front end relays; the kernel checks state and exchanges the code."""
+    widget = LoginWidget(CLIENT_ID, issuer=provider.issuer)
+    sent: list[dict[str, Any]] = []
+    widget.send = lambda content, buffers=None: sent.append(content)  # type: ignore[method-assign]
+    callback = "http://127.0.0.1:8888/jh/user/x/autosync/oidc/callback"
+    start = {"type": "start", "loopback": False, "popup": True, "callback": callback}
+    widget._handle_custom_msg(start, [])
+    for _ in range(100):
+        if sent:
+            break
+        await asyncio.sleep(0.02)
+    (navigate,) = sent
+    query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(navigate["url"]).query))
+    assert query["redirect_uri"] == callback
+    # A relayed message with a forged state is refused...
+    params = await asyncio.to_thread(_redirect_query, navigate["url"])
+    widget._handle_custom_msg({"type": "redirect", "params": {**params, "state": "x"}}, [])
+    await asyncio.sleep(0.05)
+    assert widget.status == "error" and "State mismatch" in widget.message
+    # ...the real one signs in.
+    sent.clear()
+    widget._handle_custom_msg(start, [])
+    for _ in range(100):
+        if sent:
+            break
+        await asyncio.sleep(0.02)
+    params = await asyncio.to_thread(_redirect_query, sent[0]["url"])
+    widget._handle_custom_msg({"type": "redirect", "params": {**params, "junk": 1}}, [])
+    token = await widget.wait(timeout=10)
+    assert widget.status == "signed-in" and widget.who == "alice@company.com"
+    assert token not in json.dumps(widget.get_state(), default=str)
+
+
+async def test_login_callback_flow_needs_the_page(provider: OIDCProvider) -> None:
+    widget = LoginWidget(CLIENT_ID, issuer=provider.issuer, flow="callback")
+    widget.send = lambda content, buffers=None: None  # type: ignore[method-assign]
+    await widget._start(loopback=False, popup=True, callback=None)
+    assert widget.status == "error" and "server extension" in widget.message
 
 
 async def test_login_with_the_device_flow(provider: OIDCProvider) -> None:

@@ -3,11 +3,40 @@
 // The popup is opened synchronously in the click handler, the only moment
 // popup blockers allow it, and shows "Signing in…" until the kernel sends
 // the provider's URL (`navigate`). The token never comes here: the kernel
-// keeps it.
+// keeps it. When this page is not on the kernel's machine, the provider can
+// redirect the popup to the Jupyter server extension's callback page, which
+// posts the redirect's query to this window; it is relayed to the kernel,
+// which checks `state` and exchanges the code.
 
 const POPUP_NAME = "autosync-login";
 const POPUP_FEATURES = "popup,width=520,height=700";
 const LOOPBACK_HOSTS = new Set(["localhost", "127.0.0.1", "::1", "[::1]"]);
+const CALLBACK_PATH = "autosync/oidc/callback";
+const REDIRECT_KEYS = ["code", "state", "error", "error_description"];
+
+// The Jupyter server's base URL, from the page config JupyterLab embeds.
+function baseUrl() {
+  try {
+    const config = document.getElementById("jupyter-config-data");
+    const value = config ? JSON.parse(config.textContent || "{}").baseUrl : null;
+    return typeof value === "string" && value.startsWith("/") ? value : "/";
+  } catch {
+    return "/";
+  }
+}
+
+// The callback page's URL if the server extension serves it, else null.
+async function findCallback() {
+  const base = baseUrl();
+  const path = `${base.endsWith("/") ? base : base + "/"}${CALLBACK_PATH}`;
+  const url = new URL(path, window.location.origin);
+  try {
+    const response = await fetch(url.href, { method: "GET", credentials: "same-origin" });
+    return response.ok ? url.href : null;
+  } catch {
+    return null;
+  }
+}
 
 function h(tag, className, text) {
   const node = document.createElement(tag);
@@ -74,6 +103,10 @@ export default {
     let popup = null;
     let deviceFlow = false;
     let watcher = null;
+    let callback = null;
+    findCallback().then((found) => {
+      callback = found;
+    });
 
     function closePopup() {
       clearInterval(watcher);
@@ -124,7 +157,7 @@ export default {
       deviceFlow = false;
       if (popup) watchPopup();
       const loopback = LOOPBACK_HOSTS.has(window.location.hostname);
-      model.send({ type: "start", loopback, popup: popup !== null });
+      model.send({ type: "start", loopback, popup: popup !== null, callback });
     });
     cancel.addEventListener("click", () => {
       closePopup();
@@ -149,6 +182,20 @@ export default {
       }
     }
 
+    // The callback page's message: same origin only, known string fields only.
+    function onWindowMessage(event) {
+      if (event.origin !== window.location.origin) return;
+      const data = event.data;
+      if (!data || typeof data !== "object" || data.type !== "autosync-oidc") return;
+      if (model.get("status") !== "waiting") return;
+      const params = {};
+      for (const key of REDIRECT_KEYS) {
+        if (typeof data[key] === "string") params[key] = data[key];
+      }
+      model.send({ type: "redirect", params });
+    }
+    window.addEventListener("message", onWindowMessage);
+
     draw();
     const names = ["status", "who", "message", "user_code", "verification_uri"];
     for (const name of names) model.on(`change:${name}`, draw);
@@ -156,6 +203,7 @@ export default {
     return () => {
       for (const name of names) model.off(`change:${name}`, draw);
       model.off("msg:custom", onMessage);
+      window.removeEventListener("message", onWindowMessage);
       clearInterval(watcher);
     };
   },

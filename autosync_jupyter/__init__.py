@@ -176,6 +176,13 @@ _LAZY = {
 }
 
 
+def _jupyter_server_extension_points() -> list[dict[str, object]]:
+    """Tell jupyter_server where the server extension lives (loaded only by the server)."""
+    from .serverext import AutosyncExtension
+
+    return [{"module": "autosync_jupyter.serverext", "app": AutosyncExtension}]
+
+
 def __getattr__(name: str) -> object:
     module = _LAZY.get(name)
     if module is None:

@@ -69,7 +69,7 @@ from .protocol import (
     encode,
     sync_message_heads,
 )
-from .redact import websocket_logger
+from .redact import redact_url, websocket_logger
 
 __all__ = [
     "DEFAULT_MAX_MESSAGE_SIZE",
@@ -180,10 +180,11 @@ def _describe(msg: Message, size: int) -> str:
 
 
 def _check_url(url: str, ssl: SSLOption) -> None:
+    shown = redact_url(url)  # a Jupyter token may ride in the query
     if not isinstance(url, str) or not url.startswith(("ws://", "wss://")):
-        raise ValueError(f"the server URL must start with ws:// or wss://, got {url!r}")
+        raise ValueError(f"the server URL must start with ws:// or wss://, got {shown!r}")
     if url.startswith("ws://") and ssl not in (None, False):
-        raise ValueError(f"ssl was given for a plain ws:// URL ({url}); use wss://")
+        raise ValueError(f"ssl was given for a plain ws:// URL ({shown}); use wss://")
 
 
 def _check_token(token: str | None) -> None:
@@ -204,6 +205,7 @@ async def _open_socket(
     ping_timeout: float | None,
 ) -> ClientConnection:
     """Open the WebSocket; every failure becomes ConnectionFailed or SyncTimeout."""
+    shown = redact_url(url)  # a Jupyter token may ride in the query
     headers = {"Authorization": f"Bearer {token}"} if token is not None else None
     logger.debug(
         "connecting to %s%s", url, " (with an Authorization: Bearer header)" if token else ""
@@ -236,32 +238,34 @@ async def _open_socket(
             f"{exc.response.reason_phrase}{hint}"
         ) from None
     except InvalidURI as exc:
-        raise ValueError(f"invalid server URL {url!r}: {exc}") from None
+        raise ValueError(f"invalid server URL {shown!r}: {exc}") from None
     except InvalidHandshake as exc:
-        raise ConnectionFailed(f"WebSocket handshake with {url} failed: {exc}") from None
+        raise ConnectionFailed(f"WebSocket handshake with {shown} failed: {exc}") from None
     except ssl_module.SSLCertVerificationError as exc:
         raise ConnectionFailed(
             f"TLS certificate of {url} is not trusted ({exc.verify_message}); for a "
             "self-signed certificate pass ssl=client_ssl_context(cafile=...)"
         ) from None
     except ssl_module.SSLError as exc:
-        raise ConnectionFailed(f"TLS handshake with {url} failed: {exc.reason or exc}") from None
+        raise ConnectionFailed(f"TLS handshake with {shown} failed: {exc.reason or exc}") from None
     except asyncio.TimeoutError:
-        raise SyncTimeout(f"timed out after {open_timeout} s connecting to {url}") from None
+        raise SyncTimeout(f"timed out after {open_timeout} s connecting to {shown}") from None
     except OSError as exc:
         reason = exc.strerror or str(exc) or type(exc).__name__
-        raise ConnectionFailed(f"cannot connect to {url}: {reason}") from None
-    logger.debug("connected to %s in %.1f ms", url, (time.perf_counter() - started) * 1000)
+        raise ConnectionFailed(f"cannot connect to {shown}: {reason}") from None
+    logger.debug("connected to %s in %.1f ms", shown, (time.perf_counter() - started) * 1000)
     return ws
 
 
 def _decode(data: bytes | str, url: str) -> Message:
     if isinstance(data, str):
-        raise ProtocolError(f"{url} sent a text frame; the protocol uses binary frames only")
+        raise ProtocolError(
+            f"{redact_url(url)} sent a text frame; the protocol uses binary frames only"
+        )
     try:
         msg = decode(data)
     except ProtocolError as exc:
-        raise ProtocolError(f"{url} sent an invalid message: {exc}") from None
+        raise ProtocolError(f"{redact_url(url)} sent an invalid message: {exc}") from None
     if logger.isEnabledFor(logging.DEBUG):
         logger.debug("<- %s", _describe(msg, len(data)))
     return msg
@@ -276,6 +280,7 @@ def _encode(msg: Message) -> bytes:
 
 async def _handshake(ws: ClientConnection, peer_id: PeerId, url: str) -> Peer:
     """Send ``join``, return the server's ``peer`` (protocol §2.7)."""
+    shown = redact_url(url)  # a Jupyter token may ride in the query
     try:
         await ws.send(_encode(Join(peer_id, peer_metadata=PeerMetadata(is_ephemeral=True))))
         data = await ws.recv()
@@ -284,15 +289,15 @@ async def _handshake(ws: ClientConnection, peer_id: PeerId, url: str) -> Peer:
         # may close before our join is even sent; its close reason is the
         # same text as its in-band error.
         if exc.rcvd is not None and exc.rcvd.code == 1008 and exc.rcvd.reason:
-            raise ServerError(exc.rcvd.reason, url) from None
+            raise ServerError(exc.rcvd.reason, shown) from None
         raise ConnectionFailed(
             f"{url} closed the connection before answering join ({_close_reason(exc)})"
         ) from None
     msg = _decode(data, url)
     if isinstance(msg, Error):
-        raise ServerError(msg.message, url)
+        raise ServerError(msg.message, shown)
     if not isinstance(msg, Peer):
-        raise ProtocolError(f"{url} answered join with {msg.type!r}; expected a 'peer' message")
+        raise ProtocolError(f"{shown} answered join with {msg.type!r}; expected a 'peer' message")
     if msg.selected_protocol_version != "1":
         raise ProtocolError(
             f"{url} selected protocol version {msg.selected_protocol_version!r}; "
@@ -502,7 +507,7 @@ class _Fetch:
                 ) from None
             msg = _decode(data, self.url)
             if isinstance(msg, Error):
-                raise ServerError(msg.message, self.url)
+                raise ServerError(msg.message, redact_url(self.url))
             if isinstance(msg, DocUnavailable) and msg.document_id == self.doc_id:
                 if not core.get_heads():
                     raise DocumentUnavailable(

@@ -93,6 +93,7 @@ from .protocol import (
     Request,
     Sync,
 )
+from .redact import redact_url
 
 __all__ = [
     "ChangeCallback",
@@ -440,6 +441,8 @@ class Connection:
         _check_url(url, ssl)
         _check_token(token)
         self.url = url
+        # For messages and logs: a Jupyter token may ride in the URL's query.
+        self._shown_url = redact_url(url)
         self.peer_id: PeerId = PeerId(peer_id) if peer_id else generate_peer_id()
         self.timeout = timeout
         self._token = token
@@ -555,7 +558,7 @@ class Connection:
         self._pulse()
         if self._verbose:
             _verbose_off()
-        logger.debug("connection to %s closed", self.url)
+        logger.debug("connection to %s closed", self._shown_url)
         if pending:
             raise SyncTimeout("closed with unacknowledged changes: " + "; ".join(pending))
 
@@ -591,7 +594,9 @@ class Connection:
         Raises:
             SyncTimeout: still down after ``timeout`` seconds.
         """
-        await self._wait_until(lambda: self.connected, timeout, f"a connection to {self.url}")
+        await self._wait_until(
+            lambda: self.connected, timeout, f"a connection to {self._shown_url}"
+        )
 
     # -- documents -------------------------------------------------------------------
 
@@ -630,7 +635,7 @@ class Connection:
             await self._wait_until(
                 lambda: handle._state != "requesting" or handle._closed_check(),
                 timeout,
-                f"document {document_id} from {self.url}",
+                f"document {document_id} from {self._shown_url}",
             )
         except BaseException:
             if created:
@@ -641,7 +646,7 @@ class Connection:
                 self._forget(handle)
             raise DocumentUnavailable(
                 document_id,
-                f"document {document_id} is unavailable on {self.url}: the server does not "
+                f"document {document_id} is unavailable on {self._shown_url}: the server does not "
                 "have it (or may not share it)",
             )
         return handle
@@ -697,7 +702,7 @@ class Connection:
         if self._failure is not None:
             raise self._failure
         if self._closed or self._closing:
-            raise ConnectionFailed(f"the connection to {self.url} is closed")
+            raise ConnectionFailed(f"the connection to {self._shown_url} is closed")
         if self._loop is None:
             raise AutosyncError("the connection is not started: await connect(...) first")
 
@@ -736,7 +741,7 @@ class Connection:
         await self._wait_until(
             acknowledged,
             timeout,
-            f"{self.url} to acknowledge the changes to {handle.document_id} "
+            f"{self._shown_url} to acknowledge the changes to {handle.document_id} "
             f"(heads {', '.join(h[:8] for h in encode_heads(heads))})",
         )
 
@@ -758,7 +763,7 @@ class Connection:
             )
         except asyncio.TimeoutError:
             ws.transport.abort()
-            raise SyncTimeout(f"{self.url} did not answer join in time") from None
+            raise SyncTimeout(f"{self._shown_url} did not answer join in time") from None
         except BaseException:
             ws.transport.abort()
             raise
@@ -772,7 +777,9 @@ class Connection:
             await self._serve(link)
             if self._closing or not self._reconnect:
                 if not self._closing:
-                    self._failure = ConnectionFailed(f"the connection to {self.url} was lost")
+                    self._failure = ConnectionFailed(
+                        f"the connection to {self._shown_url} was lost"
+                    )
                     self._pulse()
                 return
             while True:
@@ -790,16 +797,16 @@ class Connection:
                     link = await self._connect_once()
                 except (ServerError, ProtocolError) as exc:
                     # The server answered and said no: retrying will not help.
-                    logger.error("reconnecting to %s failed for good: %s", self.url, exc)
+                    logger.error("reconnecting to %s failed for good: %s", self._shown_url, exc)
                     self._failure = exc
                     self._pulse()
                     return
                 except (ConnectionFailed, SyncTimeout) as exc:
-                    logger.info("reconnect to %s failed: %s", self.url, exc)
+                    logger.info("reconnect to %s failed: %s", self._shown_url, exc)
                     continue
                 attempt = 0
                 self.reconnects += 1
-                logger.warning("reconnected to %s", self.url)
+                logger.warning("reconnected to %s", self._shown_url)
                 break
 
     async def _serve(self, link: _Link) -> None:
@@ -812,7 +819,7 @@ class Connection:
             self._pulse()
             async for data in link.ws:
                 if isinstance(data, str):
-                    logger.warning("%s sent a text frame: ignored", self.url)
+                    logger.warning("%s sent a text frame: ignored", self._shown_url)
                     continue
                 try:
                     msg = _decode(data, self.url)
@@ -821,7 +828,7 @@ class Connection:
                     continue
                 self._receive(link, msg)
         except ConnectionClosed as exc:
-            logger.info("connection to %s closed (%s)", self.url, _close_reason(exc))
+            logger.info("connection to %s closed (%s)", self._shown_url, _close_reason(exc))
         finally:
             self._link = None
             pump.cancel()
@@ -848,7 +855,7 @@ class Connection:
             if handle is not None:
                 handle._deliver_ephemeral(msg.sender_id, msg.data)
         elif isinstance(msg, Error):
-            logger.warning("%s reported an error: %s", self.url, msg.message)
+            logger.warning("%s reported an error: %s", self._shown_url, msg.message)
         self._pulse()
 
     def _apply(self, link: _Link, handle: DocHandle, data: bytes) -> None:
@@ -868,7 +875,7 @@ class Connection:
             try:
                 handle._session.receive(data)
             except ProtocolError as exc:
-                logger.warning("%s: %s", self.url, exc)
+                logger.warning("%s: %s", self._shown_url, exc)
                 return
             after = core.get_heads()
             if after and handle._state != "ready":
@@ -991,7 +998,7 @@ class Connection:
             state = f"failed: {self._failure}"
         else:
             state = "connected" if self.connected else "disconnected"
-        return f"<Connection {self.url} {state}, {len(self._handles)} documents>"
+        return f"<Connection {self._shown_url} {state}, {len(self._handles)} documents>"
 
 
 def connect(

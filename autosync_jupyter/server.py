@@ -772,7 +772,7 @@ class SyncServer:
                 while link.queue:
                     barrier, data = link.queue[0]
                     if barrier is not None and not barrier.done():
-                        await barrier
+                        await asyncio.shield(barrier)
                     link.queue.popleft()
                     link.queued_bytes -= len(data)
                     await link.ws.send(data)

@@ -476,3 +476,14 @@ async def test_cli_watch_prints_changes(
     assert lines[0]["event"] == "snapshot" and lines[-1]["event"] == "change"
     assert lines[-1]["origin"] == "remote" and lines[-1]["changed"] == ["/n"]
     assert lines[-1]["doc"]["n"] >= 1 and lines[-1]["heads"]
+
+
+async def test_a_token_in_the_url_never_reaches_error_messages() -> None:
+    """Jupyter's hub takes ``?token=``: errors and logs show the URL without it."""
+    with pytest.raises(ConnectionFailed) as info:
+        await fetch("ws://127.0.0.1:9/autosync/ws?token=s3cret", generate_document_id(), timeout=5)
+    assert "s3cret" not in str(info.value) and "token=[redacted]" in str(info.value)
+    conn = connect("ws://127.0.0.1:9/?token=s3cret", timeout=2)
+    with pytest.raises(ConnectionFailed) as info:
+        await conn.start()
+    assert "s3cret" not in str(info.value)

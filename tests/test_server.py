@@ -524,3 +524,33 @@ async def test_snapshot_is_a_copy_and_none_until_loaded(tmp_path: Path) -> None:
         assert await server.read_document(doc_id) == {"n": 1}
         assert server.running
     assert not server.running
+
+
+async def test_a_peer_leaving_during_a_flush_does_not_stall_the_others() -> None:
+    """Two peers' messages wait on one flush; the first peer disconnects meanwhile.
+
+    Its sender is cancelled while awaiting the shared flush barrier; the
+    barrier itself must survive, or every other peer waiting on it would stop
+    receiving messages without any error.
+    """
+    store = GatedStore()
+    store.gate.set()
+    async with (
+        SyncServer(port=0, store=store, sync_interval=0) as srv,
+        raw_peer(srv.url, "b") as b,
+    ):
+        doc_id = generate_document_id()
+        b.docs[doc_id] = new_document({"v": 1})
+        await b.sync_until_quiet(doc_id)
+        async with raw_peer(srv.url, "a") as a:
+            await a.sync_until_quiet(doc_id, request=True)
+            store.gate.clear()
+            with a.docs[doc_id].transaction() as tx:
+                tx.put(am.ROOT, "v", am.ScalarType.Int, 2)
+            await a.send_sync(doc_id)
+            await asyncio.sleep(0.3)  # a's ack and b's update now wait on the flush
+        store.gate.set()  # a has left
+        msg = await b.recv(timeout=5)
+        assert isinstance(msg, Sync)
+        b.docs[doc_id].receive_sync_message(b.states[doc_id], am.Message.decode(msg.data))
+        assert to_py(b.docs[doc_id]) == {"v": 2}

@@ -1,0 +1,195 @@
+"""The Jupyter server extension: one sync hub on the Jupyter server's own port.
+
+Installing the package enables it (``jupyter server extension list`` shows
+``autosync_jupyter``). Settings are traitlets of :class:`AutosyncExtension`,
+set in a ``jupyter_server_config.py``::
+
+    c.AutosyncExtension.data_dir = "/srv/automerge"
+    c.AutosyncExtension.share = "announce"
+
+or on the command line (``jupyter lab --AutosyncExtension.share=announce``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from typing import Any
+
+from jupyter_server.extension.application import ExtensionApp
+from traitlets import Bool, Callable, Enum, Float, Int, Unicode, Union
+
+from ..server import DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_MAX_SEND_QUEUE, SyncServer
+
+__all__ = ["AutosyncExtension"]
+
+logger = logging.getLogger("autosync_jupyter.serverext.app")
+
+
+def _log_through_server(serverapp: Any) -> None:
+    """Show the ``autosync_jupyter`` loggers in the Jupyter server's log.
+
+    Only when nothing else configured logging: otherwise the records go
+    wherever the application sends them, and adding a handler would print
+    them twice.
+    """
+    package = logging.getLogger("autosync_jupyter")
+    server_log = getattr(serverapp, "log", None)
+    if package.handlers or logging.getLogger().handlers or server_log is None:
+        return
+    for handler in server_log.handlers:
+        package.addHandler(handler)
+    if package.level == logging.NOTSET:
+        package.setLevel(max(server_log.getEffectiveLevel(), logging.INFO))
+
+
+class AutosyncExtension(ExtensionApp):
+    """An automerge-repo sync hub mounted on the Jupyter server, under ``{base_url}autosync/``.
+
+    Routes (all but the OIDC callback need Jupyter's login cookie or token):
+
+    - ``autosync/ws``: the automerge-repo WebSocket endpoint; any
+      automerge-repo client connects to ``ws(s)://<host>{base_url}autosync/ws``
+      (with ``?token=<jupyter token>`` when it has no login cookie).
+    - ``autosync/api/documents``: ``GET`` lists the documents, ``POST``
+      ``{"content": {...}}`` creates one.
+    - ``autosync/api/documents/<id>``: ``GET`` reads a document as JSON.
+    - ``autosync/oidc/callback``: the redirect page of OIDC sign-ins started
+      in the browser (see :mod:`autosync_jupyter.serverext.handlers`).
+
+    The hub starts with the server and stops with it, flushing every
+    document to disk and closing connections with 1001 ("going away").
+    """
+
+    name = "autosync_jupyter"
+    description = "An automerge-repo sync hub on the Jupyter server's port"
+
+    data_dir = Unicode(
+        ".autosync",
+        help="""Directory of the document store. A relative path is taken from
+        the server's root_dir (ServerApp.root_dir); the default keeps a hidden
+        .autosync directory there, apart from the .automerge directory that
+        `autosync serve` and `%autosync serve` use by default, so a kernel's
+        server and this one never fight over one store. The layout is the one
+        of `autosync serve --data-dir` (and of the JS sync server): a
+        directory can be served by either, one process at a time.""",
+    ).tag(config=True)
+
+    ephemeral = Bool(
+        False,
+        help="""Keep documents in memory only (lost when the server stops) and
+        announce no storage id to peers; data_dir is then unused.""",
+    ).tag(config=True)
+
+    share = Union(
+        [Enum(["request", "announce", "deny"]), Callable()],
+        default_value="request",
+        help="""Which documents a connected peer may see. "request" (as the
+        public JS sync server): a peer gets a document by asking for its id;
+        "announce": every document is pushed to every peer; "deny": nothing is
+        shared. In a Python config file it may also be a function
+        policy(peer, doc_id) returning True (announce), None (on request) or
+        False (deny); peer.identity is {"sub": <Jupyter username>, "name":
+        <display name>} for the signed-in Jupyter user.""",
+    ).tag(config=True)
+
+    max_message_size = Int(
+        DEFAULT_MAX_MESSAGE_SIZE,
+        help="""Largest WebSocket message accepted, in bytes (a larger one
+        closes the connection with 1009). Whole documents travel in one
+        message, so keep it large; the default matches the JS sync server.
+        It also bounds the body of a POST to autosync/api/documents.""",
+    ).tag(config=True)
+
+    sync_interval = Float(
+        0.1,
+        help="""Shortest time in seconds between two rounds of sync messages
+        for a document several peers share: the first change after a quiet
+        spell goes out at once, faster ones are gathered (as the JS server's
+        100 ms throttle does). 0 sends at every event loop turn.""",
+    ).tag(config=True)
+
+    max_send_queue = Int(
+        DEFAULT_MAX_SEND_QUEUE,
+        help="""Bytes of unsent messages after which a peer that does not read
+        is disconnected.""",
+    ).tag(config=True)
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.sync_server: SyncServer | None = None
+        self._starting: asyncio.Future[SyncServer] | None = None
+
+    # -- ExtensionApp hooks --------------------------------------------------------
+
+    def initialize_settings(self) -> None:
+        """Create (not yet start: the server's loop is not running) the sync hub."""
+        _log_through_server(self.serverapp)
+        self.sync_server = SyncServer(
+            data_dir=None if self.ephemeral else self.resolved_data_dir(),
+            ephemeral=self.ephemeral,
+            share=self.share,
+            max_message_size=self.max_message_size,
+            sync_interval=self.sync_interval,
+            max_send_queue=self.max_send_queue,
+        )
+
+    def initialize_handlers(self) -> None:
+        """Add the ``autosync/`` routes (the server prefixes its base_url)."""
+        from .handlers import route_table
+
+        self.handlers.extend(route_table(self))
+
+    async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
+        # Called once the server's loop runs: open the store now rather than
+        # at the first request, so a broken data_dir shows up in the log at
+        # startup. Requests that arrive earlier wait in ready().
+        with contextlib.suppress(Exception):  # logged by _start_hub; requests get 503
+            await self.ready()
+
+    async def stop_extension(self) -> None:
+        """Flush every document and close every connection (1001) as the server stops."""
+        if self._starting is None or self.sync_server is None:
+            return
+        try:
+            await self._starting
+        except Exception:
+            return
+        await self.sync_server.close()
+        logger.info("autosync hub stopped")
+
+    # -- for the handlers ------------------------------------------------------------
+
+    def resolved_data_dir(self) -> str:
+        """``data_dir`` as an absolute path (relative ones from the server's root_dir)."""
+        path = os.path.expanduser(self.data_dir)
+        if not os.path.isabs(path):
+            root = getattr(self.serverapp, "root_dir", None) or os.getcwd()
+            path = os.path.join(root, path)
+        return os.path.abspath(path)
+
+    async def ready(self) -> SyncServer:
+        """The running hub, started at the first call (later calls share that start).
+
+        Raises whatever opening the store raised (it is logged once); the
+        handlers turn it into HTTP 503.
+        """
+        if self._starting is None:
+            self._starting = asyncio.ensure_future(self._start_hub())
+        return await asyncio.shield(self._starting)
+
+    async def _start_hub(self) -> SyncServer:
+        server = self.sync_server
+        if server is None:
+            raise RuntimeError("the autosync extension was not initialized")
+        try:
+            await server.start(listen=False)
+        except Exception:
+            logger.exception(
+                "the autosync hub could not start (data: %s); its routes answer 503",
+                server.data_dir or "memory",
+            )
+            raise
+        return server

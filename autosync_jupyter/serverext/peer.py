@@ -1,0 +1,130 @@
+"""A tornado WebSocket handler seen as a :class:`~autosync_jupyter.server.PeerSocket`.
+
+:class:`SyncServer.serve_peer <autosync_jupyter.server.SyncServer.serve_peer>`
+drives one peer through four operations (iterate messages, send, close,
+abort). Tornado pushes messages into callbacks instead, so :class:`TornadoPeer`
+turns them into a bounded queue: the handler's ``on_message`` awaits
+:meth:`TornadoPeer.feed` (tornado reads no further frame until it returns,
+which is what keeps a fast sender from filling memory), ``on_close`` calls
+:meth:`TornadoPeer.feed_closed`, and the hub's side iterates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Final
+
+from tornado.websocket import WebSocketClosedError, WebSocketHandler
+
+from ..server import PeerClosed
+
+__all__ = ["TornadoPeer"]
+
+logger = logging.getLogger("autosync_jupyter.serverext.peer")
+
+#: Messages received but not yet taken by the hub; beyond this tornado stops
+#: reading from the socket (as ``websockets``' ``max_queue`` does for SyncServer).
+MAX_INCOMING: Final = 64
+#: How long :meth:`TornadoPeer.close` waits for the peer's closing frame.
+CLOSE_TIMEOUT: Final = 5.0
+
+
+class _Closed:
+    """Queue sentinel: the connection is gone."""
+
+
+_CLOSED: Final = _Closed()
+
+
+class TornadoPeer:
+    """One tornado WebSocket connection, as the sync server wants to see it.
+
+    Args:
+        handler: the open WebSocket handler (the adapter only calls
+            ``write_message``, ``close`` and reads ``ws_connection``).
+        remote_address: where the peer connects from, for logs.
+        max_incoming: received messages held before tornado stops reading.
+    """
+
+    def __init__(
+        self,
+        handler: WebSocketHandler,
+        remote_address: str,
+        *,
+        max_incoming: int = MAX_INCOMING,
+    ) -> None:
+        self._handler = handler
+        self.remote_address = remote_address
+        self._incoming: asyncio.Queue[bytes | str | _Closed] = asyncio.Queue(max_incoming)
+        self._closed = asyncio.Event()
+
+    # -- fed by the tornado handler ----------------------------------------------
+
+    async def feed(self, message: bytes | str) -> None:
+        """Hand over one received message (waits while the hub is behind)."""
+        if self._closed.is_set():
+            return
+        await self._incoming.put(message)
+
+    def feed_closed(self) -> None:
+        """Record that the connection closed (from ``on_close``): iteration ends."""
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        # Never block here: on_close is synchronous. Make room for the sentinel
+        # by dropping what the hub will not read anyway (the peer is gone).
+        while True:
+            try:
+                self._incoming.put_nowait(_CLOSED)
+            except asyncio.QueueFull:
+                with contextlib.suppress(asyncio.QueueEmpty):
+                    self._incoming.get_nowait()
+            else:
+                return
+
+    @property
+    def closed(self) -> bool:
+        """Whether the connection has closed."""
+        return self._closed.is_set()
+
+    # -- the PeerSocket side -------------------------------------------------------
+
+    async def __aiter__(self) -> AsyncIterator[bytes | str]:
+        while True:
+            item = await self._incoming.get()
+            if isinstance(item, _Closed):
+                return
+            yield item
+
+    async def send(self, data: bytes) -> None:
+        """Send one binary message; raise :class:`PeerClosed` if the connection is gone."""
+        if self._closed.is_set():
+            raise PeerClosed("connection closed")
+        try:
+            # write_message raises at once when closing, and its future fails
+            # if the stream dies before the bytes are written.
+            await self._handler.write_message(data, binary=True)
+        except WebSocketClosedError as exc:
+            raise PeerClosed(str(exc) or "connection closed") from None
+
+    async def close(self, code: int, reason: str) -> None:
+        """Close with ``code`` and ``reason``, after what was already sent.
+
+        Waits (up to a few seconds) for the peer's answering close frame, so
+        a server shutdown returns once peers have actually seen the close.
+        """
+        if not self._closed.is_set():
+            self._handler.close(code, reason)
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._closed.wait(), CLOSE_TIMEOUT)
+
+    def abort(self) -> None:
+        """Drop the connection at once (a peer that does not read)."""
+        connection = self._handler.ws_connection
+        if connection is not None and connection.stream is not None:
+            # Closing the stream ends tornado's read loop, which calls on_close.
+            connection.stream.close()
+        self.feed_closed()

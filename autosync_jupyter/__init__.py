@@ -183,6 +183,11 @@ def _jupyter_server_extension_points() -> list[dict[str, object]]:
     return [{"module": "autosync_jupyter.serverext", "app": AutosyncExtension}]
 
 
+def _jupyter_labextension_paths() -> list[dict[str, str]]:
+    """Tell ``jupyter labextension develop`` where the built front end is."""
+    return [{"src": "labextension", "dest": "autosync-jupyter"}]
+
+
 def __getattr__(name: str) -> object:
     module = _LAZY.get(name)
     if module is None:

@@ -15,6 +15,7 @@ all cells (code and markdown) of the notebook from 0, as in the file.
 
 from __future__ import annotations
 
+import os
 import re
 import secrets
 import time
@@ -43,6 +44,7 @@ __all__ = [
     "non_local_requests",
     "notebook_panel",
     "open_notebook",
+    "review_screenshot",
     "run_all_cells",
     "run_cell",
     "wait_for_kernel_idle",
@@ -245,6 +247,13 @@ def non_local_requests(page: Page) -> list[str]:
         if urllib.parse.urlsplit(url).scheme not in ("data", "blob", "about")
         and urllib.parse.urlsplit(url).hostname not in local_hosts
     ]
+
+
+def review_screenshot(page: Page, name: str) -> None:
+    """Save a screenshot when $AUTOSYNC_SCREENSHOTS names a directory (for reviews)."""
+    where = os.environ.get("AUTOSYNC_SCREENSHOTS")
+    if where:
+        page.screenshot(path=os.path.join(where, f"{name}.png"), full_page=True)
 
 
 def expect(actual: Locator) -> LocatorAssertions:

@@ -9,7 +9,6 @@ local test OIDC provider.
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -26,6 +25,7 @@ from .lab import (
     expect,
     non_local_requests,
     open_notebook,
+    review_screenshot,
     run_all_cells,
     run_cell,
     write_notebook,
@@ -36,13 +36,6 @@ if TYPE_CHECKING:
 
 SERVE = "%load_ext autosync_jupyter\n%autosync serve --port 0 --data-dir {name}-data"
 URL_OF_SERVER = "print(autosync_jupyter.jupyter.current_session().server.url)"
-
-
-def _snapshot(page: Page, name: str) -> None:
-    """Save a screenshot when $AUTOSYNC_SCREENSHOTS names a directory (for reviews)."""
-    where = os.environ.get("AUTOSYNC_SCREENSHOTS")
-    if where:
-        page.screenshot(path=os.path.join(where, f"{name}.png"), full_page=True)
 
 
 @contextlib.contextmanager
@@ -102,7 +95,7 @@ def test_document_browser_lists_follows_creates_and_opens(
         f"await s.change_document('{first}', lambda d: d.__setitem__('title', 'renamed'))",
     )
     expect(view).to_contain_text("renamed")
-    _snapshot(page, "document-browser")
+    review_screenshot(page, "document-browser")
     assert non_local_requests(page) == []
 
 
@@ -132,7 +125,7 @@ def test_live_view_follows_a_javascript_peer(page: Page, lab_server: LabServer) 
         runner.run(peer.change(doc_id, [Op.set(["title"], "again")]))
         expect(view).to_contain_text("again")
         expect(view.locator(".autosync-changed").first).to_be_visible()
-        _snapshot(page, "live-view")
+        review_screenshot(page, "live-view")
         # And the kernel variable holds the same document.
         assert "again" in run_cell(page, "print(h.to_py()['title'])")
 
@@ -159,7 +152,7 @@ def test_login_popup_completes_against_the_local_provider(
         # The popup went to the provider, which redirected to the kernel's loopback.
         expect(widget).to_have_attribute("data-status", "signed-in", timeout=30_000)
         expect(widget.locator(".autosync-login-status")).to_contain_text("alice@company.com")
-        _snapshot(page, "login")
+        review_screenshot(page, "login")
         # The widget closes its popup once signed in.
         if not popup.is_closed():
             popup.wait_for_event("close", timeout=15_000)

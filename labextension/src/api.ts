@@ -1,0 +1,137 @@
+/**
+ * The REST API of the autosync Jupyter server extension
+ * (`{base}autosync/api/...`), reached through `ServerConnection` so requests
+ * carry Jupyter's XSRF header, cookie and token.
+ */
+import { URLExt } from '@jupyterlab/coreutils';
+import { ServerConnection } from '@jupyterlab/services';
+
+/** One row of `GET autosync/api/documents`. */
+export interface IDocumentSummary {
+  id: string;
+  url: string;
+  size?: number;
+  heads?: string[];
+  peers?: number;
+  last_change?: number | string | null;
+}
+
+/** The reply of `GET autosync/api/documents/{id}`. */
+export interface IDocumentDetail {
+  id: string;
+  url: string;
+  heads: string[];
+  content: unknown;
+}
+
+/** The reply of `POST autosync/api/documents`. */
+export interface ICreatedDocument {
+  id: string;
+  url: string;
+}
+
+/** The text shown when the server side of autosync-jupyter is not there. */
+export const SERVER_EXTENSION_MISSING = 'Automerge server extension not available';
+
+/** A failed call of the autosync REST API, with a message fit for the user. */
+export class AutosyncApiError extends Error {
+  constructor(
+    message: string,
+    readonly status: number | null,
+    readonly serverMissing: boolean = false
+  ) {
+    super(message);
+    this.name = 'AutosyncApiError';
+  }
+}
+
+/** The Jupyter server connection settings, made once. */
+let settingsCache: ServerConnection.ISettings | null = null;
+
+export function serverSettings(): ServerConnection.ISettings {
+  if (settingsCache === null) {
+    settingsCache = ServerConnection.makeSettings();
+  }
+  return settingsCache;
+}
+
+/** The sync WebSocket URL: `{wsUrl}autosync/ws`, plus `?token=` when Jupyter uses one. */
+export function syncSocketUrl(
+  settings: ServerConnection.ISettings = serverSettings()
+): string {
+  const url = URLExt.join(settings.wsUrl, 'autosync', 'ws');
+  if (settings.token) {
+    return `${url}?token=${encodeURIComponent(settings.token)}`;
+  }
+  return url;
+}
+
+async function call<T>(
+  path: string,
+  init: RequestInit,
+  settings: ServerConnection.ISettings = serverSettings()
+): Promise<T> {
+  const url = URLExt.join(settings.baseUrl, 'autosync', 'api', path);
+  let response: Response;
+  try {
+    response = await ServerConnection.makeRequest(url, init, settings);
+  } catch (error) {
+    throw new AutosyncApiError(
+      `Cannot reach the Jupyter server: ${String(error)}`,
+      null
+    );
+  }
+  const text = await response.text();
+  let body: unknown = null;
+  if (text) {
+    try {
+      body = JSON.parse(text);
+    } catch {
+      body = null;
+    }
+  }
+  const isJsonObject = body !== null && typeof body === 'object';
+  if (response.status === 404 && !(isJsonObject && 'message' in (body as object))) {
+    // Tornado's default 404 page: no handler is mounted under autosync/api.
+    throw new AutosyncApiError(SERVER_EXTENSION_MISSING, 404, true);
+  }
+  if (!response.ok) {
+    const detail =
+      isJsonObject && typeof (body as { message?: unknown }).message === 'string'
+        ? (body as { message: string }).message
+        : response.statusText || 'request failed';
+    throw new AutosyncApiError(`${detail} (HTTP ${response.status})`, response.status);
+  }
+  if (!isJsonObject) {
+    throw new AutosyncApiError(SERVER_EXTENSION_MISSING, response.status, true);
+  }
+  return body as T;
+}
+
+/** List the documents of the server's hub. */
+export async function listDocuments(): Promise<IDocumentSummary[]> {
+  const reply = await call<{ documents?: unknown }>('documents', { method: 'GET' });
+  if (!Array.isArray(reply.documents)) {
+    throw new AutosyncApiError('Malformed reply from the autosync server extension', 200);
+  }
+  return reply.documents.filter(
+    (d): d is IDocumentSummary =>
+      d !== null && typeof d === 'object' && typeof d.id === 'string' && typeof d.url === 'string'
+  );
+}
+
+/** Create a document with the given content on the server; returns its id and URL. */
+export async function createDocument(
+  content: Record<string, unknown> = {}
+): Promise<ICreatedDocument> {
+  return call<ICreatedDocument>('documents', {
+    method: 'POST',
+    body: JSON.stringify({ content }),
+    headers: { 'Content-Type': 'application/json' }
+  });
+}
+
+/** Read one document (a JSON snapshot) through the REST API. */
+export async function getDocument(id: string): Promise<IDocumentDetail> {
+  return call<IDocumentDetail>(`documents/${encodeURIComponent(id)}`, { method: 'GET' });
+}

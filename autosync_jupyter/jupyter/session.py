@@ -15,13 +15,16 @@ import atexit
 import contextlib
 import logging
 from collections.abc import Coroutine
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..client import SSLOption
 from ..connection import Connection, connect
 from ..errors import AutosyncError
 from ..nesting import kernel_loop, run_blocking
 from ..server import SyncServer
+
+if TYPE_CHECKING:
+    from .announce import ServerAnnouncer
 
 __all__ = ["KernelSession", "current_session"]
 
@@ -42,6 +45,7 @@ class KernelSession:
         self.connections: dict[tuple[str, str | None], Connection] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
+        self._announcer: ServerAnnouncer | None = None
         atexit.register(self._close_at_exit)
 
     def require_kernel(self, what: str) -> asyncio.AbstractEventLoop:
@@ -76,11 +80,30 @@ class KernelSession:
             )
         await server.start()
         self.server = server
+        self._announce(server)
         return server
+
+    def _announce(self, server: SyncServer) -> None:
+        # Under a Jupyter server with the extension, the JupyterLab panel
+        # lists this server's documents.
+        from .announce import ServerAnnouncer
+        from .share import jupyter_server
+
+        try:
+            found = jupyter_server()
+        except Exception as exc:  # a broken runtime dir must not break serve
+            logger.debug("no Jupyter server to announce to: %s", exc)
+            return
+        if found is not None:
+            self._announcer = ServerAnnouncer(server, *found)
+            self._announcer.start()
 
     async def stop_server(self) -> str | None:
         """Stop the kernel's server; returns its URL, or None if none was running."""
         server, self.server = self.server, None
+        announcer, self._announcer = self._announcer, None
+        if announcer is not None:
+            await announcer.stop()
         if server is None or not server.running:
             return None
         url = server.url

@@ -9,8 +9,9 @@ browser.
 
 The kernel finds its Jupyter server through the server's runtime file
 (``jpserver-<pid>.json``): the server that started the kernel is its parent
-process. ``$AUTOSYNC_JUPYTER_URL`` (and ``$AUTOSYNC_JUPYTER_TOKEN``) name
-another one, as do the ``url``/``token`` arguments.
+process. ``$AUTOSYNC_JUPYTER_URL`` (the server's ``http(s)://host:port/base/``
+URL) and ``$AUTOSYNC_JUPYTER_TOKEN`` name another one, as do the
+``url``/``token`` arguments of :func:`share`.
 """
 
 from __future__ import annotations
@@ -24,9 +25,27 @@ from ..document import Document
 from ..errors import AutosyncError
 from .session import current_session
 
-__all__ = ["jupyter_sync_url", "share"]
+__all__ = ["jupyter_server", "jupyter_sync_url", "share"]
 
 _ENDPOINT = "autosync/ws"
+
+
+def jupyter_server() -> tuple[str, str | None] | None:
+    """The URL (``http://host:port/base/``) and token of the Jupyter server that started
+    this kernel, or None (a kernel run by nbclient or a console).
+
+    ``$AUTOSYNC_JUPYTER_URL`` (and ``$AUTOSYNC_JUPYTER_TOKEN``) override it.
+    """
+    explicit = os.environ.get("AUTOSYNC_JUPYTER_URL")
+    if explicit:
+        return explicit, os.environ.get("AUTOSYNC_JUPYTER_TOKEN") or None
+    from jupyter_server.serverapp import list_running_servers
+
+    parent = os.getppid()
+    for info in list_running_servers():
+        if info.get("pid") == parent:
+            return str(info["url"]), str(info.get("token") or "") or None
+    return None
 
 
 def jupyter_sync_url() -> tuple[str, str | None]:
@@ -36,20 +55,14 @@ def jupyter_sync_url() -> tuple[str, str | None]:
         AutosyncError: no Jupyter server started this kernel (a kernel run by
             nbclient or a console) and ``$AUTOSYNC_JUPYTER_URL`` is unset.
     """
-    explicit = os.environ.get("AUTOSYNC_JUPYTER_URL")
-    if explicit:
-        return _sync_url(explicit), os.environ.get("AUTOSYNC_JUPYTER_TOKEN") or None
-    from jupyter_server.serverapp import list_running_servers
-
-    parent = os.getppid()
-    for info in list_running_servers():
-        if info.get("pid") == parent:
-            return _sync_url(str(info["url"])), str(info.get("token") or "") or None
-    raise AutosyncError(
-        "this kernel was not started by a Jupyter server (no jpserver runtime file names "
-        "its parent process): pass url=... (ws://host:port/base/autosync/ws) and token=..., "
-        "or set $AUTOSYNC_JUPYTER_URL"
-    )
+    found = jupyter_server()
+    if found is None:
+        raise AutosyncError(
+            "this kernel was not started by a Jupyter server (no jpserver runtime file "
+            "names its parent process): pass url=... (ws://host:port/base/autosync/ws) "
+            "and token=..., or set $AUTOSYNC_JUPYTER_URL"
+        )
+    return _sync_url(found[0]), found[1]
 
 
 def _sync_url(server_url: str) -> str:

@@ -22,6 +22,7 @@ from jupyter_server.extension.application import ExtensionApp
 from traitlets import Bool, Callable, Enum, Float, Int, Unicode, Union
 
 from ..server import DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_MAX_SEND_QUEUE, SyncServer
+from .registry import KernelServerRegistry
 
 __all__ = ["AutosyncExtension"]
 
@@ -121,6 +122,8 @@ class AutosyncExtension(ExtensionApp):
         super().__init__(**kwargs)
         self.sync_server: SyncServer | None = None
         self._starting: asyncio.Future[SyncServer] | None = None
+        #: Servers of kernels (``%autosync serve``) that announced themselves.
+        self.kernel_servers = KernelServerRegistry()
 
     # -- ExtensionApp hooks --------------------------------------------------------
 

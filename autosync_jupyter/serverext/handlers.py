@@ -13,6 +13,12 @@ route                                  method   answer
 ``autosync/api/documents/<id>``        GET      ``{"id", "url", "heads", "content"}``;
                                                 ``<id>`` may be a percent-encoded
                                                 ``automerge:`` URL
+``autosync/api/servers``              GET      ``{"servers": [{"id", "url", "name",
+                                                "documents", "updated"}]}``: servers of
+                                                kernels (``%autosync serve``)
+``autosync/api/servers/<id>``          PUT      a kernel announces its server (body
+                                                ``{"url", "name", "documents"}``)
+``autosync/api/servers/<id>``          DELETE   … and withdraws it
 ``autosync/oidc/callback``             GET      the OIDC redirect page (no login needed)
 =====================================  =======  ==========================================
 
@@ -56,6 +62,7 @@ from ..errors import InvalidDocumentId
 from ..ids import document_url, interpret_as_document_id
 from ..server import DocumentSummary, SyncServer
 from .peer import TornadoPeer
+from .registry import parse_announcement
 
 if TYPE_CHECKING:
     from .app import AutosyncExtension
@@ -66,6 +73,8 @@ __all__ = [
     "DocumentsHandler",
     "NotFoundHandler",
     "OIDCCallbackHandler",
+    "ServerHandler",
+    "ServersHandler",
     "SyncWebSocketHandler",
     "route_table",
 ]
@@ -75,6 +84,7 @@ logger = logging.getLogger("autosync_jupyter.serverext.handlers")
 #: The resource name Jupyter's authorizer is asked about.
 AUTH_RESOURCE: Final = "autosync"
 
+_MAX_ANNOUNCEMENT: Final = 4 * 1024 * 1024
 _NOT_RUNNING = "the autosync hub is not running (see the Jupyter server log)"
 
 
@@ -85,6 +95,8 @@ def route_table(extension: AutosyncExtension) -> list[tuple[str, type[Any], dict
         (r"autosync/ws", SyncWebSocketHandler, options),
         (r"autosync/api/documents", DocumentsHandler, options),
         (r"autosync/api/documents/([^/]+)", DocumentHandler, options),
+        (r"autosync/api/servers", ServersHandler, options),
+        (r"autosync/api/servers/([^/]+)", ServerHandler, options),
         (r"autosync/oidc/callback", OIDCCallbackHandler, {}),
         # Anything else under autosync/ is a JSON 404 (after authentication,
         # so probing without a token learns nothing).
@@ -306,6 +318,43 @@ class DocumentHandler(_AutosyncAPIHandler):
                 "content": document_tree(doc),
             }
         )
+
+
+class ServersHandler(_AutosyncAPIHandler):
+    """``autosync/api/servers``: the kernel-hosted servers that announced themselves."""
+
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        """Answer ``{"servers": [{"id", "url", "name", "documents", "updated"}]}``."""
+        entries = self.extension.kernel_servers.entries()
+        self.reply({"servers": [entry.to_json() for entry in entries]})
+
+
+class ServerHandler(_AutosyncAPIHandler):
+    """``autosync/api/servers/<id>``: a kernel announces (PUT) or withdraws (DELETE) its server."""
+
+    @web.authenticated
+    @authorized
+    async def put(self, server_id: str) -> None:
+        """Store ``{"url", "name", "documents": [...]}``; 400 with the reason if invalid."""
+        if len(self.request.body) > _MAX_ANNOUNCEMENT:
+            raise web.HTTPError(413, f"an announcement is at most {_MAX_ANNOUNCEMENT} bytes")
+        try:
+            entry = parse_announcement(server_id, json.loads(self.request.body or b"null"))
+            self.extension.kernel_servers.put(entry)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise web.HTTPError(400, str(exc)) from None
+        self.reply({"id": server_id})
+
+    @web.authenticated
+    @authorized
+    async def delete(self, server_id: str) -> None:
+        """Forget the entry (204), or 404 if there is none."""
+        if not self.extension.kernel_servers.remove(server_id):
+            raise web.HTTPError(404, f"no kernel server {server_id!r} is announced")
+        self.set_status(204)
+        self.finish()
 
 
 class NotFoundHandler(APIHandler):

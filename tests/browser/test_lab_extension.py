@@ -9,6 +9,7 @@ browser; after a reload the state is intact.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -44,8 +45,17 @@ print(doc.to_py()["title"])"""
 
 
 def _open_panel(page: Page) -> Locator:
-    page.locator('.jp-SideBar [data-id="autosync-panel"]').click()
+    """Show the Automerge panel: its side-bar tab toggles it, and JupyterLab may
+    have restored it open already (after a reload)."""
+    tab = page.locator('.jp-SideBar [data-id="autosync-panel"]')
     panel = page.locator(".autosync-panel")
+    expect(tab).to_be_visible()
+    for _ in range(5):
+        if panel.is_visible():
+            break
+        tab.click()
+        with contextlib.suppress(AssertionError):
+            expect(panel).to_be_visible(timeout=2_000)
     expect(panel).to_be_visible()
     return panel
 

@@ -131,6 +131,63 @@ export async function createDocument(
   });
 }
 
+/** One kernel-hosted sync server (`%autosync serve`) of `GET autosync/api/servers`. */
+export interface IKernelServer {
+  id: string;
+  /** Its sync WebSocket, e.g. `ws://127.0.0.1:PORT`. */
+  url: string;
+  name: string;
+  documents: IDocumentSummary[];
+  updated?: string;
+}
+
+function isDocumentSummary(d: unknown): d is IDocumentSummary {
+  return (
+    d !== null &&
+    typeof d === 'object' &&
+    typeof (d as IDocumentSummary).id === 'string' &&
+    typeof (d as IDocumentSummary).url === 'string'
+  );
+}
+
+/**
+ * List the kernel-hosted servers that announced themselves to the server
+ * extension, or null when the server extension is too old to know about them
+ * (HTTP 404).
+ */
+export async function listKernelServers(): Promise<IKernelServer[] | null> {
+  let reply: { servers?: unknown };
+  try {
+    reply = await call<{ servers?: unknown }>('servers', { method: 'GET' });
+  } catch (error) {
+    if (error instanceof AutosyncApiError && error.status === 404) {
+      return null;
+    }
+    throw error;
+  }
+  if (!Array.isArray(reply.servers)) {
+    throw new AutosyncApiError('Malformed reply from the autosync server extension', 200);
+  }
+  const servers: IKernelServer[] = [];
+  for (const s of reply.servers as unknown[]) {
+    if (s === null || typeof s !== 'object') {
+      continue;
+    }
+    const server = s as Record<string, unknown>;
+    if (typeof server.url !== 'string' || !server.url) {
+      continue;
+    }
+    servers.push({
+      id: typeof server.id === 'string' ? server.id : server.url,
+      url: server.url,
+      name: typeof server.name === 'string' && server.name ? server.name : server.url,
+      documents: Array.isArray(server.documents) ? server.documents.filter(isDocumentSummary) : [],
+      updated: typeof server.updated === 'string' ? server.updated : undefined
+    });
+  }
+  return servers;
+}
+
 /** Read one document (a JSON snapshot) through the REST API. */
 export async function getDocument(id: string): Promise<IDocumentDetail> {
   return call<IDocumentDetail>(`documents/${encodeURIComponent(id)}`, { method: 'GET' });

@@ -6,7 +6,7 @@ import * as A from '@automerge/automerge/slim';
 import type { AutomergeUrl, DocHandle, Repo } from '@automerge/automerge-repo/slim';
 import { Widget } from '@lumino/widgets';
 
-import { documentIdOf, sharedRepo } from './repo';
+import { documentIdOf, repoFor, shortHash, waitForPeer } from './repo';
 import {
   EditError,
   Path,
@@ -28,16 +28,29 @@ export type DocStatus =
   | 'syncing'
   | 'connected'
   | 'unavailable'
+  | 'unreachable'
   | 'error';
+
+/** How long a kernel server's connection may take before the tab says `unreachable`. */
+export const KERNEL_SERVER_CONNECT_TIMEOUT_MS = 5000;
+
+/** The message of the `unreachable` status. */
+export const KERNEL_SERVER_UNREACHABLE =
+  'Cannot connect to the kernel server: this kernel server is only reachable from the kernel\'s machine.';
 
 /** The short name of a document: the first 8 characters of its id. */
 export function shortId(url: AutomergeUrl): string {
   return documentIdOf(url).slice(0, 8);
 }
 
-/** The widget id of the view of `url`, one view per document. */
-export function documentPanelId(url: AutomergeUrl): string {
-  return `autosync-doc-${documentIdOf(url)}`;
+/**
+ * The widget id of the view of `url`, one view per document and server: the
+ * hub's view is `autosync-doc-<id>`, a kernel server's view
+ * `autosync-doc-k<hash of the server URL>-<id>`.
+ */
+export function documentPanelId(url: AutomergeUrl, serverUrl?: string | null): string {
+  const id = documentIdOf(url);
+  return serverUrl ? `autosync-doc-k${shortHash(serverUrl)}-${id}` : `autosync-doc-${id}`;
 }
 
 type AnyDoc = Record<string, unknown>;
@@ -66,6 +79,8 @@ function sameHeads(a: readonly string[], b: readonly string[]): boolean {
 /** The live view of one document. */
 export class DocumentPanel extends Widget {
   readonly url: AutomergeUrl;
+  /** The kernel server this view syncs with; empty for the Jupyter server's hub. */
+  readonly serverUrl: string;
   private handle: DocHandle<AnyDoc> | null = null;
   private repo: Repo | null = null;
   private status: DocStatus = 'loading';
@@ -78,22 +93,30 @@ export class DocumentPanel extends Widget {
   private readonly cleanups: (() => void)[] = [];
   private peerHeads = new Map<string, string[]>();
 
-  constructor(url: AutomergeUrl) {
+  constructor(url: AutomergeUrl, serverUrl = '') {
     super();
     this.url = url;
-    this.id = documentPanelId(url);
+    this.serverUrl = serverUrl;
+    this.id = documentPanelId(url, serverUrl);
     this.addClass('autosync-doc-panel');
     this.node.dataset.testid = 'autosync-doc-panel';
     this.node.dataset.documentId = documentIdOf(url);
+    if (serverUrl) {
+      this.node.dataset.serverUrl = serverUrl;
+    }
     this.title.label = shortId(url);
-    this.title.caption = url;
+    this.title.caption = serverUrl ? `${url}\non ${serverUrl}` : url;
     this.title.closable = true;
 
     const header = el('div', 'autosync-doc-header');
     const name = el('span', 'autosync-doc-url', url);
     this.statusNode = el('span', 'autosync-doc-status');
     this.statusNode.dataset.testid = 'autosync-doc-status';
-    header.append(name, this.statusNode);
+    header.append(name);
+    if (serverUrl) {
+      header.append(el('span', 'autosync-doc-server', `on ${serverUrl}`));
+    }
+    header.append(this.statusNode);
     this.messageNode = el('div', 'autosync-doc-message');
     this.messageNode.hidden = true;
     this.treeNode = el('div', 'autosync-doc-tree');
@@ -116,7 +139,7 @@ export class DocumentPanel extends Widget {
   private async open(): Promise<void> {
     let repo: Repo;
     try {
-      repo = await sharedRepo();
+      repo = await repoFor(this.serverUrl);
     } catch (error) {
       this.setStatus('error', `Automerge could not start: ${String(error)}`);
       return;
@@ -127,6 +150,9 @@ export class DocumentPanel extends Widget {
     this.repo = repo;
     this.watchNetwork(repo);
     this.setStatus(repo.peers.length > 0 ? 'loading' : 'connecting');
+    if (this.serverUrl && !(await this.waitForKernelServer(repo))) {
+      return;
+    }
     let handle: DocHandle<AnyDoc>;
     try {
       handle = await repo.find<AnyDoc>(this.url);
@@ -148,6 +174,28 @@ export class DocumentPanel extends Widget {
     this.cleanups.push(() => handle.off('change', onChange));
     this.render();
     this.updateSyncStatus();
+  }
+
+  /**
+   * A kernel server is reachable only from the kernel's machine: without a
+   * peer after a few seconds, say so (`unreachable`) and keep waiting, the
+   * adapter retries. False when the view was closed meanwhile.
+   */
+  private async waitForKernelServer(repo: Repo): Promise<boolean> {
+    const cancel = (c: () => void) => this.cleanups.push(c);
+    if (await waitForPeer(repo, KERNEL_SERVER_CONNECT_TIMEOUT_MS, cancel)) {
+      return !this.isDisposed;
+    }
+    if (this.isDisposed) {
+      return false;
+    }
+    this.setStatus('unreachable', `${KERNEL_SERVER_UNREACHABLE} (${this.serverUrl})`);
+    const connected = await waitForPeer(repo, null, cancel);
+    if (!connected || this.isDisposed) {
+      return false;
+    }
+    this.setStatus('loading');
+    return true;
   }
 
   private watchNetwork(repo: Repo): void {
@@ -183,7 +231,9 @@ export class DocumentPanel extends Widget {
       return;
     }
     if (this.repo.peers.length === 0) {
-      this.setStatus('connecting');
+      if (this.status !== 'unreachable') {
+        this.setStatus('connecting');
+      }
       return;
     }
     if (this.handle === null) {

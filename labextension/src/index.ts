@@ -35,12 +35,12 @@ const plugin: JupyterFrontEndPlugin<void> = {
     palette: ICommandPalette | null,
     restorer: ILayoutRestorer | null
   ) => {
-    const open = async (text: string): Promise<void> => {
+    const open = async (text: string, serverUrl?: string): Promise<void> => {
       const url = normalizeAutomergeUrl(text);
       if (url === null) {
         throw new Error(`Not an automerge: URL or document id: ${text}`);
       }
-      openDocument(app, url);
+      openDocument(app, url, serverUrl);
     };
     const create = async (): Promise<void> => {
       const created = await createDocument({});
@@ -111,16 +111,23 @@ const plugin: JupyterFrontEndPlugin<void> = {
   }
 };
 
-/** Open (or bring forward) the main-area view of `url`. */
-function openDocument(app: JupyterFrontEnd, url: AutomergeUrl): DocumentPanel {
-  const id = documentPanelId(url);
+/**
+ * Open (or bring forward) the main-area view of `url`, synced through the
+ * hub, or through the kernel server at `serverUrl` when given.
+ */
+function openDocument(
+  app: JupyterFrontEnd,
+  url: AutomergeUrl,
+  serverUrl?: string
+): DocumentPanel {
+  const id = documentPanelId(url, serverUrl);
   for (const widget of app.shell.widgets('main')) {
     if (widget.id === id && widget instanceof DocumentPanel) {
       app.shell.activateById(widget.id);
       return widget;
     }
   }
-  const panel = new DocumentPanel(url);
+  const panel = new DocumentPanel(url, serverUrl ?? '');
   app.shell.add(panel, 'main');
   app.shell.activateById(panel.id);
   return panel;

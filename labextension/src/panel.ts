@@ -9,8 +9,10 @@ import { LabIcon } from '@jupyterlab/ui-components';
 import {
   AutosyncApiError,
   IDocumentSummary,
+  IKernelServer,
   SERVER_EXTENSION_MISSING,
-  listDocuments
+  listDocuments,
+  listKernelServers
 } from './api';
 
 /** How often the list refreshes itself while the panel is visible. */
@@ -30,7 +32,8 @@ export const automergeIcon = new LabIcon({
 
 /** What the panel asks its owner to do. */
 export interface IPanelActions {
-  open(url: string): Promise<void>;
+  /** Open `url`: from the hub, or from the kernel server at `serverUrl` when given. */
+  open(url: string, serverUrl?: string): Promise<void>;
   create(): Promise<void>;
 }
 
@@ -58,6 +61,8 @@ function describeChange(value: IDocumentSummary['last_change']): string {
 /** The side panel widget. */
 export class AutomergeSidePanel extends Widget {
   private readonly listNode: HTMLElement;
+  private readonly serversNode: HTMLElement;
+  private readonly serverListNode: HTMLElement;
   private readonly errorNode: HTMLElement;
   private readonly openInput: HTMLInputElement;
   private timer: number | null = null;
@@ -115,7 +120,16 @@ export class AutomergeSidePanel extends Widget {
     this.errorNode.hidden = true;
     this.listNode = el('ul', 'autosync-panel-list');
     this.listNode.dataset.testid = 'autosync-panel-list';
-    this.node.append(header, openForm, this.errorNode, this.listNode);
+
+    // Kernel-hosted servers (`%autosync serve`), hidden when the server
+    // extension does not know about them.
+    this.serversNode = el('section', 'autosync-panel-servers');
+    this.serversNode.dataset.testid = 'autosync-panel-servers';
+    this.serversNode.hidden = true;
+    this.serversNode.append(el('h3', 'autosync-panel-servers-title', 'Kernel servers'));
+    this.serverListNode = el('div', 'autosync-panel-server-list');
+    this.serversNode.append(this.serverListNode);
+    this.node.append(header, openForm, this.errorNode, this.listNode, this.serversNode);
   }
 
   /** Reload the document list now (one request at a time). */
@@ -129,6 +143,60 @@ export class AutomergeSidePanel extends Widget {
   }
 
   private async load(): Promise<void> {
+    await Promise.all([this.loadHub(), this.loadKernelServers()]);
+  }
+
+  private async loadKernelServers(): Promise<void> {
+    let servers: IKernelServer[] | null;
+    try {
+      servers = await listKernelServers();
+    } catch {
+      // The hub's list shows the problem (same server, same API).
+      servers = null;
+    }
+    if (servers === null) {
+      this.serversNode.hidden = true;
+      this.serverListNode.replaceChildren();
+      return;
+    }
+    this.serversNode.hidden = false;
+    this.renderServers(servers);
+  }
+
+  private renderServers(servers: IKernelServer[]): void {
+    if (servers.length === 0) {
+      this.serverListNode.replaceChildren(el('div', 'autosync-panel-empty', 'No kernel servers running'));
+      return;
+    }
+    const nodes: HTMLElement[] = [];
+    for (const server of servers) {
+      const header = el('div', 'autosync-panel-server');
+      header.dataset.serverUrl = server.url;
+      header.dataset.testid = 'autosync-panel-server';
+      header.title = server.url;
+      header.append(
+        el('span', 'autosync-panel-server-name', server.name),
+        el('span', 'autosync-panel-server-url', server.url)
+      );
+      const list = el('ul', 'autosync-panel-list autosync-panel-kernel-list');
+      list.dataset.serverUrl = server.url;
+      if (server.documents.length === 0) {
+        list.append(el('li', 'autosync-panel-empty', 'No documents'));
+      }
+      for (const doc of server.documents) {
+        const row = this.documentRow(doc, 'autosync-panel-kernel-row', () =>
+          this.actions.open(doc.url, server.url)
+        );
+        row.dataset.serverUrl = server.url;
+        row.title = `${doc.url}\non ${server.url}`;
+        list.append(row);
+      }
+      nodes.push(header, list);
+    }
+    this.serverListNode.replaceChildren(...nodes);
+  }
+
+  private async loadHub(): Promise<void> {
     let documents: IDocumentSummary[];
     try {
       documents = await listDocuments();
@@ -148,36 +216,45 @@ export class AutomergeSidePanel extends Widget {
       this.listNode.replaceChildren(el('li', 'autosync-panel-empty', 'No documents yet'));
       return;
     }
-    const rows = documents.map(doc => {
-      const row = el('li', 'autosync-panel-row');
-      row.dataset.documentId = doc.id;
-      row.dataset.url = doc.url;
-      row.dataset.testid = 'autosync-panel-row';
-      row.title = doc.url;
-      row.tabIndex = 0;
-      row.append(el('span', 'autosync-panel-row-id', doc.id.slice(0, 8)));
-      const details: string[] = [];
-      if (typeof doc.size === 'number') {
-        details.push(`${doc.size} B`);
-      }
-      if (typeof doc.peers === 'number') {
-        details.push(`${doc.peers} peer${doc.peers === 1 ? '' : 's'}`);
-      }
-      const changed = describeChange(doc.last_change);
-      if (changed) {
-        details.push(changed);
-      }
-      row.append(el('span', 'autosync-panel-row-details', details.join(' · ')));
-      const open = () => void this.actions.open(doc.url).catch(error => this.showError(error));
-      row.addEventListener('click', open);
-      row.addEventListener('keydown', event => {
-        if (event.key === 'Enter') {
-          open();
-        }
-      });
-      return row;
-    });
+    const rows = documents.map(doc =>
+      this.documentRow(doc, 'autosync-panel-row', () => this.actions.open(doc.url))
+    );
     this.listNode.replaceChildren(...rows);
+  }
+
+  /** One document row (`className`: hub or kernel server row); click or Enter opens it. */
+  private documentRow(
+    doc: IDocumentSummary,
+    className: string,
+    openIt: () => Promise<void>
+  ): HTMLElement {
+    const row = el('li', className);
+    row.dataset.documentId = doc.id;
+    row.dataset.url = doc.url;
+    row.dataset.testid = className;
+    row.title = doc.url;
+    row.tabIndex = 0;
+    row.append(el('span', 'autosync-panel-row-id', doc.id.slice(0, 8)));
+    const details: string[] = [];
+    if (typeof doc.size === 'number') {
+      details.push(`${doc.size} B`);
+    }
+    if (typeof doc.peers === 'number') {
+      details.push(`${doc.peers} peer${doc.peers === 1 ? '' : 's'}`);
+    }
+    const changed = describeChange(doc.last_change);
+    if (changed) {
+      details.push(changed);
+    }
+    row.append(el('span', 'autosync-panel-row-details', details.join(' · ')));
+    const open = () => void openIt().catch(error => this.showError(error));
+    row.addEventListener('click', open);
+    row.addEventListener('keydown', event => {
+      if (event.key === 'Enter') {
+        open();
+      }
+    });
+    return row;
   }
 
   private showError(error: unknown): void {

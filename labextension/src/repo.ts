@@ -23,17 +23,31 @@ import { WebSocketClientAdapter } from '@automerge/automerge-repo-network-websoc
 import { syncSocketUrl } from './api';
 
 let repoPromise: Promise<Repo> | null = null;
+let wasmPromise: Promise<void> | null = null;
 
-/** The shared `Repo`, created (and the WebAssembly initialised) on first use. */
-export function sharedRepo(): Promise<Repo> {
-  if (repoPromise === null) {
-    repoPromise = (async () => {
+/** Initialise Automerge's WebAssembly once (a separate chunk, fetched on first use). */
+function initWasm(): Promise<void> {
+  if (wasmPromise === null) {
+    wasmPromise = (async () => {
       // A separate 4.6 MB chunk, fetched from the extension's own static
       // files the first time a document is opened, not at page load.
       const { automergeWasmBase64 } = await import(
         /* webpackChunkName: "automerge-wasm" */ '@automerge/automerge/automerge.wasm.base64'
       );
       await initializeBase64Wasm(automergeWasmBase64);
+    })();
+    wasmPromise.catch(() => {
+      wasmPromise = null;
+    });
+  }
+  return wasmPromise;
+}
+
+/** The shared `Repo`, created (and the WebAssembly initialised) on first use. */
+export function sharedRepo(): Promise<Repo> {
+  if (repoPromise === null) {
+    repoPromise = (async () => {
+      await initWasm();
       return new Repo({
         network: [new WebSocketClientAdapter(syncSocketUrl())]
       });
@@ -43,6 +57,76 @@ export function sharedRepo(): Promise<Repo> {
     });
   }
   return repoPromise;
+}
+
+const serverRepos = new Map<string, Promise<Repo>>();
+
+/**
+ * The `Repo` connected to a kernel-hosted server (`ws://127.0.0.1:PORT`), one
+ * per server URL, created on first use and kept for the page's lifetime.
+ */
+export function serverRepo(serverUrl: string): Promise<Repo> {
+  let promise = serverRepos.get(serverUrl);
+  if (promise === undefined) {
+    promise = (async () => {
+      await initWasm();
+      return new Repo({
+        network: [new WebSocketClientAdapter(serverUrl)]
+      });
+    })();
+    promise.catch(() => {
+      serverRepos.delete(serverUrl);
+    });
+    serverRepos.set(serverUrl, promise);
+  }
+  return promise;
+}
+
+/** The hub's `Repo` when `serverUrl` is empty, else that server's. */
+export function repoFor(serverUrl?: string | null): Promise<Repo> {
+  return serverUrl ? serverRepo(serverUrl) : sharedRepo();
+}
+
+/**
+ * Resolves true once `repo` has a peer, false after `timeoutMs` without one
+ * (null: no time limit) or when the function handed to `onCancel` is called.
+ */
+export function waitForPeer(
+  repo: Repo,
+  timeoutMs: number | null,
+  onCancel?: (cancel: () => void) => void
+): Promise<boolean> {
+  if (repo.peers.length > 0) {
+    return Promise.resolve(true);
+  }
+  return new Promise(resolve => {
+    let done = false;
+    const onPeer = () => finish(true);
+    const timer = timeoutMs === null ? null : window.setTimeout(() => finish(false), timeoutMs);
+    function finish(result: boolean): void {
+      if (done) {
+        return;
+      }
+      done = true;
+      if (timer !== null) {
+        window.clearTimeout(timer);
+      }
+      repo.networkSubsystem.off('peer', onPeer);
+      resolve(result);
+    }
+    repo.networkSubsystem.on('peer', onPeer);
+    onCancel?.(() => finish(false));
+  });
+}
+
+/** A short, stable hash of a string (FNV-1a, 32 bits, hex): for widget ids. */
+export function shortHash(text: string): string {
+  let hash = 0x811c9dc5;
+  for (let i = 0; i < text.length; i++) {
+    hash ^= text.charCodeAt(i);
+    hash = Math.imul(hash, 0x01000193) >>> 0;
+  }
+  return hash.toString(16).padStart(8, '0');
 }
 
 /**

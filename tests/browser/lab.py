@@ -15,6 +15,8 @@ all cells (code and markdown) of the notebook from 0, as in the file.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import re
 import secrets
@@ -40,13 +42,16 @@ __all__ = [
     "cell_count",
     "cell_output",
     "cell_output_text",
+    "document_value",
     "expect",
     "non_local_requests",
     "notebook_panel",
+    "open_automerge_panel",
     "open_notebook",
     "review_screenshot",
     "run_all_cells",
     "run_cell",
+    "show_tab",
     "wait_for_kernel_idle",
     "write_notebook",
 ]
@@ -247,6 +252,35 @@ def non_local_requests(page: Page) -> list[str]:
         if urllib.parse.urlsplit(url).scheme not in ("data", "blob", "about")
         and urllib.parse.urlsplit(url).hostname not in local_hosts
     ]
+
+
+def open_automerge_panel(page: Page) -> Locator:
+    """Show the Automerge side panel and return it.
+
+    Its side-bar tab toggles it, and JupyterLab may have restored it open
+    already (after a reload), so look before clicking.
+    """
+    tab = page.locator('.jp-SideBar [data-id="autosync-panel"]')
+    panel = page.locator(".autosync-panel")
+    expect(tab).to_be_visible()
+    for _ in range(5):
+        if panel.is_visible():
+            break
+        tab.click()
+        with contextlib.suppress(AssertionError):
+            expect(panel).to_be_visible(timeout=2_000)
+    expect(panel).to_be_visible()
+    return panel
+
+
+def show_tab(page: Page, title: str) -> None:
+    """Bring the main-area tab whose title contains ``title`` to the front."""
+    page.locator(".lm-DockPanel-tabBar .lm-TabBar-tab", has_text=title).first.click()
+
+
+def document_value(view: Locator, *path: str | int) -> Locator:
+    """The value at ``path`` (keys and indices) in a document tab's tree."""
+    return view.locator(f".autosync-doc-value[data-path='{json.dumps(list(path))}']")
 
 
 def review_screenshot(page: Page, name: str) -> None:

@@ -9,7 +9,6 @@ browser; after a reload the state is intact.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import subprocess
 import sys
@@ -23,16 +22,19 @@ from .conftest import LabServer
 from .lab import (
     append_and_run,
     cell_output_text,
+    document_value,
     expect,
     non_local_requests,
+    open_automerge_panel,
     open_notebook,
     review_screenshot,
     run_all_cells,
+    show_tab,
     write_notebook,
 )
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Locator, Page
+    from playwright.sync_api import Page
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -42,30 +44,6 @@ for _ in range(200):
         break
     await asyncio.sleep(0.05)
 print(doc.to_py()["title"])"""
-
-
-def _open_panel(page: Page) -> Locator:
-    """Show the Automerge panel: its side-bar tab toggles it, and JupyterLab may
-    have restored it open already (after a reload)."""
-    tab = page.locator('.jp-SideBar [data-id="autosync-panel"]')
-    panel = page.locator(".autosync-panel")
-    expect(tab).to_be_visible()
-    for _ in range(5):
-        if panel.is_visible():
-            break
-        tab.click()
-        with contextlib.suppress(AssertionError):
-            expect(panel).to_be_visible(timeout=2_000)
-    expect(panel).to_be_visible()
-    return panel
-
-
-def _show_tab(page: Page, title: str) -> None:
-    page.locator(".lm-DockPanel-tabBar .lm-TabBar-tab", has_text=title).first.click()
-
-
-def _value(view: Locator, *path: str | int) -> Locator:
-    return view.locator(f".autosync-doc-value[data-path='{json.dumps(list(path))}']")
 
 
 def test_shared_document_is_live_in_the_panel_and_the_kernel(
@@ -86,37 +64,37 @@ def test_shared_document_is_live_in_the_panel_and_the_kernel(
     assert autosync_jupyter.is_valid_document_id(doc_id), doc_id
 
     # The panel lists the shared document; a click opens it in a tab.
-    panel = _open_panel(page)
+    panel = open_automerge_panel(page)
     row = panel.locator(f".autosync-panel-row[data-document-id='{doc_id}']")
     expect(row).to_be_visible(timeout=15_000)
     row.click()
     view = page.locator(f".autosync-doc-panel[data-document-id='{doc_id}']")
     expect(view.locator(".autosync-doc-status")).to_have_attribute("data-status", "connected")
-    expect(_value(view, "title")).to_contain_text("from the kernel")
+    expect(document_value(view, "title")).to_contain_text("from the kernel")
 
     # Browser edit -> kernel variable.
-    _value(view, "title").click()
+    document_value(view, "title").click()
     editor = view.locator(".autosync-doc-edit-input")
     editor.fill("from the browser")
     editor.press("Enter")
-    expect(_value(view, "title")).to_contain_text("from the browser")
-    _show_tab(page, "share.ipynb")
+    expect(document_value(view, "title")).to_contain_text("from the browser")
+    show_tab(page, "share.ipynb")
     assert cell_output_text(page, append_and_run(page, WAIT_FOR_TITLE)) == "from the browser"
 
     # Kernel edit -> browser.
     append_and_run(page, "with doc.change() as d:\n    d['n'] = 42")
-    _show_tab(page, doc_id[:8])
-    expect(_value(view, "n")).to_have_text("42")
+    show_tab(page, doc_id[:8])
+    expect(document_value(view, "n")).to_have_text("42")
     review_screenshot(page, "lab-extension")
 
     # Reload: the document opens again with everything in it.
     page.reload()
-    panel = _open_panel(page)
+    panel = open_automerge_panel(page)
     panel.locator(f".autosync-panel-row[data-document-id='{doc_id}']").click()
     view = page.locator(f".autosync-doc-panel[data-document-id='{doc_id}']")
     expect(view.locator(".autosync-doc-status")).to_have_attribute("data-status", "connected")
-    expect(_value(view, "title")).to_contain_text("from the browser")
-    expect(_value(view, "n")).to_have_text("42")
+    expect(document_value(view, "title")).to_contain_text("from the browser")
+    expect(document_value(view, "n")).to_have_text("42")
     # The hub agrees (REST), and the kernel still holds the live document.
     quoted = urllib.parse.quote(doc_id)
     served = lab_server.api("GET", f"autosync/api/documents/{quoted}")
@@ -127,7 +105,7 @@ def test_shared_document_is_live_in_the_panel_and_the_kernel(
 def test_panel_creates_and_edits_a_document(page: Page, lab_server: LabServer) -> None:
     write_notebook(lab_server.root_dir, "empty.ipynb", ["1"])
     open_notebook(page, lab_server, "empty.ipynb")
-    panel = _open_panel(page)
+    panel = open_automerge_panel(page)
     before = panel.locator(".autosync-panel-row").count()
     panel.locator(".autosync-panel-create").click()
     view = page.locator(".autosync-doc-panel").last
@@ -140,7 +118,7 @@ def test_panel_creates_and_edits_a_document(page: Page, lab_server: LabServer) -
     value = view.locator(".autosync-doc-add-key-value")
     value.fill("hello")
     value.press("Enter")
-    expect(_value(view, "greeting")).to_contain_text("hello")
+    expect(document_value(view, "greeting")).to_contain_text("hello")
     expect(panel.locator(".autosync-panel-row")).to_have_count(before + 1, timeout=15_000)
     quoted = urllib.parse.quote(doc_id)
     for _ in range(50):

@@ -58,7 +58,7 @@ class ServerAnnouncer:
             self._remove_listener = None
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
             self._task = None
             await asyncio.to_thread(self._request, "DELETE", None)
@@ -67,7 +67,7 @@ class ServerAnnouncer:
         self._changed.set()
 
     async def _run(self) -> None:
-        while True:
+        while self.server.running:
             self._changed.clear()
             await asyncio.to_thread(self._request, "PUT", self._announcement())
             with contextlib.suppress(asyncio.TimeoutError):

@@ -21,6 +21,7 @@ from ..client import SSLOption
 from ..connection import Connection, connect
 from ..errors import AutosyncError
 from ..nesting import kernel_loop, run_blocking
+from ..redact import redact_url
 from ..server import SyncServer
 
 if TYPE_CHECKING:
@@ -102,12 +103,17 @@ class KernelSession:
         """Stop the kernel's server; returns its URL, or None if none was running."""
         server, self.server = self.server, None
         announcer, self._announcer = self._announcer, None
+        url = None
+        if server is not None and server.running:
+            url = server.url
+            await server.close()
         if announcer is not None:
-            await announcer.stop()
-        if server is None or not server.running:
-            return None
-        url = server.url
-        await server.close()
+            # After the close: at kernel exit the withdrawal may fail (no
+            # threads any more); the panel's entry then expires by itself.
+            try:
+                await announcer.stop()
+            except Exception as exc:
+                logger.debug("withdrawing the server's announcement failed: %s", exc)
         return url
 
     def require_server(self) -> SyncServer:
@@ -135,7 +141,7 @@ class KernelSession:
             try:
                 await conn.close(timeout=_CLOSE_TIMEOUT)
             except Exception as exc:
-                logger.warning("closing the connection to %s: %s", conn.url, exc)
+                logger.warning("closing the connection to %s: %s", redact_url(conn.url), exc)
         with contextlib.suppress(Exception):
             await self.stop_server()
 

@@ -2,18 +2,43 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import queue
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from jupyter_client.manager import KernelManager, start_new_kernel
 
-__all__ = ["CellError", "Kernel", "Output", "running_kernel"]
+__all__ = ["CellError", "Kernel", "Output", "off_loop", "running_kernel"]
+
+T = TypeVar("T")
+
+
+async def off_loop(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run a blocking jupyter_client call from async code, in a worker thread.
+
+    jupyter_client's blocking API makes an event loop in each thread that
+    calls it and never closes it; left to the garbage collector, it becomes a
+    ResourceWarning (an error here) in whatever test runs then. Closing it
+    after the call keeps the tests deterministic.
+    """
+
+    def call() -> T:
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            with contextlib.suppress(RuntimeError):
+                loop = asyncio.get_event_loop_policy().get_event_loop()
+                if not loop.is_running():
+                    loop.close()
+            asyncio.set_event_loop(None)
+
+    return await asyncio.to_thread(call)
 
 
 class CellError(AssertionError):

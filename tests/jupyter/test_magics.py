@@ -14,7 +14,7 @@ from websockets.asyncio.client import connect as ws_connect
 
 from autosync_jupyter import BackgroundSyncServer, fetch
 from tests.interop.jspeer import JSPeer, Op
-from tests.jupyter.kernel import Kernel, running_kernel
+from tests.jupyter.kernel import Kernel, off_loop, running_kernel
 
 pytestmark = pytest.mark.kernel
 
@@ -197,7 +197,7 @@ async def test_stop_closes_peers_cleanly_and_frees_the_port(kernel: Kernel) -> N
     url = _serve(kernel)
     port = int(url.rsplit(":", 1)[1])
     closed = await _watch_close(url)
-    out = await asyncio.to_thread(kernel.run, "%autosync stop")
+    out = await off_loop(kernel.run, "%autosync stop")
     assert f"stopped the server at {url}" in out.stdout
     assert await asyncio.wait_for(closed, 5) == 1001
     assert _port_is_free(port)
@@ -208,7 +208,7 @@ async def test_unloading_the_extension_stops_the_server(kernel: Kernel, how: str
     url = _serve(kernel)
     port = int(url.rsplit(":", 1)[1])
     closed = await _watch_close(url)
-    await asyncio.to_thread(kernel.run, how)
+    await off_loop(kernel.run, how)
     assert await asyncio.wait_for(closed, 5) == 1001
     assert _port_is_free(port)
     if how.startswith("%reload"):
@@ -216,20 +216,27 @@ async def test_unloading_the_extension_stops_the_server(kernel: Kernel, how: str
         _serve(kernel)
 
 
-@pytest.mark.parametrize("restart", [False, True])
+@pytest.mark.parametrize(
+    ("restart", "jupyter"),
+    [(False, False), (True, False), (False, True)],
+    ids=["shutdown", "restart", "shutdown-announced"],
+)
 async def test_kernel_shutdown_or_restart_leaves_no_server_behind(
-    tmp_path: Path, restart: bool
+    tmp_path: Path, restart: bool, jupyter: bool
 ) -> None:
-    with running_kernel(tmp_path) as k:
+    # "announced": the kernel believes a Jupyter server started it (one that
+    # does not answer), so it announces its server and must still close cleanly.
+    env = {"AUTOSYNC_JUPYTER_URL": "http://127.0.0.1:9/"} if jupyter else None
+    with running_kernel(tmp_path, env=env) as k:
         k.run("%load_ext autosync_jupyter\nimport autosync_jupyter")
         url = _serve(k)
         port = int(url.rsplit(":", 1)[1])
         k.run("%autosync create --name d --content '{\"saved\": 1}'")
         closed = await _watch_close(url)
         if restart:
-            await asyncio.to_thread(k.manager.restart_kernel, now=False)
+            await off_loop(k.manager.restart_kernel, now=False)
         else:
-            await asyncio.to_thread(k.manager.shutdown_kernel, now=False)
+            await off_loop(k.manager.shutdown_kernel, now=False)
         assert await asyncio.wait_for(closed, 10) == 1001
         assert _port_is_free(port)
         if restart:
@@ -245,24 +252,24 @@ async def test_kernel_shutdown_or_restart_leaves_no_server_behind(
 
 
 async def test_js_peer_syncs_live_with_a_kernel_variable(kernel: Kernel, require_js: None) -> None:
-    url = await asyncio.to_thread(_serve, kernel)
+    url = await off_loop(_serve, kernel)
     async with JSPeer.start(url) as peer:
         created = await peer.create({"title": "from js", "items": []})
         doc_id = created["documentId"]
         await peer.wait_synced(doc_id)
-        await asyncio.to_thread(kernel.run, f"%autosync open {doc_id} -o h")
-        assert await asyncio.to_thread(kernel.value, "h.to_py()") == {
+        await off_loop(kernel.run, f"%autosync open {doc_id} -o h")
+        assert await off_loop(kernel.value, "h.to_py()") == {
             "title": "from js",
             "items": [],
         }
         # JS edits reach the kernel variable between cells...
         await peer.change(doc_id, [Op.set(["title"], "edited in js")])
         deadline = time.monotonic() + 10
-        while await asyncio.to_thread(kernel.value, "h.to_py()['title']") != "edited in js":
+        while await off_loop(kernel.value, "h.to_py()['title']") != "edited in js":
             assert time.monotonic() < deadline, "the JS edit never reached the kernel"
             await asyncio.sleep(0.1)
         # ...and kernel edits reach the JS peer.
-        await asyncio.to_thread(
+        await off_loop(
             kernel.run, "with h.change() as root:\n    root['items'].append('from python')"
         )
         await peer.wait_for(doc_id, path=["items"], equals=["from python"], timeout=10)
@@ -273,12 +280,12 @@ async def test_server_keeps_serving_during_a_blocking_cell(
 ) -> None:
     """A cell blocked in connect_blocking().wait_for() only returns if the kernel's
     server relays the JS peer's change to it meanwhile."""
-    url = await asyncio.to_thread(_serve, kernel)
+    url = await off_loop(_serve, kernel)
     async with JSPeer.start(url) as peer:
         doc_id = (await peer.create({"n": 0}))["documentId"]
         await peer.wait_synced(doc_id)
         cell = asyncio.create_task(
-            asyncio.to_thread(
+            off_loop(
                 kernel.run,
                 f"c = autosync_jupyter.connect_blocking('{url}')\n"
                 f"h = c.open('{doc_id}')\n"

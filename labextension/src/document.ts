@@ -20,6 +20,7 @@ import {
   pushTo,
   setValue
 } from './tree';
+import { el } from './dom';
 
 /** The status shown in the tab's header (`autosync-doc-status`). */
 export type DocStatus =
@@ -55,18 +56,6 @@ export function documentPanelId(url: AutomergeUrl, serverUrl?: string | null): s
 
 type AnyDoc = Record<string, unknown>;
 
-function el<K extends keyof HTMLElementTagNameMap>(
-  tag: K,
-  className: string,
-  text?: string
-): HTMLElementTagNameMap[K] {
-  const node = document.createElement(tag);
-  node.className = className;
-  if (text !== undefined) {
-    node.textContent = text;
-  }
-  return node;
-}
 
 function sameHeads(a: readonly string[], b: readonly string[]): boolean {
   if (a.length !== b.length) {
@@ -442,17 +431,32 @@ export class DocumentPanel extends Widget {
       entries.append(this.renderEntry(el('span', 'autosync-doc-key', key), map[key], [...path, key]));
     }
     container.append(entries);
-    const add = el('button', 'autosync-doc-add-key', '+ key');
-    add.type = 'button';
-    add.title = 'Add a key to this map';
-    add.dataset.path = JSON.stringify(path);
-    add.dataset.testid = 'autosync-doc-add-key';
-    add.addEventListener('click', event => {
-      event.stopPropagation();
-      this.startAddKey(add, path);
-    });
-    container.append(add);
+    container.append(
+      this.actionButton('autosync-doc-add-key', '+ key', 'Add a key to this map', path, button =>
+        this.startAddKey(button, path)
+      )
+    );
     return container;
+  }
+
+  /** A "+ key" / "+ item" button of the map or list at `path`. */
+  private actionButton(
+    className: string,
+    label: string,
+    title: string,
+    path: Path,
+    start: (button: HTMLElement) => void
+  ): HTMLButtonElement {
+    const button = el('button', className, label);
+    button.type = 'button';
+    button.title = title;
+    button.dataset.path = JSON.stringify(path);
+    button.dataset.testid = className;
+    button.addEventListener('click', event => {
+      event.stopPropagation();
+      start(button);
+    });
+    return button;
   }
 
   private startAddKey(button: HTMLElement, path: Path): void {
@@ -488,16 +492,11 @@ export class DocumentPanel extends Widget {
       );
     });
     container.append(items);
-    const push = el('button', 'autosync-doc-push', '+ item');
-    push.type = 'button';
-    push.title = 'Append an item to this list';
-    push.dataset.path = JSON.stringify(path);
-    push.dataset.testid = 'autosync-doc-push';
-    push.addEventListener('click', event => {
-      event.stopPropagation();
-      this.startPush(push, path);
-    });
-    container.append(push);
+    container.append(
+      this.actionButton('autosync-doc-push', '+ item', 'Append an item to this list', path, button =>
+        this.startPush(button, path)
+      )
+    );
     return container;
   }
 

@@ -14,6 +14,7 @@ import {
   listDocuments,
   listKernelServers
 } from './api';
+import { el } from './dom';
 
 /** How often the list refreshes itself while the panel is visible. */
 export const REFRESH_INTERVAL_MS = 3000;
@@ -37,18 +38,6 @@ export interface IPanelActions {
   create(): Promise<void>;
 }
 
-function el<K extends keyof HTMLElementTagNameMap>(
-  tag: K,
-  className: string,
-  text?: string
-): HTMLElementTagNameMap[K] {
-  const node = document.createElement(tag);
-  node.className = className;
-  if (text !== undefined) {
-    node.textContent = text;
-  }
-  return node;
-}
 
 function describeChange(value: IDocumentSummary['last_change']): string {
   if (value === null || value === undefined || value === '') {

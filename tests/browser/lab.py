@@ -53,6 +53,7 @@ __all__ = [
     "run_cell",
     "show_tab",
     "wait_for_kernel_idle",
+    "wait_in_kernel",
     "write_notebook",
 ]
 
@@ -281,6 +282,18 @@ def show_tab(page: Page, title: str) -> None:
 def document_value(view: Locator, *path: str | int) -> Locator:
     """The value at ``path`` (keys and indices) in a document tab's tree."""
     return view.locator(f".autosync-doc-value[data-path='{json.dumps(list(path))}']")
+
+
+def wait_in_kernel(expression: str, expected: str) -> str:
+    """Cell code that waits (up to 10 s, yielding to the kernel's loop) until
+    ``expression`` equals ``expected``, then prints it."""
+    return (
+        "for _ in range(200):\n"
+        f"    if {expression} == {expected!r}:\n"
+        "        break\n"
+        "    await asyncio.sleep(0.05)\n"
+        f"print({expression})"
+    )
 
 
 def review_screenshot(page: Page, name: str) -> None:

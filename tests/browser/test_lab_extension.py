@@ -30,6 +30,7 @@ from .lab import (
     review_screenshot,
     run_all_cells,
     show_tab,
+    wait_in_kernel,
     write_notebook,
 )
 
@@ -37,13 +38,6 @@ if TYPE_CHECKING:
     from playwright.sync_api import Page
 
 REPO = Path(__file__).resolve().parents[2]
-
-WAIT_FOR_TITLE = """\
-for _ in range(200):
-    if doc.to_py()["title"] == "from the browser":
-        break
-    await asyncio.sleep(0.05)
-print(doc.to_py()["title"])"""
 
 
 def test_shared_document_is_live_in_the_panel_and_the_kernel(
@@ -79,7 +73,8 @@ def test_shared_document_is_live_in_the_panel_and_the_kernel(
     editor.press("Enter")
     expect(document_value(view, "title")).to_contain_text("from the browser")
     show_tab(page, "share.ipynb")
-    assert cell_output_text(page, append_and_run(page, WAIT_FOR_TITLE)) == "from the browser"
+    wait = wait_in_kernel('doc.to_py()["title"]', "from the browser")
+    assert cell_output_text(page, append_and_run(page, wait)) == "from the browser"
 
     # Kernel edit -> browser.
     append_and_run(page, "with doc.change() as d:\n    d['n'] = 42")

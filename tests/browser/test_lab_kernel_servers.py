@@ -27,18 +27,12 @@ from .lab import (
     open_notebook,
     run_all_cells,
     show_tab,
+    wait_in_kernel,
     write_notebook,
 )
 
 if TYPE_CHECKING:
     from playwright.sync_api import Page
-
-WAIT_FOR_EDIT = """\
-for _ in range(200):
-    if k.to_py()["from"] == "the browser":
-        break
-    await asyncio.sleep(0.05)
-print(k.to_py()["from"])"""
 
 
 def test_kernel_server_documents_are_listed_and_open_live(
@@ -91,7 +85,8 @@ def test_kernel_server_documents_are_listed_and_open_live(
     editor.press("Enter")
     expect(document_value(view, "from")).to_contain_text("the browser")
     show_tab(page, "kserve.ipynb")
-    assert cell_output_text(page, append_and_run(page, WAIT_FOR_EDIT)) == "the browser"
+    wait = wait_in_kernel('k.to_py()["from"]', "the browser")
+    assert cell_output_text(page, append_and_run(page, wait)) == "the browser"
 
 
 def _closed_port() -> int:

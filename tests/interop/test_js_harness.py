@@ -85,6 +85,7 @@ async def test_ephemeral_broadcast_reaches_the_other_peer(js_server: ServerProce
     """handle.broadcast() reaches the other peer of the doc, with the author's senderId."""
     async with JSPeer.start(js_server.url) as alice, JSPeer.start(js_server.url) as bob:
         doc_id = (await alice.create({"x": 0}))["documentId"]
+        await alice.wait_synced(doc_id)  # else a find can overtake it
         assert (await bob.find(doc_id))["state"] == "ready"
 
         await alice.broadcast(doc_id, {"cursor": 7, "blob": b"\x00\x01"})
@@ -123,6 +124,7 @@ async def test_wss_server_and_client(tmp_path: Path) -> None:
             JSPeer.start(server.url, ca_file=tls.ca) as bob,
         ):
             doc_id = (await alice.create({"secure": True}))["documentId"]
+            await alice.wait_synced(doc_id)  # else a find can overtake it
             found = await bob.find(doc_id)
             assert found["state"] == "ready"
             assert found["doc"] == {"secure": True}
@@ -132,6 +134,7 @@ async def test_reconnect_catches_up_on_missed_changes(js_server: ServerProcess) 
     """A peer that disconnects, misses changes and reconnects (same peer id) catches up."""
     async with JSPeer.start(js_server.url) as alice, JSPeer.start(js_server.url) as bob:
         doc_id = (await alice.create({"n": 0}))["documentId"]
+        await alice.wait_synced(doc_id)  # else a find can overtake it
         assert (await bob.find(doc_id))["state"] == "ready"
 
         await bob.disconnect()

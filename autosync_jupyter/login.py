@@ -222,7 +222,7 @@ class _Redirect:
                 self.result.set_result(query)
         except (OSError, ValueError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
             pass
-        except TimeoutError:
+        except asyncio.TimeoutError:
             pass
         finally:
             writer.close()

@@ -401,7 +401,7 @@ async def test_no_reply_leaves_before_its_flush_completes() -> None:
         assert isinstance(first, Sync)
         peer.docs[doc_id].receive_sync_message(peer.states[doc_id], am.Message.decode(first.data))
         await peer.send_sync(doc_id)  # now the changes travel
-        with pytest.raises(TimeoutError):
+        with pytest.raises(asyncio.TimeoutError):
             await peer.recv(timeout=0.5)
         assert store.flushes >= 1
         store.gate.set()

@@ -51,7 +51,7 @@ async def join(url: str, tls: tuple[str, str] | None, **kwargs: Any) -> Any:
         received: list[Any] = []
         try:
             # A refused peer is told at once, before it could send its join.
-            with contextlib.suppress(TimeoutError):
+            with contextlib.suppress(asyncio.TimeoutError):
                 received.append(decode(await asyncio.wait_for(ws.recv(), 0.3)))
             if not received:
                 await ws.send(encode(Join(PeerId("p"))))

@@ -27,7 +27,7 @@ from ..document import ChangeEvent
 from ..errors import AutosyncError, InvalidDocumentId
 from ..ids import DocumentId, document_url, interpret_as_document_id
 from ..server import SyncServer
-from .live_view import STATIC, LiveView, Throttle, running_loop
+from .live_view import STATIC, LiveView, Throttle, in_loop_thread, running_loop
 from .tree import short_heads
 
 __all__ = ["BrowserSource", "DocumentBrowser"]
@@ -128,7 +128,7 @@ class DocumentBrowser:
         self.refresh()  # first, so that a server that is not running leaves nothing behind
         if isinstance(source, SyncServer):
             self._remove_listener = source.add_listener(lambda ids: self._throttle.poke())
-        self.table.on_msg(self._on_msg)
+        self.table.on_msg(in_loop_thread(loop, self._on_msg))
 
     # -- Python API --------------------------------------------------------------------
 

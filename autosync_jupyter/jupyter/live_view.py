@@ -48,6 +48,28 @@ LiveViewSource = (
 )
 
 
+def in_loop_thread(
+    loop: asyncio.AbstractEventLoop, handler: Callable[..., None]
+) -> Callable[..., None]:
+    """Wrap a front-end message handler so that it runs in ``loop``'s thread.
+
+    Call it in that thread. JupyterLab sends widget messages on a kernel
+    subshell where the kernel has them, and ipykernel 7.0 to 7.3 handle those
+    in the subshell's own thread: a handler that touched the loop from there
+    (a task, a future) would wait until something else woke the loop, maybe
+    forever. In the loop's thread the handler runs at once, as before.
+    """
+    owner = threading.get_ident()
+
+    def dispatch(*args: Any) -> None:
+        if threading.get_ident() == owner:
+            handler(*args)
+        else:
+            loop.call_soon_threadsafe(handler, *args)
+
+    return dispatch
+
+
 def running_loop(what: str) -> asyncio.AbstractEventLoop:
     """The event loop of the calling thread, or a clear error if it runs none.
 

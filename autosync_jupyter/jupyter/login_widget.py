@@ -36,7 +36,7 @@ import traitlets
 
 from ..errors import AuthError, AutosyncError, SyncTimeout
 from ..login import clear_token_cache, get_token, get_token_device, get_token_with_redirect
-from .live_view import STATIC, running_loop
+from .live_view import STATIC, in_loop_thread, running_loop
 
 __all__ = ["LoginFlow", "LoginWidget", "unverified_claims"]
 
@@ -135,7 +135,7 @@ class LoginWidget(anywidget.AnyWidget):
         self._redirect: asyncio.Future[dict[str, str]] | None = None
         self._callbacks: list[Callable[[str], object]] = []
         self._waiters: list[asyncio.Future[str]] = []
-        self.on_msg(self._on_msg)
+        self.on_msg(in_loop_thread(loop, self._on_msg))
 
     # -- Python API --------------------------------------------------------------------
 
@@ -174,7 +174,7 @@ class LoginWidget(anywidget.AnyWidget):
         self._waiters.append(waiter)
         try:
             return await asyncio.wait_for(waiter, timeout)
-        except TimeoutError:
+        except asyncio.TimeoutError:
             raise SyncTimeout(f"nobody signed in within {timeout:g} s") from None
         finally:
             if waiter in self._waiters:

@@ -250,7 +250,7 @@ class JSPeer:
                 await self.request("close", timeout=5.0)
             try:
                 await asyncio.wait_for(self._proc.wait(), 5.0)
-            except TimeoutError:
+            except asyncio.TimeoutError:
                 self._proc.kill()
                 await self._proc.wait()
         self._closed = True
@@ -327,7 +327,7 @@ class JSPeer:
             self._proc.stdin.write(line.encode())
             await self._proc.stdin.drain()
             reply = await asyncio.wait_for(fut, timeout)
-        except TimeoutError:
+        except asyncio.TimeoutError:
             raise self._failure(f"{cmd}: no reply from the node peer within {timeout} s") from None
         except (BrokenPipeError, ConnectionResetError):
             raise self._failure(f"{cmd}: node peer closed its stdin") from None
@@ -376,7 +376,7 @@ class JSPeer:
 
         try:
             return await asyncio.wait_for(wait(), timeout)
-        except TimeoutError:
+        except asyncio.TimeoutError:
             raise self._failure(f"no {kind!r} event from the node peer in {timeout} s") from None
 
     # -- commands ------------------------------------------------------------

@@ -159,7 +159,7 @@ async def run_server(
                 proc.send_signal(signal.SIGTERM)
             try:
                 await asyncio.wait_for(proc.wait(), stop_timeout)
-            except TimeoutError:
+            except asyncio.TimeoutError:
                 killed = True
                 with contextlib.suppress(ProcessLookupError):
                     proc.kill()
@@ -169,7 +169,7 @@ async def run_server(
 
     try:
         url = await asyncio.wait_for(read_url(), startup_timeout)
-    except TimeoutError:
+    except asyncio.TimeoutError:
         await stop()
         raise failure(f"no 'listening on' line within {startup_timeout} s") from None
     except BaseException:

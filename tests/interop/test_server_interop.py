@@ -324,7 +324,7 @@ async def test_hostile_input_does_not_disturb_js_peers(tmp_path: Path) -> None:
         async def storm(i: int) -> None:
             async with connect(server.url, close_timeout=1) as ws:
                 await ws.send(cbor2.dumps({"type": "join", "senderId": "stormy"}))
-                with contextlib.suppress(ConnectionClosed, TimeoutError):
+                with contextlib.suppress(ConnectionClosed, asyncio.TimeoutError):
                     await asyncio.wait_for(ws.recv(), 5)
 
         await asyncio.gather(*(storm(i) for i in range(50)))

@@ -103,12 +103,44 @@ class Kernel:
             raise CellError(*out.error, output=out)
         return out
 
-    def run_in_subshell(self, code: str, *, timeout: float = 30.0) -> Output:
-        """Execute ``code`` in a new ipykernel subshell (a thread of its own)."""
+    def create_subshell(self, *, timeout: float = 30.0) -> str:
+        """A new ipykernel subshell (a thread of its own); returns its id."""
         request = self.client.session.msg("create_subshell_request", {})
         self.client.control_channel.send(request)
         reply = self.client.control_channel.get_msg(timeout=timeout)
-        subshell_id = reply["content"]["subshell_id"]
+        return str(reply["content"]["subshell_id"])
+
+    def send_to_widget(
+        self, comm_id: str, content: dict[str, Any], *, subshell_id: str | None = None
+    ) -> None:
+        """Send a custom widget message, as a front end's ``model.send(content)`` does."""
+        msg = self.client.session.msg(
+            "comm_msg", {"comm_id": comm_id, "data": {"method": "custom", "content": content}}
+        )
+        if subshell_id is not None:
+            msg["header"]["subshell_id"] = subshell_id
+        self.client.shell_channel.send(msg)
+
+    def wait_for_widget_message(
+        self, comm_id: str, kind: str, *, timeout: float = 15.0
+    ) -> dict[str, Any]:
+        """The next custom message of ``type`` ``kind`` the widget sends to its front end."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                msg = self.client.get_iopub_msg(timeout=1)
+            except queue.Empty:
+                continue
+            content = msg["content"]
+            data = content.get("data", {}) if msg["msg_type"] == "comm_msg" else {}
+            custom = data.get("content", {}) if data.get("method") == "custom" else {}
+            if content.get("comm_id") == comm_id and custom.get("type") == kind:
+                return dict(custom)
+        raise TimeoutError(f"the widget sent no {kind!r} message within {timeout} s")
+
+    def run_in_subshell(self, code: str, *, timeout: float = 30.0) -> Output:
+        """Execute ``code`` in a new ipykernel subshell (a thread of its own)."""
+        subshell_id = self.create_subshell(timeout=timeout)
         execute = self.client.session.msg(
             "execute_request",
             {

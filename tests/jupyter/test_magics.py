@@ -15,6 +15,7 @@ from websockets.asyncio.client import connect as ws_connect
 from autosync_jupyter import BackgroundSyncServer, fetch
 from tests.interop.jspeer import JSPeer, Op
 from tests.jupyter.kernel import Kernel, off_loop, running_kernel
+from tests.oidc_provider import CLIENT_ID, OIDCProvider
 
 pytestmark = pytest.mark.kernel
 
@@ -161,6 +162,26 @@ def test_serving_from_a_subshell_is_refused(kernel: Kernel) -> None:
     assert out.stdout.startswith("subshell")
     assert "main thread" in out.stderr and "subshell" in out.stderr
     assert "no autosync server runs" in kernel.run("%autosync status").text
+
+
+def test_login_button_sent_on_a_subshell_starts_the_sign_in(
+    kernel: Kernel, provider: OIDCProvider
+) -> None:
+    """JupyterLab sends widget messages on a subshell; the sign-in still runs in the loop.
+
+    ipykernel 7.0-7.3 handle them in the subshell's thread, where a task made
+    for the kernel's loop would never start (seen with Python 3.10).
+    """
+    kernel.run(
+        "from autosync_jupyter import LoginWidget\n"
+        f"w = LoginWidget({CLIENT_ID!r}, issuer={provider.issuer!r})"
+    )
+    comm_id = kernel.value("w.comm.comm_id")
+    start = {"type": "start", "loopback": True, "popup": True}
+    kernel.send_to_widget(comm_id, start, subshell_id=kernel.create_subshell())
+    navigate = kernel.wait_for_widget_message(comm_id, "navigate")
+    assert navigate["url"].startswith(provider.issuer + "/authorize?")
+    assert kernel.value("w.status") == "waiting"
 
 
 def test_serving_from_another_thread_is_refused(kernel: Kernel) -> None:

@@ -373,6 +373,31 @@ async def test_login_in_a_popup(provider: OIDCProvider) -> None:
     assert widget.status == "signed-out" and widget.token is None and widget.who == ""
 
 
+async def test_front_end_messages_handled_in_another_thread_run_in_the_loops(
+    provider: OIDCProvider,
+) -> None:
+    """A message that reaches a widget in a subshell's thread is handled in the loop's."""
+    loop_thread = threading.get_ident()
+    widget = LoginWidget(CLIENT_ID, issuer=provider.issuer)
+    act_as_browser(widget)
+    status_set_in: set[int] = set()
+    widget.observe(lambda change: status_set_in.add(threading.get_ident()), names="status")
+    start = {"type": "start", "loopback": True, "popup": True}
+    await asyncio.to_thread(widget._handle_custom_msg, start, [])
+    await widget.wait(timeout=10)
+    assert widget.status == "signed-in" and status_set_in == {loop_thread}
+    async with SyncServer(port=0, data_dir=None) as server:
+        browser = DocumentBrowser(server)
+        message_set_in: set[int] = set()
+        browser.table.observe(
+            lambda change: message_set_in.add(threading.get_ident()), names="message"
+        )
+        await asyncio.to_thread(browser.table._handle_custom_msg, {"type": "create"}, [])
+        await until(lambda: len(browser.rows) == 1 and browser.view is not None)
+        assert message_set_in == {loop_thread}
+        browser.close()
+
+
 def _redirect_query(authorize_url: str) -> dict[str, str]:
     """GET the provider's authorize URL and return the query of its redirect (not followed)."""
 

@@ -5,6 +5,9 @@ route                                  method   answer
 =====================================  =======  ==========================================
 ``autosync/ws``                        GET      WebSocket upgrade: the automerge-repo sync
                                                 protocol (binary frames only)
+``autosync/relay?server=<url>``        GET      WebSocket upgrade relayed to the announced
+                                                kernel server at ``<url>`` (on this
+                                                machine only; see ``relay.py``)
 ``autosync/api/documents``             GET      ``{"documents": [{"id", "url", "size",
                                                 "heads", "peers", "loaded",
                                                 "last_change"}]}``
@@ -69,6 +72,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AUTH_RESOURCE",
+    "AuthorizedWebSocketHandler",
     "DocumentHandler",
     "DocumentsHandler",
     "NotFoundHandler",
@@ -90,9 +94,12 @@ _NOT_RUNNING = "the autosync hub is not running (see the Jupyter server log)"
 
 def route_table(extension: AutosyncExtension) -> list[tuple[str, type[Any], dict[str, Any]]]:
     """The extension's routes, relative to the server's base_url."""
+    from .relay import KernelServerRelayHandler  # it builds on this module's classes
+
     options = {"extension": extension}
     return [
         (r"autosync/ws", SyncWebSocketHandler, options),
+        (r"autosync/relay", KernelServerRelayHandler, options),
         (r"autosync/api/documents", DocumentsHandler, options),
         (r"autosync/api/documents/([^/]+)", DocumentHandler, options),
         (r"autosync/api/servers", ServersHandler, options),
@@ -113,26 +120,21 @@ def _identity(user: Any) -> dict[str, Any]:
 # -- the WebSocket -------------------------------------------------------------------
 
 
-class SyncWebSocketHandler(WebSocketMixin, JupyterHandler, WebSocketHandler):
-    """``autosync/ws``: an automerge-repo sync connection behind Jupyter's authentication.
+class AuthorizedWebSocketHandler(WebSocketMixin, JupyterHandler, WebSocketHandler):
+    """Base of the extension's WebSockets: Jupyter's login, authorizer and Origin check.
 
-    The upgrade is refused with 403 unless the request carries Jupyter's
-    login cookie or token and the authorizer allows ``write`` on
-    ``"autosync"``; with 503 if the hub could not start. Jupyter's Origin
-    check (``check_origin`` of :class:`WebSocketMixin`) and keep-alive pings
-    apply as for kernel connections. Messages are binary frames of at most
-    ``AutosyncExtension.max_message_size`` bytes; a text frame closes the
-    connection with 1003. The Jupyter user reaches share policies as
-    ``peer.identity = {"sub": username, "name": name}``.
+    :meth:`authorize` answers 403 unless the request carries Jupyter's login
+    cookie or token and the authorizer allows ``write`` on ``"autosync"``.
+    Jupyter's Origin check (``check_origin`` of :class:`WebSocketMixin`) and
+    keep-alive pings apply as for kernel connections; frames are limited to
+    ``AutosyncExtension.max_message_size`` bytes (larger ones close with
+    1009) and never compressed.
     """
 
     auth_resource = AUTH_RESOURCE
 
     def initialize(self, extension: AutosyncExtension) -> None:
         self.extension = extension
-        self._server: SyncServer | None = None
-        self._peer: TornadoPeer | None = None
-        self._serving: asyncio.Task[None] | None = None
 
     @property
     def max_message_size(self) -> int:  # tornado reads this for every frame
@@ -143,8 +145,8 @@ class SyncWebSocketHandler(WebSocketMixin, JupyterHandler, WebSocketHandler):
         # and memory per connection): off, as in SyncServer.
         return None
 
-    async def get(self, *args: Any, **kwargs: Any) -> None:
-        """Authenticate and authorize, then upgrade to a WebSocket."""
+    async def authorize(self) -> None:
+        """Raise 403 unless a signed-in user may write on ``"autosync"``."""
         user = self.current_user
         if user is None:
             logger.warning("refused an unauthenticated autosync WebSocket")
@@ -154,6 +156,26 @@ class SyncWebSocketHandler(WebSocketMixin, JupyterHandler, WebSocketHandler):
         )
         if not allowed:
             raise web.HTTPError(403, f"not authorized to write on {self.auth_resource}")
+
+
+class SyncWebSocketHandler(AuthorizedWebSocketHandler):
+    """``autosync/ws``: an automerge-repo sync connection behind Jupyter's authentication.
+
+    Refused as :class:`AuthorizedWebSocketHandler` says, and with 503 if the
+    hub could not start. A text frame closes the connection with 1003. The
+    Jupyter user reaches share policies as
+    ``peer.identity = {"sub": username, "name": name}``.
+    """
+
+    def initialize(self, extension: AutosyncExtension) -> None:
+        super().initialize(extension)
+        self._server: SyncServer | None = None
+        self._peer: TornadoPeer | None = None
+        self._serving: asyncio.Task[None] | None = None
+
+    async def get(self, *args: Any, **kwargs: Any) -> None:
+        """Authenticate and authorize, then upgrade to a WebSocket."""
+        await self.authorize()
         try:
             self._server = await self.extension.ready()
         except Exception:

@@ -66,6 +66,23 @@ export function syncSocketUrl(
   return url;
 }
 
+/**
+ * The WebSocket URL of a kernel-hosted server relayed by the Jupyter server:
+ * `{wsUrl}autosync/relay?server=<its announced URL>` (plus `&token=`), so its
+ * documents open wherever the browser is, not only on the kernel's machine.
+ */
+export function relaySocketUrl(
+  serverUrl: string,
+  settings: ServerConnection.ISettings = serverSettings()
+): string {
+  const url = URLExt.join(settings.wsUrl, 'autosync', 'relay');
+  const query = `server=${encodeURIComponent(serverUrl)}`;
+  if (settings.token) {
+    return `${url}?${query}&token=${encodeURIComponent(settings.token)}`;
+  }
+  return `${url}?${query}`;
+}
+
 async function call<T>(
   path: string,
   init: RequestInit,

@@ -37,7 +37,7 @@ export const KERNEL_SERVER_CONNECT_TIMEOUT_MS = 5000;
 
 /** The message of the `unreachable` status. */
 export const KERNEL_SERVER_UNREACHABLE =
-  'Cannot connect to the kernel server: this kernel server is only reachable from the kernel\'s machine.';
+  'Cannot connect to the kernel server through the Jupyter server: it relays only servers announced by its kernels on its own machine (ws://127.0.0.1), and this one does not answer there.';
 
 /** The short name of a document: the first 8 characters of its id. */
 export function shortId(url: AutomergeUrl): string {
@@ -166,9 +166,10 @@ export class DocumentPanel extends Widget {
   }
 
   /**
-   * A kernel server is reachable only from the kernel's machine: without a
-   * peer after a few seconds, say so (`unreachable`) and keep waiting, the
-   * adapter retries. False when the view was closed meanwhile.
+   * A kernel server is reached through the Jupyter server's relay, which
+   * refuses servers not on its machine and fails when the kernel is gone:
+   * without a peer after a few seconds, say so (`unreachable`) and keep
+   * waiting, the adapter retries. False when the view was closed meanwhile.
    */
   private async waitForKernelServer(repo: Repo): Promise<boolean> {
     const cancel = (c: () => void) => this.cleanups.push(c);

@@ -20,7 +20,7 @@ import {
 } from '@automerge/automerge-repo/slim';
 import { WebSocketClientAdapter } from '@automerge/automerge-repo-network-websocket';
 
-import { syncSocketUrl } from './api';
+import { relaySocketUrl, syncSocketUrl } from './api';
 
 let repoPromise: Promise<Repo> | null = null;
 let wasmPromise: Promise<void> | null = null;
@@ -62,8 +62,9 @@ export function sharedRepo(): Promise<Repo> {
 const serverRepos = new Map<string, Promise<Repo>>();
 
 /**
- * The `Repo` connected to a kernel-hosted server (`ws://127.0.0.1:PORT`), one
- * per server URL, created on first use and kept for the page's lifetime.
+ * The `Repo` connected to a kernel-hosted server (`ws://127.0.0.1:PORT`)
+ * through the Jupyter server's relay, one per server URL, created on first
+ * use and kept for the page's lifetime.
  */
 export function serverRepo(serverUrl: string): Promise<Repo> {
   let promise = serverRepos.get(serverUrl);
@@ -71,7 +72,7 @@ export function serverRepo(serverUrl: string): Promise<Repo> {
     promise = (async () => {
       await initWasm();
       return new Repo({
-        network: [new WebSocketClientAdapter(serverUrl)]
+        network: [new WebSocketClientAdapter(relaySocketUrl(serverUrl))]
       });
     })();
     promise.catch(() => {

@@ -4,8 +4,9 @@ A kernel runs ``%autosync serve`` (a sync server inside the kernel, on
 ws://127.0.0.1:PORT), which announces itself to the Jupyter server
 extension; the "Automerge" side panel lists it under "Kernel servers" with
 its documents; a click opens a document in a tab synced through a browser
-``Repo`` connected to that kernel server (not the hub); an edit in the tab
-reaches the kernel's live handle. A kernel server the browser cannot reach
+``Repo`` connected to that kernel server (not the hub) through the Jupyter
+server's relay, as a browser on another machine must; an edit in the tab
+reaches the kernel's live handle. A kernel server the relay cannot reach
 (the kernel runs on another machine) makes the tab say so.
 """
 
@@ -66,7 +67,9 @@ def test_kernel_server_documents_are_listed_and_open_live(
     # Only on the kernel's server, not in the hub's list.
     expect(panel.locator(f".autosync-panel-row[data-document-id='{doc_id}']")).to_have_count(0)
 
-    # A click opens a tab synced with the kernel server.
+    # A click opens a tab synced with the kernel server, through the relay.
+    sockets: list[str] = []
+    page.on("websocket", lambda ws: sockets.append(ws.url))
     row.click()
     view = page.locator(
         f".autosync-doc-panel[data-document-id='{doc_id}'][data-server-url='{server_url}']"
@@ -75,6 +78,8 @@ def test_kernel_server_documents_are_listed_and_open_live(
         "data-status", "connected", timeout=15_000
     )
     expect(document_value(view, "from")).to_contain_text("kernel server")
+    relayed = [url for url in sockets if "/autosync/relay?" in url]
+    assert relayed and all(server_url.split("//")[1] not in url for url in sockets), sockets
     widget_id = view.get_attribute("id")
     assert widget_id and widget_id != f"autosync-doc-{doc_id}", widget_id
 
@@ -120,7 +125,8 @@ def test_an_unreachable_kernel_server_says_so(page: Page, lab_server: LabServer)
             }
         ]
     }
-    # As if a kernel on another machine had announced its server.
+    # As if a kernel on another machine had announced its server: listed by
+    # the page, unknown to the relay.
     page.route(
         "**/autosync/api/servers*",
         lambda route: route.fulfill(
@@ -140,5 +146,5 @@ def test_an_unreachable_kernel_server_says_so(page: Page, lab_server: LabServer)
         "data-status", "unreachable", timeout=15_000
     )
     expect(view.locator(".autosync-doc-message")).to_contain_text(
-        "this kernel server is only reachable from the kernel's machine"
+        "relays only servers announced by its kernels on its own machine"
     )

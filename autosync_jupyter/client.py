@@ -208,7 +208,7 @@ async def _open_socket(
     shown = redact_url(url)  # a Jupyter token may ride in the query
     headers = {"Authorization": f"Bearer {token}"} if token is not None else None
     logger.debug(
-        "connecting to %s%s", url, " (with an Authorization: Bearer header)" if token else ""
+        "connecting to %s%s", shown, " (with an Authorization: Bearer header)" if token else ""
     )
     started = time.perf_counter()
     try:
@@ -234,7 +234,7 @@ async def _open_socket(
         if status in (401, 403):
             hint = " (authentication: check the token)" if token else " (it may need a token)"
         raise ConnectionFailed(
-            f"{url} refused the WebSocket upgrade with HTTP {status} "
+            f"{shown} refused the WebSocket upgrade with HTTP {status} "
             f"{exc.response.reason_phrase}{hint}"
         ) from None
     except InvalidURI as exc:
@@ -243,7 +243,7 @@ async def _open_socket(
         raise ConnectionFailed(f"WebSocket handshake with {shown} failed: {exc}") from None
     except ssl_module.SSLCertVerificationError as exc:
         raise ConnectionFailed(
-            f"TLS certificate of {url} is not trusted ({exc.verify_message}); for a "
+            f"TLS certificate of {shown} is not trusted ({exc.verify_message}); for a "
             "self-signed certificate pass ssl=client_ssl_context(cafile=...)"
         ) from None
     except ssl_module.SSLError as exc:
@@ -291,7 +291,7 @@ async def _handshake(ws: ClientConnection, peer_id: PeerId, url: str) -> Peer:
         if exc.rcvd is not None and exc.rcvd.code == 1008 and exc.rcvd.reason:
             raise ServerError(exc.rcvd.reason, shown) from None
         raise ConnectionFailed(
-            f"{url} closed the connection before answering join ({_close_reason(exc)})"
+            f"{shown} closed the connection before answering join ({_close_reason(exc)})"
         ) from None
     msg = _decode(data, url)
     if isinstance(msg, Error):
@@ -300,7 +300,7 @@ async def _handshake(ws: ClientConnection, peer_id: PeerId, url: str) -> Peer:
         raise ProtocolError(f"{shown} answered join with {msg.type!r}; expected a 'peer' message")
     if msg.selected_protocol_version != "1":
         raise ProtocolError(
-            f"{url} selected protocol version {msg.selected_protocol_version!r}; "
+            f"{shown} selected protocol version {msg.selected_protocol_version!r}; "
             "this client speaks version '1'"
         )
     return msg
@@ -443,11 +443,12 @@ class _Fetch:
         max_message_size: int | None,
     ) -> None:
         self.url = url
+        self.shown = redact_url(url)  # for messages: a Jupyter token may ride in the query
         self.doc_id = doc_id
         self.token = token
         self.ssl = ssl
         self.max_message_size = max_message_size
-        self.waiting_for = f"a connection to {url}"
+        self.waiting_for = f"a connection to {self.shown}"
         self.peer_id = generate_peer_id()
 
     async def run(self) -> Document:
@@ -478,7 +479,7 @@ class _Fetch:
         return document
 
     async def _sync(self, ws: ClientConnection) -> Document:
-        self.waiting_for = f"the server's answer to join from {self.url}"
+        self.waiting_for = f"the server's answer to join from {self.shown}"
         peer = await _handshake(ws, self.peer_id, self.url)
         server = peer.sender_id
         core = am.Document()
@@ -496,23 +497,23 @@ class _Fetch:
                 logger.warning(
                     "%s has document %s only as an empty document (no changes): "
                     "returning it empty (an R-style server auto-creates unknown ids)",
-                    self.url,
+                    self.shown,
                     self.doc_id,
                 )
                 return Document(core=core)
             except ConnectionClosed as exc:
                 raise ConnectionFailed(
-                    f"{self.url} closed the connection while fetching {self.doc_id} "
+                    f"{self.shown} closed the connection while fetching {self.doc_id} "
                     f"({_close_reason(exc)})"
                 ) from None
             msg = _decode(data, self.url)
             if isinstance(msg, Error):
-                raise ServerError(msg.message, redact_url(self.url))
+                raise ServerError(msg.message, self.shown)
             if isinstance(msg, DocUnavailable) and msg.document_id == self.doc_id:
                 if not core.get_heads():
                     raise DocumentUnavailable(
                         self.doc_id,
-                        f"document {self.doc_id} is unavailable on {self.url}: the server "
+                        f"document {self.doc_id} is unavailable on {self.shown}: the server "
                         "does not have it (or may not share it)",
                     )
                 continue  # data already arrived: keep syncing (protocol §3.9)

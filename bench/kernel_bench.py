@@ -157,7 +157,7 @@ def wait_for(future: concurrent.futures.Future[T], timeout: float) -> T:
         check_interrupted()
         try:
             return future.result(min(0.5, max(0.0, deadline - time.monotonic())))
-        except TimeoutError:
+        except concurrent.futures.TimeoutError:
             if time.monotonic() >= deadline:
                 raise
 

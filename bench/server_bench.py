@@ -174,7 +174,7 @@ async def run_loadgen(url: str, shape: Shape, timeout_s: float) -> tuple[dict[st
     try:
         # loadgen bounds itself by --timeout-s; the margin covers setup and exit.
         stdout, stderr = await asyncio.wait_for(proc.communicate(), timeout_s + 60)
-    except TimeoutError:
+    except asyncio.TimeoutError:
         proc.kill()
         await proc.wait()
         raise RuntimeError(f"loadgen did not finish within {timeout_s + 60} s") from None

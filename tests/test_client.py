@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
@@ -487,3 +488,18 @@ async def test_a_token_in_the_url_never_reaches_error_messages() -> None:
     with pytest.raises(ConnectionFailed) as info:
         await conn.start()
     assert "s3cret" not in str(info.value)
+
+    # A refused upgrade, and a server that closes before answering join.
+    def refuse(connection: ServerConnection, request: Any) -> Any:
+        return connection.respond(HTTPStatus.NOT_FOUND, "no such route\n")
+
+    async def hang_up(ws: ServerConnection) -> None:
+        await ws.close(1011, "going")
+
+    for options in ({"handler": hang_up, "process_request": refuse}, {"handler": hang_up}):
+        async with serve(host="127.0.0.1", port=0, **options) as server:
+            port = server.sockets[0].getsockname()[1]
+            url = f"ws://127.0.0.1:{port}/autosync/relay?server=x&token=s3cret"
+            with pytest.raises(ConnectionFailed) as info:
+                await fetch(url, generate_document_id(), timeout=5)
+            assert "s3cret" not in str(info.value) and "token=[redacted]" in str(info.value)

@@ -18,6 +18,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from autosync_jupyter import SyncServer, fetch
 from autosync_jupyter.protocol import Peer, decode
+from autosync_jupyter.serverext.handlers import AuthorizedWebSocketHandler
 from autosync_jupyter.serverext.relay import relayable
 from tests.interop.jspeer import JSPeer, Op, require_js_install
 
@@ -165,6 +166,29 @@ async def test_a_refused_upgrade_closes_the_kernel_side(
         assert refused.value.code == 403
         assert opened == [1]  # checked after connecting, as tornado does
         await asyncio.wait_for(ended.wait(), 5)
+
+
+async def test_both_websockets_send_without_nagle_delay(
+    api: ApiCall,
+    kernel_server: SyncServer,
+    relay_url: RelayUrl,
+    ws_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """TCP_NODELAY on the hub's and the relay's sockets (with Nagle: ~40 ms per reply)."""
+    calls: list[tuple[str, bool]] = []
+    original = AuthorizedWebSocketHandler.set_nodelay
+
+    def record(self: AuthorizedWebSocketHandler, value: bool) -> None:
+        calls.append((type(self).__name__, value))
+        original(self, value)
+
+    monkeypatch.setattr(AuthorizedWebSocketHandler, "set_nodelay", record)
+    await announce(api, "k1", kernel_server.url)
+    for url in (ws_url, relay_url(kernel_server.url)):
+        async with ws_connect(url) as ws:
+            await ws.ping()
+    assert calls == [("SyncWebSocketHandler", True), ("KernelServerRelayHandler", True)]
 
 
 def test_only_loopback_ws_urls_are_relayable() -> None:

@@ -125,18 +125,21 @@ class Kernel:
         self, comm_id: str, kind: str, *, timeout: float = 15.0
     ) -> dict[str, Any]:
         """The next custom message of ``type`` ``kind`` the widget sends to its front end."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                msg = self.client.get_iopub_msg(timeout=1)
-            except queue.Empty:
-                continue
+        for msg in self._iopub_until(time.monotonic() + timeout):
             content = msg["content"]
             data = content.get("data", {}) if msg["msg_type"] == "comm_msg" else {}
             custom = data.get("content", {}) if data.get("method") == "custom" else {}
             if content.get("comm_id") == comm_id and custom.get("type") == kind:
                 return dict(custom)
         raise TimeoutError(f"the widget sent no {kind!r} message within {timeout} s")
+
+    def _iopub_until(self, deadline: float) -> Iterator[dict[str, Any]]:
+        """IOPub messages as they come, until ``time.monotonic()`` passes ``deadline``."""
+        while time.monotonic() < deadline:
+            try:
+                yield self.client.get_iopub_msg(timeout=1)
+            except queue.Empty:
+                continue
 
     def run_in_subshell(self, code: str, *, timeout: float = 30.0) -> Output:
         """Execute ``code`` in a new ipykernel subshell (a thread of its own)."""
@@ -155,12 +158,7 @@ class Kernel:
         execute["header"]["subshell_id"] = subshell_id
         self.client.shell_channel.send(execute)
         out = Output()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                msg = self.client.get_iopub_msg(timeout=1)
-            except queue.Empty:
-                continue
+        for msg in self._iopub_until(time.monotonic() + timeout):
             if msg["parent_header"].get("msg_id") != execute["header"]["msg_id"]:
                 continue
             if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":

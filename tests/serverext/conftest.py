@@ -113,3 +113,17 @@ async def login_cookie(jp_fetch: Any, token: str) -> str:
     login = [c for c in cookies if c.startswith("username-")]
     assert login, f"no login cookie in {cookies}"
     return login[0]
+
+
+@pytest.fixture
+def foreign_page_headers(login_cookie: str, jp_http_port: int) -> dict[str, str]:
+    """Headers of a signed-in browser's request made by a page of another site.
+
+    The cookie is named after the host it was set for (127.0.0.1:<port>).
+    """
+    return {
+        "Authorization": "",
+        "Cookie": login_cookie,
+        "Host": f"127.0.0.1:{jp_http_port}",
+        "Origin": "http://evil.example",
+    }

@@ -139,7 +139,7 @@ async def test_closes_travel_across_the_relay(
 
 
 async def test_a_refused_upgrade_closes_the_kernel_side(
-    api: ApiCall, jp_ws_fetch: Any, login_cookie: str, jp_http_port: int
+    api: ApiCall, jp_ws_fetch: Any, foreign_page_headers: dict[str, str]
 ) -> None:
     """A cookie login from another site gets 403, and the relay's own connection is closed."""
     opened: list[int] = []
@@ -154,15 +154,10 @@ async def test_a_refused_upgrade_closes_the_kernel_side(
         port = fake_kernel_server.sockets[0].getsockname()[1]
         url = f"ws://127.0.0.1:{port}"
         await announce(api, "k1", url)
-        host = f"127.0.0.1:{jp_http_port}"
-        foreign = {
-            "Authorization": "",
-            "Cookie": login_cookie,
-            "Host": host,
-            "Origin": "http://evil.example",
-        }
         with pytest.raises(HTTPClientError) as refused:
-            await jp_ws_fetch("autosync", "relay", params={"server": url}, headers=foreign)
+            await jp_ws_fetch(
+                "autosync", "relay", params={"server": url}, headers=foreign_page_headers
+            )
         assert refused.value.code == 403
         assert opened == [1]  # checked after connecting, as tornado does
         await asyncio.wait_for(ended.wait(), 5)

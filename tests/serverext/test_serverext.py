@@ -77,22 +77,15 @@ async def test_websocket_refuses_wrong_token(jp_ws_fetch: Any) -> None:
 
 
 async def test_websocket_origin_check_for_cookie_logins(
-    jp_ws_fetch: Any, login_cookie: str, jp_http_port: int
+    jp_ws_fetch: Any, foreign_page_headers: dict[str, str]
 ) -> None:
     """A browser page (cookie login) from another site is refused; from Jupyter's own, accepted.
 
     Token-authenticated requests skip the Origin check, as everywhere in Jupyter.
     """
-    # The cookie is named after the host it was set for (127.0.0.1:<port>).
-    host = f"127.0.0.1:{jp_http_port}"
-    foreign = {
-        "Authorization": "",
-        "Cookie": login_cookie,
-        "Host": host,
-        "Origin": "http://evil.example",
-    }
+    foreign = foreign_page_headers
     assert await _status_of(jp_ws_fetch, "autosync", "ws", headers=foreign) == 403
-    own = {**foreign, "Origin": f"http://{host}"}
+    own = {**foreign, "Origin": f"http://{foreign['Host']}"}
     assert await _status_of(jp_ws_fetch, "autosync", "ws", headers=own) == 101
 
 

@@ -43,7 +43,15 @@ import datetime as dt
 import html
 import logging
 import operator
-from collections.abc import Callable, Iterator, Mapping, MutableMapping, MutableSequence, Sequence
+from collections.abc import (
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+    MutableMapping,
+    MutableSequence,
+    Sequence,
+)
 from dataclasses import dataclass, field
 from typing import Any, Literal, overload
 
@@ -681,10 +689,31 @@ class Document(Mapping[str, Any]):
         """The hashes of the latest changes: the document's version."""
         return self._core.get_heads()
 
-    def fork(self) -> Document:
-        """An independent copy (with its own actor) that can be edited and merged back."""
+    def fork(self, heads: Iterable[bytes] | None = None) -> Document:
+        """An independent copy (with its own actor) that can be edited and merged back.
+
+        With ``heads`` (change hashes, e.g. from ``parse_automerge_url``) the
+        copy is the document as it was at that version.
+
+        >>> doc = Document({"v": 1})
+        >>> first = doc.heads
+        >>> with doc.change() as d:
+        ...     d["v"] = 2
+        >>> doc.fork(first).to_py(), doc.to_py()
+        ({'v': 1}, {'v': 2})
+
+        Raises:
+            KeyError: ``heads`` names a change this document does not have.
+        """
         self._check_no_change("fork")
-        return Document(core=self._core.fork())
+        if heads is None:
+            return Document(core=self._core.fork())
+        wanted = [bytes(head) for head in heads]
+        try:
+            return Document(core=self._core.fork(wanted))
+        except Exception:  # the binding says "invalid hash ..." for an unknown change
+            shown = ", ".join(head.hex()[:12] for head in wanted)
+            raise KeyError(f"this document has no change with the heads {shown}") from None
 
     def merge(self, other: Document) -> None:
         """Add ``other``'s changes to this document (listeners hear ``origin="local"``)."""

@@ -631,6 +631,25 @@ def test_fork_and_merge() -> None:
     assert doc == {"a": 1, "b": 2} and doc == fork and [e.origin for e in events] == ["local"]
 
 
+def test_fork_at_heads() -> None:
+    """fork(heads) is the document at that version, editable; unknown heads are a KeyError."""
+    doc = Document({"a": 1})
+    first = doc.heads
+    with doc.change() as d:
+        d["a"] = 2
+        d["b"] = [1]
+    old = doc.fork(first)
+    assert old == {"a": 1} and old.heads == first and doc == {"a": 2, "b": [1]}
+    with old.change() as d:
+        d["c"] = 3
+    doc.merge(old)
+    assert doc == {"a": 2, "b": [1], "c": 3}
+    assert doc.fork([]) == {}
+    with pytest.raises(KeyError, match="no change with the heads"):
+        doc.fork([bytes(32)])
+    assert doc == {"a": 2, "b": [1], "c": 3}  # still usable
+
+
 def test_save_and_load() -> None:
     """save() and load() round-trip the document and its history."""
     doc = Document({"a": [1, 2]})

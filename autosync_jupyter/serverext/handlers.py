@@ -15,7 +15,8 @@ route                                  method   answer
                                                 201 ``{"id", "url"}``
 ``autosync/api/documents/<id>``        GET      ``{"id", "url", "heads", "content"}``;
                                                 ``<id>`` may be a percent-encoded
-                                                ``automerge:`` URL
+                                                ``automerge:`` URL, with heads
+                                                (``#h1|h2``) for an old version
 ``autosync/api/servers``              GET      ``{"servers": [{"id", "url", "name",
                                                 "documents", "updated"}]}``: servers of
                                                 kernels (``%autosync serve``)
@@ -62,7 +63,7 @@ from tornado import web
 from tornado.websocket import WebSocketHandler
 
 from ..errors import InvalidDocumentId
-from ..ids import document_url, interpret_as_document_id
+from ..ids import document_url, interpret_as_document_id, parse_automerge_url
 from ..server import DocumentSummary, SyncServer
 from .peer import TornadoPeer
 from .registry import parse_announcement
@@ -328,11 +329,19 @@ class DocumentHandler(_AutosyncAPIHandler):
     @web.authenticated
     @authorized
     async def get(self, raw_id: str) -> None:
-        """Answer ``{"id", "url", "heads", "content"}``; 400 for a bad id, 404 if unknown."""
+        """Answer ``{"id", "url", "heads", "content"}``; 400 for a bad id, 404 if unknown.
+
+        An ``automerge:`` URL pinned at heads (``automerge:<id>#<head>|<head>``,
+        percent-encoded) reads the document as it was at that version; heads
+        it does not have are a 404.
+        """
         from ..jupyter.tree import document_tree
 
         try:
-            doc_id = interpret_as_document_id(raw_id)
+            if raw_id.startswith("automerge:"):
+                doc_id, heads = parse_automerge_url(raw_id)
+            else:
+                doc_id, heads = interpret_as_document_id(raw_id), None
         except InvalidDocumentId as exc:
             raise web.HTTPError(400, str(exc)) from None
         server = await self.hub_server()
@@ -340,10 +349,15 @@ class DocumentHandler(_AutosyncAPIHandler):
             doc = await server.get_document(doc_id)
         except KeyError:
             raise web.HTTPError(404, f"no document {doc_id} on this server") from None
+        if heads:
+            try:
+                doc = doc.fork(heads)
+            except KeyError as exc:
+                raise web.HTTPError(404, f"document {doc_id}: {exc.args[0]}") from None
         self.reply(
             {
                 "id": doc_id,
-                "url": document_url(doc_id),
+                "url": document_url(doc_id, heads or None),
                 "heads": sorted(head.hex() for head in doc.heads),
                 "content": document_tree(doc),
             }

@@ -282,6 +282,25 @@ async def test_read_bad_and_unknown_ids(api: ApiCall) -> None:
     assert reply["message"] == "no document 4NMNnkMhL8jXrdJ9jamS58PAVdXu on this server"
 
 
+async def test_read_at_heads(api: ApiCall, autosync_ext: AutosyncExtension) -> None:
+    """An automerge: URL pinned at heads reads that version; unknown heads are 404."""
+    server = await autosync_ext.ready()
+    doc_id = await server.create_document({"v": 1})
+    first = (await server.get_document(doc_id)).heads
+    await server.change_document(doc_id, lambda d: d.update({"v": 2}))
+    pinned = document_url(doc_id, first)
+    assert "#" in pinned
+    status, old = await api("documents", pinned)
+    assert status == 200, old
+    assert old["content"] == {"v": 1} and old["url"] == pinned
+    assert old["heads"] == sorted(head.hex() for head in first)
+    assert (await api("documents", doc_id))[1]["content"] == {"v": 2}
+    status, reply = await api("documents", document_url(doc_id, [bytes(32)]))
+    assert status == 404 and "no change with the heads" in reply["message"]
+    status, reply = await api("documents", f"automerge:{doc_id}#not-a-head")
+    assert status == 400 and "invalid head" in reply["message"]
+
+
 # -- the WebSocket with our client -------------------------------------------------------
 
 

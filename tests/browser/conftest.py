@@ -52,6 +52,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from tests.ci import skip_or_fail
+
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, ConsoleMessage, Page, Request, WebSocket
 
@@ -107,12 +109,7 @@ def _require_browser_install() -> None:
 
     Session-scoped so that it runs before ``lab_server`` starts JupyterLab.
     """
-    reason = missing_browser_install()
-    if reason is None:
-        return
-    if os.environ.get("CI"):
-        pytest.fail(f"browser tests cannot run in CI: {reason}", pytrace=False)
-    pytest.skip(reason)
+    skip_or_fail(missing_browser_install())
 
 
 # --------------------------------------------------------------------------- JupyterLab

@@ -284,6 +284,15 @@ def document_value(view: Locator, *path: str | int) -> Locator:
     return view.locator(f".autosync-doc-value[data-path='{json.dumps(list(path))}']")
 
 
+def edit_value(view: Locator, key: str, text: str) -> None:
+    """Type ``text`` over the value of ``key`` in a document tab, as a user does."""
+    document_value(view, key).click()
+    editor = view.locator(".autosync-doc-edit-input")
+    editor.fill(text)
+    editor.press("Enter")
+    expect(document_value(view, key)).to_contain_text(text)
+
+
 def wait_in_kernel(expression: str, expected: str) -> str:
     """Cell code that waits (up to 10 s, yielding to the kernel's loop) until
     ``expression`` equals ``expected``, then prints it."""

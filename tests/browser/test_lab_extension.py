@@ -23,6 +23,7 @@ from .lab import (
     append_and_run,
     cell_output_text,
     document_value,
+    edit_value,
     expect,
     non_local_requests,
     open_automerge_panel,
@@ -67,11 +68,7 @@ def test_shared_document_is_live_in_the_panel_and_the_kernel(
     expect(document_value(view, "title")).to_contain_text("from the kernel")
 
     # Browser edit -> kernel variable.
-    document_value(view, "title").click()
-    editor = view.locator(".autosync-doc-edit-input")
-    editor.fill("from the browser")
-    editor.press("Enter")
-    expect(document_value(view, "title")).to_contain_text("from the browser")
+    edit_value(view, "title", "from the browser")
     show_tab(page, "share.ipynb")
     wait = wait_in_kernel('doc.to_py()["title"]', "from the browser")
     assert cell_output_text(page, append_and_run(page, wait)) == "from the browser"

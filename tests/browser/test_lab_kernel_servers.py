@@ -23,6 +23,7 @@ from .lab import (
     append_and_run,
     cell_output_text,
     document_value,
+    edit_value,
     expect,
     open_automerge_panel,
     open_notebook,
@@ -84,11 +85,7 @@ def test_kernel_server_documents_are_listed_and_open_live(
     assert widget_id and widget_id != f"autosync-doc-{doc_id}", widget_id
 
     # Browser edit -> the kernel's live handle.
-    document_value(view, "from").click()
-    editor = view.locator(".autosync-doc-edit-input")
-    editor.fill("the browser")
-    editor.press("Enter")
-    expect(document_value(view, "from")).to_contain_text("the browser")
+    edit_value(view, "from", "the browser")
     show_tab(page, "kserve.ipynb")
     wait = wait_in_kernel('k.to_py()["from"]', "the browser")
     assert cell_output_text(page, append_and_run(page, wait)) == "the browser"

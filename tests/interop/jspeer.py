@@ -60,16 +60,11 @@ def missing_js_install() -> str | None:
 def require_js_install() -> None:
     """Skip the calling test (locally) or fail it (in CI) when the JS side cannot run.
 
-    A CI run that silently skipped every test needing the JS packages would prove nothing.
+    Imports pytest only when called: the benchmarks import this module too.
     """
-    import pytest
+    from tests.ci import skip_or_fail
 
-    reason = missing_js_install()
-    if reason is None:
-        return
-    if os.environ.get("CI"):
-        pytest.fail(f"cannot run in CI: {reason}", pytrace=False)
-    pytest.skip(reason)
+    skip_or_fail(missing_js_install())
 
 
 _STDERR_TAIL = 300

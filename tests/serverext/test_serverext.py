@@ -334,27 +334,23 @@ async def test_python_client_without_token_is_refused(ws_url: str) -> None:
         await fetch(ws_url.split("?", 1)[0], "4NMNnkMhL8jXrdJ9jamS58PAVdXu")
 
 
-async def test_text_frame_closes_1003(jp_ws_fetch: Any) -> None:
-    """A text frame is refused with close code 1003, as SyncServer does."""
-    ws = await jp_ws_fetch("autosync", "ws")
-    try:
-        await ws.write_message("hello")
-        assert await asyncio.wait_for(ws.read_message(), 10) is None
-        assert ws.close_code == 1003
-    finally:
-        ws.close()
-
-
-async def test_oversized_message_closes_1009(
-    jp_ws_fetch: Any, autosync_ext: AutosyncExtension
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [
+        pytest.param("hello", 1003, id="text-frame-1003"),  # as SyncServer does
+        pytest.param(b"\x00" * 200, 1009, id="beyond-max-message-size-1009"),
+    ],
+)
+async def test_bad_frames_close_the_connection(
+    jp_ws_fetch: Any, autosync_ext: AutosyncExtension, frame: str | bytes, code: int
 ) -> None:
-    """A message beyond max_message_size closes the connection with 1009."""
+    """A text frame closes with 1003; a message beyond max_message_size with 1009."""
     autosync_ext.max_message_size = 100
     ws = await jp_ws_fetch("autosync", "ws")
     try:
-        await ws.write_message(b"\x00" * 200, binary=True)
+        await ws.write_message(frame, binary=isinstance(frame, bytes))
         assert await asyncio.wait_for(ws.read_message(), 10) is None
-        assert ws.close_code == 1009
+        assert ws.close_code == code
     finally:
         ws.close()
 

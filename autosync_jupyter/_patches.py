@@ -42,14 +42,15 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import re
-import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import automerge.core as am
 
-from .chunks import read_uleb128
+from .chunks import ChunkRejected, inflate_bounded
+from .columns import ColumnError, read_sleb
+from .columns import read_uleb as read_uleb128
 
 __all__ = [
     "SpecialIndex",
@@ -98,20 +99,9 @@ _COLUMN_DEFLATE = 0x08
 #: Column 5 (the value), type 6 (value metadata): ``(length << 4) | type``.
 _VALUE_META_COLUMN = 0x56
 _TYPE_COUNTER = 8
+# The changes read here are the document's own; still, never inflate without a bound.
+_MAX_INFLATED = 1 << 30
 _FIRST_UNKNOWN_TYPE = 10
-
-
-def _sleb(data: bytes, pos: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        byte = data[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        shift += 7
-        if not byte & 0x80:
-            if byte & 0x40:
-                result -= 1 << shift
-            return result, pos
 
 
 def _value_types(column: bytes) -> set[int]:
@@ -119,7 +109,7 @@ def _value_types(column: bytes) -> set[int]:
     types: set[int] = set()
     pos = 0
     while pos < len(column):
-        count, pos = _sleb(column, pos)
+        count, pos = read_sleb(column, pos)
         if count > 0:  # a run: one value, repeated
             meta, pos = read_uleb128(column, pos)
             types.add(meta & 0x0F)
@@ -139,7 +129,7 @@ def _change_value_types(raw: bytes) -> set[int]:
     length, pos = read_uleb128(raw, 9)
     body = raw[pos : pos + length]
     if kind == _CHUNK_COMPRESSED_CHANGE:
-        body = zlib.decompress(body, -15)
+        body = inflate_bounded(body, _MAX_INFLATED)
     elif kind != _CHUNK_CHANGE:
         raise ValueError(f"chunk type {kind} is not a change")
     pos = 0
@@ -149,7 +139,7 @@ def _change_value_types(raw: bytes) -> set[int]:
     pos += size
     _, pos = read_uleb128(body, pos)  # sequence number
     _, pos = read_uleb128(body, pos)  # start op
-    _, pos = _sleb(body, pos)  # time
+    _, pos = read_sleb(body, pos)  # time
     size, pos = read_uleb128(body, pos)  # message
     pos += size
     actors, pos = read_uleb128(body, pos)
@@ -167,7 +157,7 @@ def _change_value_types(raw: bytes) -> set[int]:
         pos += size
         if spec & ~_COLUMN_DEFLATE == _VALUE_META_COLUMN:
             if spec & _COLUMN_DEFLATE:
-                data = zlib.decompress(data, -15)
+                data = inflate_bounded(data, _MAX_INFLATED)
             return _value_types(data)
     if pos > len(body):
         raise ValueError("truncated change")
@@ -183,7 +173,7 @@ def may_hold_special_values(changes: Iterable[bytes]) -> bool:
     for raw in changes:
         try:
             types = _change_value_types(raw)
-        except (IndexError, ValueError, zlib.error):
+        except (IndexError, ValueError, ColumnError, ChunkRejected):
             return True
         if _TYPE_COUNTER in types or any(t >= _FIRST_UNKNOWN_TYPE for t in types):
             return True

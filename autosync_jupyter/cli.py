@@ -30,7 +30,13 @@ from . import __version__
 from .auth import AuthConfig
 from .errors import AutosyncError
 from .ids import document_url, generate_document_id
-from .server import DEFAULT_MAX_MESSAGE_SIZE, SyncServer
+from .server import (
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_MESSAGE_SIZE,
+    DEFAULT_MAX_QUEUED_BYTES,
+    DEFAULT_MAX_SEND_QUEUE,
+    SyncServer,
+)
 from .storage import FileStore
 from .tls import client_ssl_context, make_self_signed_certificate, server_ssl_context
 from .values import new_document, to_py
@@ -82,11 +88,37 @@ def add_serve_arguments(serve: argparse.ArgumentParser, *, default_port: int) ->
     serve.add_argument("--key", help="PEM private key for --cert")
     serve.add_argument("--path", help="accept upgrades on this URL path only")
     serve.add_argument("--origin", action="append", help="allowed browser Origin (repeatable)")
-    serve.add_argument(
+    limits = serve.add_argument_group(
+        "limits", "what peers may cost the server (sizes in bytes, or with KiB/MiB/GiB)"
+    )
+    limits.add_argument(
         "--max-message-size",
-        type=int,
+        type=byte_size,
         default=DEFAULT_MAX_MESSAGE_SIZE,
-        help="largest message in bytes (default: 100 MiB)",
+        metavar="SIZE",
+        help="largest message, also the most a message may unpack to (default: 100 MiB)",
+    )
+    limits.add_argument(
+        "--max-connections",
+        type=int,
+        default=DEFAULT_MAX_CONNECTIONS,
+        metavar="N",
+        help="connections served at once; more get HTTP 503 (default: %(default)s)",
+    )
+    limits.add_argument(
+        "--max-queued-bytes",
+        type=byte_size,
+        default=DEFAULT_MAX_QUEUED_BYTES,
+        metavar="SIZE",
+        help="unsent bytes of all peers together; beyond, the slowest reader is "
+        "disconnected (default: 512 MiB)",
+    )
+    limits.add_argument(
+        "--max-send-queue",
+        type=byte_size,
+        default=DEFAULT_MAX_SEND_QUEUE,
+        metavar="SIZE",
+        help="unsent bytes of one peer; beyond, it is disconnected (default: 256 MiB)",
     )
     serve.add_argument(
         "--sync-interval",
@@ -206,6 +238,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+_SIZE_RE = re.compile(r"\s*(\d+)\s*([kmg]i?b?|b)?\s*", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1000, "m": 1000**2, "g": 1000**3}
+
+
+def byte_size(text: str) -> int:
+    """A size in bytes from ``100``, ``64KiB``, ``100MiB``, ``1G`` (KiB = 1024, KB = 1000).
+
+    >>> byte_size("100MiB"), byte_size("64k"), byte_size("512")
+    (104857600, 64000, 512)
+    """
+    match = _SIZE_RE.fullmatch(text)
+    if match is None:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 1048576, 64KiB, 100MiB)")
+    number, unit = match.group(1), (match.group(2) or "").lower()
+    scale = 1 << 10 * ("kmg".index(unit[0]) + 1) if "i" in unit else _SIZE_UNITS[unit[:1]]
+    return int(number) * scale
+
+
 def server_from_arguments(args: argparse.Namespace) -> tuple[SyncServer, list[str]]:
     """Make (not start) the server that ``args`` of :func:`add_serve_arguments` describe.
 
@@ -244,6 +294,9 @@ def server_from_arguments(args: argparse.Namespace) -> tuple[SyncServer, list[st
         create_on_request=args.create_on_request,
         ssl=ssl_context,
         max_message_size=args.max_message_size,
+        max_connections=args.max_connections,
+        max_queued_bytes=args.max_queued_bytes,
+        max_send_queue=args.max_send_queue,
         sync_interval=args.sync_interval,
         origins=args.origin,
         path=args.path,

@@ -40,6 +40,7 @@ from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
 from . import __version__
+from .binding import is_panic
 from .document import Document
 from .errors import (
     ConnectionFailed,
@@ -48,6 +49,7 @@ from .errors import (
     ServerError,
     SyncTimeout,
 )
+from .guard import Admission, DocumentGuard, Limits, Rejected, admit, verify_applied
 from .ids import (
     DocumentId,
     PeerId,
@@ -56,6 +58,7 @@ from .ids import (
 )
 from .nesting import run_blocking
 from .protocol import (
+    DEFAULT_MAX_MESSAGE_SIZE,
     DocUnavailable,
     Ephemeral,
     Error,
@@ -67,9 +70,9 @@ from .protocol import (
     Sync,
     decode,
     encode,
-    sync_message_heads,
 )
 from .redact import redact_url, websocket_logger
+from .sync_message import SyncMessageRejected, read_sync_message
 
 __all__ = [
     "DEFAULT_MAX_MESSAGE_SIZE",
@@ -80,9 +83,8 @@ __all__ = [
 
 logger = logging.getLogger("autosync_jupyter.client")
 
-#: Largest incoming message, as the JS sync server allows (``ws``'s 100 MiB):
-#: a first sync carries the whole document in one message (protocol §1.4).
-DEFAULT_MAX_MESSAGE_SIZE = 100 * 1024 * 1024
+# What one message from a server may unpack to (bytes, operations).
+_LIMITS = Limits.for_message_size(DEFAULT_MAX_MESSAGE_SIZE)
 
 # An R server (or ours with create_on_request) answers an unknown id with an
 # empty-heads sync and never says doc-unavailable; JS servers send the same
@@ -148,12 +150,13 @@ def _preview(data: bytes) -> str:
 def _describe(msg: Message, size: int) -> str:
     """One log line about a protocol message (never its secrets: it has none)."""
     if isinstance(msg, (Request, Sync)):
-        summary = sync_message_heads(msg.data)
-        if summary is None:
+        try:
+            parsed = read_sync_message(msg.data)
+        except SyncMessageRejected:
             what = "unparsable sync data"
         else:
-            heads, changes = summary
-            what = f"{len(heads)} head(s), {'with' if changes else 'no'} changes"
+            changes = "with" if parsed.has_changes else "no"
+            what = f"{len(parsed.heads)} head(s), {changes} changes"
         return (
             f"{msg.type} {msg.document_id}: {size} bytes, {what}; "
             f"data {len(msg.data)} bytes: {_preview(msg.data)}"
@@ -348,13 +351,16 @@ class _SyncSession:
     fresh one, protocol §4.2) and the heads the server last advertised.
     """
 
-    __slots__ = ("core", "document_id", "server_heads", "state")
+    __slots__ = ("core", "document_id", "guard", "server_heads", "state")
 
     def __init__(self, document_id: DocumentId, core: am.Document) -> None:
         self.document_id = document_id
         self.core = core
         self.state = am.SyncState()
         self.server_heads: list[bytes] | None = None
+        # Checks the server's changes before the core takes them (a server is
+        # a peer like any other: its bytes could make the core panic).
+        self.guard: DocumentGuard | None = None
 
     def reset(self) -> None:
         self.state = am.SyncState()
@@ -378,17 +384,42 @@ class _SyncSession:
             ProtocolError: the bytes are not an Automerge sync message.
             _ChangeOpen: a change is open on the document.
         """
-        summary = sync_message_heads(data)
+        try:
+            parsed = read_sync_message(data)
+            admission = Admission()
+            if parsed.changes:
+                guard = self.guard
+                if guard is None:
+                    guard = self.guard = _sync_call(lambda: DocumentGuard(self.core))
+                else:
+                    _sync_call(guard.catch_up)
+                admission = admit(guard, parsed, _LIMITS)
+        except (SyncMessageRejected, Rejected) as exc:
+            raise ProtocolError(
+                f"invalid sync message for document {self.document_id}: {exc}"
+            ) from None
+        before = _sync_call(self.core.get_heads)
         try:
             _sync_call(lambda: self.core.receive_sync_message(self.state, am.Message.decode(data)))
         except _ChangeOpen:
             raise
-        except Exception as exc:
+        except BaseException as exc:
+            if not is_panic(exc) and not isinstance(exc, Exception):
+                raise
             raise ProtocolError(
                 f"invalid sync message for document {self.document_id}: {exc}"
             ) from None
-        if summary is not None:
-            self.server_heads = summary[0]
+        if self.guard is not None and self.core.get_heads() != before:
+            if not before and admission.documents:
+                self.guard = None  # a whole document: rebuilt when next needed
+            else:
+                changes = self.core.get_changes(before)
+                failure = verify_applied(self.guard, changes, admission, {})
+                if failure is not None:
+                    raise ProtocolError(
+                        f"the server sent a change that does not check: {failure.reason}"
+                    )
+        self.server_heads = list(parsed.heads)
 
     def generate(self, sender: PeerId, target: PeerId) -> Sync | None:
         """The next message for the server, if there is something to say.

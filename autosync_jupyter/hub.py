@@ -21,7 +21,21 @@ Rules of ``protocol.md`` that are easy to get wrong, and where they live:
   document when it arrives later;
 * changes from one peer reach the other peers of the document once per
   :meth:`Hub.propagate`, which the transport calls once per loop turn, so a
-  burst of changes costs one sync message per peer, not one per change.
+  burst of changes costs one sync message per peer, not one per change;
+* a peer's sync message reaches the Automerge core only after every change
+  in it was checked, alone and against the document
+  (:func:`~autosync_jupyter.guard.admit`): a change that would make the
+  core panic, or leave a document that no longer loads, is refused with the
+  peer that sent it (:meth:`Hub._apply_sync`);
+* should the core still panic or accept something it must not, the
+  document is dropped from memory and reloaded from what was stored (every
+  acknowledged change is there), and only the sender is cut off
+  (:meth:`Hub._rollback`);
+* a peer speaks only for itself: every message must carry the peer id it
+  joined with, and a live connection's peer id is not taken over by another
+  identity (:meth:`Hub._join`, :meth:`Hub.probe_result`);
+* what a peer leaves behind is forgotten: documents it asked for that
+  nobody has, changes whose dependencies never came (:meth:`Hub._forget_peer`).
 """
 
 from __future__ import annotations
@@ -34,11 +48,16 @@ from enum import Enum
 from typing import Any, Literal, TypeAlias
 
 import automerge.core as am
+from websockets.frames import CloseCode
 
+from .binding import is_panic
+from .changes import ChangeInfo
 from .chunks import split_chunks
 from .errors import ProtocolError
+from .guard import Admission, DocumentGuard, Failure, Limits, Rejected, admit, verify_applied
 from .ids import DocumentId, PeerId, generate_peer_id
 from .protocol import (
+    DEFAULT_MAX_MESSAGE_SIZE,
     PROTOCOL_VERSION,
     DocUnavailable,
     Ephemeral,
@@ -54,36 +73,84 @@ from .protocol import (
     Sync,
     UnknownMessage,
     decode,
-    sync_message_has_heads,
-    sync_message_heads,
 )
+from .redact import printable
+from .sync_message import SyncMessage, SyncMessageRejected, read_sync_message
 
 __all__ = [
     "CLOSE_GOING_AWAY",
     "CLOSE_NORMAL",
     "CLOSE_POLICY",
     "CLOSE_PROTOCOL_ERROR",
+    "CLOSE_TOO_BIG",
+    "CLOSE_TRY_AGAIN_LATER",
     "ConnectionId",
     "DocumentInfo",
     "Effects",
     "Hub",
+    "HubLimits",
     "PeerInfo",
     "ShareDecision",
     "SharePolicy",
+    "close_reason",
 ]
 
 logger = logging.getLogger("autosync_jupyter.hub")
 
-CLOSE_NORMAL = 1000
-CLOSE_GOING_AWAY = 1001
-CLOSE_PROTOCOL_ERROR = 1002
-CLOSE_POLICY = 1008
+CLOSE_NORMAL = CloseCode.NORMAL_CLOSURE
+CLOSE_GOING_AWAY = CloseCode.GOING_AWAY
+CLOSE_PROTOCOL_ERROR = CloseCode.PROTOCOL_ERROR
+CLOSE_POLICY = CloseCode.POLICY_VIOLATION
+CLOSE_TOO_BIG = CloseCode.MESSAGE_TOO_BIG
+CLOSE_TRY_AGAIN_LATER = CloseCode.TRY_AGAIN_LATER
+
+# A close frame's reason holds at most 123 bytes of UTF-8.
+_MAX_CLOSE_REASON = 123
+# Longest error text sent to a peer (the log keeps it whole).
+_MAX_ERROR_TEXT = 1000
+
+
+def close_reason(text: str) -> str:
+    """``text`` cut to fit a WebSocket close frame (123 bytes of UTF-8), never mid-character.
+
+    >>> close_reason("é" * 100).encode() == ("é" * 61).encode()
+    True
+    """
+    data = text.encode("utf-8")
+    if len(data) <= _MAX_CLOSE_REASON:
+        return text
+    return data[:_MAX_CLOSE_REASON].decode("utf-8", "ignore")
+
 
 ConnectionId: TypeAlias = int
 
 # Ephemeral de-duplication remembers this many (sender, session) pairs; the
 # oldest are forgotten first, so a flood of fresh session ids cannot grow it.
 _MAX_EPHEMERAL_SESSIONS = 10_000
+
+
+@dataclass(frozen=True)
+class HubLimits:
+    """What one peer may make the hub hold.
+
+    Attributes:
+        message: what one sync message may unpack to (bytes, operations).
+        orphan_bytes: bytes of changes whose dependencies have not arrived
+            that one connection may leave with the core; beyond, the peer is
+            cut off and the documents drop them.
+        documents_without_data: documents one connection may keep open that
+            hold nothing yet (asked for and unavailable, or announced and
+            not sent); each costs a few KiB.
+    """
+
+    message: Limits
+    orphan_bytes: int
+    documents_without_data: int = 4096
+
+    @classmethod
+    def for_message_size(cls, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> HubLimits:
+        """Limits derived from the largest message the transport accepts."""
+        return cls(Limits.for_message_size(max_message_size), orphan_bytes=max_message_size)
 
 
 @dataclass(frozen=True)
@@ -143,9 +210,12 @@ class Effects:
     close: list[tuple[ConnectionId, int, str]] = field(default_factory=list)
     writes: list[tuple[DocumentId, bytes]] = field(default_factory=list)
     load: list[DocumentId] = field(default_factory=list)
+    #: ``(live, newcomer)``: a newcomer joined with the peer id of a live
+    #: connection. Ping ``live`` and report with :meth:`Hub.probe_result`.
+    probe: list[tuple[ConnectionId, ConnectionId]] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.send or self.close or self.writes or self.load)
+        return bool(self.send or self.close or self.writes or self.load or self.probe)
 
 
 @dataclass(frozen=True)
@@ -192,9 +262,17 @@ class _Doc:
     saved_heads: list[bytes] = field(default_factory=list)
     peers: dict[ConnectionId, _PeerDoc] = field(default_factory=dict)
     version: int = 0  # bumped whenever the heads change
+    # What incoming changes are checked against; built on the first of them.
+    guard: DocumentGuard | None = None
+    # Changes the core holds until their dependencies arrive: who sent them,
+    # and what reading them said (they are checked when they are applied).
+    orphans: dict[bytes, tuple[ConnectionId, ChangeInfo]] = field(default_factory=dict)
 
     def heads(self) -> list[bytes]:
         return self.doc.get_heads() if self.doc is not None else []
+
+    def has_data(self) -> bool:
+        return self.doc is not None and bool(self.doc.get_heads())
 
 
 @dataclass
@@ -205,7 +283,17 @@ class _Connection:
     peer: PeerInfo | None = None
     parked: deque[Message] = field(default_factory=deque)
     waiting_for: DocumentId | None = None
+    # The live connection a newcomer's join waits on (see Effects.probe).
+    probing: ConnectionId | None = None
     docs: set[DocumentId] = field(default_factory=set)
+    # Engaged documents that hold nothing yet, and bytes of orphan changes.
+    dataless: set[DocumentId] = field(default_factory=set)
+    orphan_bytes: int = 0
+
+    def peer_id_text(self) -> str:
+        """Who this is, for logs."""
+        who = self.peer.peer_id if self.peer is not None else self.remote_address
+        return f"peer {printable(who)}"
 
 
 class Hub:
@@ -221,6 +309,7 @@ class Hub:
         create_on_request: R-compatible mode: a ``request`` for an unknown
             id creates an empty document instead of ``doc-unavailable``
             (JS clients' ``find()`` then never settles; off by default).
+        limits: what one peer may make the hub hold (:class:`HubLimits`).
     """
 
     def __init__(
@@ -231,6 +320,7 @@ class Hub:
         share: SharePolicy = "request",
         stored: Container[DocumentId] = frozenset(),
         create_on_request: bool = False,
+        limits: HubLimits | None = None,
     ) -> None:
         if not callable(share) and share not in ("announce", "request", "deny"):
             raise ValueError(
@@ -240,6 +330,7 @@ class Hub:
         self.storage_id = storage_id
         self.share = share
         self.create_on_request = create_on_request
+        self.limits = limits or HubLimits.for_message_size()
         self._stored = stored
         self._next_conn: ConnectionId = 0
         self._conns: dict[ConnectionId, _Connection] = {}
@@ -273,16 +364,41 @@ class Hub:
             self._fail(conn, str(exc))
             return self._take()
         if conn.parked:
-            conn.parked.append(msg)  # keep per-connection order behind a load
+            conn.parked.append(msg)  # keep per-connection order behind a load or probe
         else:
             self._handle(conn, msg)
         return self._take()
+
+    def is_waiting(self, conn_id: ConnectionId) -> bool:
+        """Whether a connection's messages wait (for a document load or a probe).
+
+        A transport should stop reading from the connection meanwhile, so
+        what waits stays a message or two.
+        """
+        conn = self._conns.get(conn_id)
+        return conn is not None and bool(conn.parked)
 
     def close_connection(self, conn_id: ConnectionId) -> Effects:
         """Forget a connection that closed or died; safe to call twice."""
         conn = self._conns.pop(conn_id, None)
         if conn is not None:
             self._forget_peer(conn)
+            for other in list(self._conns.values()):
+                if other.probing == conn_id:
+                    self._end_probe(other, live=False)
+        return self._take()
+
+    def probe_result(self, conn_id: ConnectionId, live: bool) -> Effects:
+        """Report on an :attr:`Effects.probe`: did the connection holding the peer id answer?
+
+        ``conn_id`` is the newcomer. If the holder answered, the newcomer is
+        refused ("peer id in use"); if not, the holder is closed and the
+        newcomer's join goes ahead (a client reconnecting after a dropped
+        socket).
+        """
+        conn = self._conns.get(conn_id)
+        if conn is not None and conn.probing is not None:
+            self._end_probe(conn, live=live)
         return self._take()
 
     def document_loaded(self, doc_id: DocumentId, data: bytes | None) -> Effects:
@@ -290,6 +406,7 @@ class Hub:
         doc = self._docs.get(doc_id)
         if doc is None or doc.state is not _DocState.LOADING:
             return self._take()
+        doc.guard = None
         if data:
             loaded = _load(doc_id, data)
             if loaded is None:
@@ -300,12 +417,15 @@ class Hub:
                 doc.saved_heads = loaded.get_heads()
         else:
             doc.state = _DocState.MISSING
+        doc.version += 1
         for conn in list(self._conns.values()):
             if conn.waiting_for == doc_id:
                 conn.waiting_for = None
                 self._drain_parked(conn)
         if doc.state is _DocState.READY:
             self._announce_to_all(doc)
+            if doc.peers:
+                self._dirty.add(doc_id)  # a reload: answer the peers that stayed
         return self._take()
 
     def propagate(self, doc_ids: Iterable[DocumentId] | None = None) -> Effects:
@@ -325,7 +445,7 @@ class Hub:
         for doc_id in dirty:
             doc = self._docs.get(doc_id)
             if doc is not None and doc.doc is not None:
-                for conn_id, pd in doc.peers.items():
+                for conn_id, pd in list(doc.peers.items()):
                     self._sync_to(doc, conn_id, pd)
         return self._take()
 
@@ -460,10 +580,15 @@ class Hub:
         if conn.peer is None:
             self._fail(conn, "Expected join message", target=msg.sender_id)
             return
-        # Ephemerals keep their original author as sender when relayed.
-        if msg.sender_id != conn.peer.peer_id and not isinstance(msg, Ephemeral):
-            logger.warning(
-                "peer %s sent a %s as %r: dropped", conn.peer.peer_id, msg.type, msg.sender_id
+        if msg.sender_id != conn.peer.peer_id:
+            if msg.sender_id is None and isinstance(msg, UnknownMessage):
+                return  # an unknown kind of message, with nobody to answer
+            # A peer speaks only for itself; relayed ephemerals are re-sent
+            # by the hub, never by peers in another's name.
+            self._fail(
+                conn,
+                f"senderId {msg.sender_id!r} is not the peer id this connection joined with",
+                code=CLOSE_POLICY,
             )
             return
         if isinstance(msg, (Request, Sync)):
@@ -474,13 +599,23 @@ class Hub:
         elif isinstance(msg, DocUnavailable):
             self._doc_unavailable(conn, msg)
         elif isinstance(msg, Error):
-            logger.info("peer %s reported an error: %s", conn.peer.peer_id, msg.message)
+            logger.info(
+                "peer %s reported an error: %s",
+                printable(conn.peer.peer_id),
+                printable(msg.message),
+            )
         elif isinstance(msg, (Leave, RemoteSubscriptionChange, RemoteHeadsChanged)):
             pass  # advisory / remote-heads gossip is off (protocol §3.10)
         elif isinstance(msg, UnknownMessage):
-            logger.debug("peer %s: ignoring unknown message type %r", conn.peer.peer_id, msg.type)
+            logger.debug(
+                "peer %s: ignoring unknown message type %s",
+                printable(conn.peer.peer_id),
+                printable(msg.type),
+            )
         elif isinstance(msg, Peer):
-            logger.debug("peer %s sent a 'peer' message to a server: ignored", conn.peer.peer_id)
+            logger.debug(
+                "peer %s sent a 'peer' message to a server: ignored", printable(conn.peer.peer_id)
+            )
 
     def _join(self, conn: _Connection, msg: Join) -> None:
         versions = msg.supported_protocol_versions
@@ -489,12 +624,21 @@ class Hub:
             return
         if conn.peer is not None:
             self._forget_peer(conn)  # a second join on one socket resets it
-        old_id = self._peers.get(msg.sender_id)
-        if old_id is not None and old_id != conn.conn_id:
-            old = self._conns.pop(old_id)
-            logger.info("peer %s reconnected: closing its old connection", msg.sender_id)
-            self._fx.close.append((old_id, CLOSE_NORMAL, "replaced by a newer connection"))
-            self._forget_peer(old)
+        holder_id = self._peers.get(msg.sender_id)
+        holder = self._conns.get(holder_id) if holder_id is not None else None
+        if holder is not None and holder is not conn:
+            if _identity_key(holder.identity) != _identity_key(conn.identity):
+                # Authenticated as someone else: never theirs to take.
+                self._fail(conn, "peer id in use", target=msg.sender_id, code=CLOSE_POLICY)
+                return
+            if conn.identity is None:
+                # Anonymous: the holder keeps its id if it is alive. The
+                # join waits (parked) until the transport has pinged it.
+                conn.probing = holder.conn_id
+                conn.parked.appendleft(msg)
+                self._fx.probe.append((holder.conn_id, conn.conn_id))
+                return
+            self._replace(holder)
         meta = msg.peer_metadata or PeerMetadata()
         conn.peer = PeerInfo(
             peer_id=msg.sender_id,
@@ -517,12 +661,39 @@ class Hub:
         )
         self._announce_to_peer(conn)
 
+    def _replace(self, holder: _Connection) -> None:
+        """Close a connection whose peer id a reconnecting client takes back."""
+        assert holder.peer is not None
+        logger.info(
+            "peer %s reconnected: closing its old connection", printable(holder.peer.peer_id)
+        )
+        self._fx.close.append((holder.conn_id, CLOSE_NORMAL, "replaced by a newer connection"))
+        del self._conns[holder.conn_id]
+        self._forget_peer(holder)
+
+    def _end_probe(self, conn: _Connection, *, live: bool) -> None:
+        holder = self._conns.get(conn.probing) if conn.probing is not None else None
+        conn.probing = None
+        if holder is not None and live:
+            join = conn.parked.popleft()
+            conn.parked.clear()
+            self._fail(conn, "peer id in use", target=join.sender_id, code=CLOSE_POLICY)
+            return
+        if holder is not None:
+            self._replace(holder)
+        self._drain_parked(conn)
+
     def _sync_message(self, conn: _Connection, msg: Request | Sync) -> None:
         assert conn.peer is not None
         doc_id = msg.document_id
         decision = self._decide(conn.peer, doc_id)
         if decision is False:
             self._send(conn.conn_id, DocUnavailable(self.peer_id, conn.peer.peer_id, doc_id))
+            return
+        try:
+            parsed = read_sync_message(msg.data)
+        except SyncMessageRejected as exc:
+            self._fail(conn, f"invalid sync message for {doc_id}: {exc}")
             return
         doc = self._docs.get(doc_id)
         if doc is None:
@@ -541,7 +712,7 @@ class Hub:
             pd = doc.peers[conn.conn_id] = _PeerDoc()
             conn.docs.add(doc_id)
         pd.interacted = True
-        brings_data = sync_message_has_heads(msg.data)
+        brings_data = bool(parsed.heads)
         if isinstance(msg, Request):
             pd.status = _Status.WANTS
         if brings_data:
@@ -555,7 +726,6 @@ class Hub:
             if brings_data:
                 doc.doc = am.Document()
                 doc.state = _DocState.READY
-                logger.info("document %s created by peer %s", doc_id, conn.peer.peer_id)
             elif self.create_on_request:
                 doc.doc = am.Document()
                 doc.state = _DocState.READY
@@ -563,31 +733,31 @@ class Hub:
                 logger.info("document %s created empty on request (R mode)", doc_id)
             else:
                 self._unavailable(conn, doc_id, pd, again=isinstance(msg, Request))
+                self._count_dataless(conn, doc)
                 return
         elif not doc.heads() and not brings_data and not self.create_on_request:
             # Announced by a peer whose changes have not arrived yet.
             self._unavailable(conn, doc_id, pd, again=isinstance(msg, Request))
+            self._count_dataless(conn, doc)
             return
 
-        if pd.owes_reply and _silences_reply(msg.data, doc):
+        if pd.owes_reply and _silences_reply(parsed, doc):
             # Replies are batched, but a message with no changes that
             # advertises exactly our heads makes the core believe the peer
             # knows our heads, and it would never answer the message before
             # it: the peer would wait forever. Answer that one first.
             self._sync_to(doc, conn.conn_id, pd)
-        before = doc.heads()
-        try:
-            doc.doc.receive_sync_message(pd.sync_state, am.Message.decode(msg.data))
-        except Exception as exc:
-            if created and not doc.heads():
-                doc.doc, doc.state = None, _DocState.MISSING  # nothing came of it
-            self._fail(conn, f"invalid sync message for {doc_id}: {exc}")
+        if not self._apply_sync(conn, doc, pd, msg.data, parsed, created=created):
             return
+        if doc.doc is None:
+            return  # rolled back: the peers are answered once it is reloaded
+        if not doc.saved_heads:
+            self._count_dataless(conn, doc)  # announced, its changes not here yet
+            if conn.conn_id not in self._conns:
+                return
+        elif created:
+            logger.info("document %s created by peer %s", doc_id, printable(conn.peer.peer_id))
         pd.owes_reply = True
-        if doc.doc.get_heads() != before:
-            self._record_changes(doc)
-            if not before:  # the document's first changes: share it
-                self._announce_to_all(doc)
         if first_contact:
             # A peer opening a document (a fetch) is answered at once, not
             # with the next round of a busy document.
@@ -595,6 +765,155 @@ class Hub:
         # The reply is generated with the other peers' messages: a burst of
         # messages for one document then costs one reply per peer.
         self._dirty.add(doc_id)
+
+    def _apply_sync(
+        self,
+        conn: _Connection,
+        doc: _Doc,
+        pd: _PeerDoc,
+        data: bytes,
+        parsed: SyncMessage,
+        *,
+        created: bool,
+    ) -> bool:
+        """Check a peer's sync message, give it to the core, store what it added.
+
+        Returns whether the connection lives on.
+        """
+        assert doc.doc is not None
+        admission = Admission()
+        if parsed.changes:
+            if doc.guard is None:
+                doc.guard = DocumentGuard(doc.doc)
+            try:
+                admission = admit(doc.guard, parsed, self.limits.message)
+            except Rejected as exc:
+                if created and not doc.has_data():
+                    doc.doc, doc.state, doc.guard = None, _DocState.MISSING, None
+                code = CLOSE_TOO_BIG if exc.too_big else CLOSE_PROTOCOL_ERROR
+                self._fail(conn, f"refused changes for {doc.doc_id}: {exc}", code=code)
+                return False
+        before = doc.saved_heads
+        try:
+            doc.doc.receive_sync_message(pd.sync_state, am.Message.decode(data))
+        except BaseException as exc:
+            if not is_panic(exc) and not isinstance(exc, Exception):
+                raise
+            if is_panic(exc) or admission.orphans or doc.doc.get_heads() != before:
+                # Poisoned, or holding what this peer sent: back to what was stored.
+                self._rollback(doc, f"the core failed on a message of {conn.peer_id_text()}")
+            elif created:
+                doc.doc, doc.state, doc.guard = None, _DocState.MISSING, None  # nothing came of it
+            self._fail(conn, f"invalid sync message for {doc.doc_id}: {printable(exc)}")
+            return False
+        heads = doc.doc.get_heads()
+        if heads != before:
+            owners = {h: owner for h, (owner, _) in doc.orphans.items()}
+            failure = self._verify(doc, before, admission)
+            if failure is not None:
+                self._rollback(doc, failure.reason)
+                # The change's author is cut off; a peer whose message only
+                # completed it is not at fault, and resyncs after the reload.
+                culprit = self._conns.get(owners.get(failure.change_hash, conn.conn_id))
+                if culprit is not None:
+                    self._fail(culprit, f"refused changes for {doc.doc_id}: {failure.reason}")
+                return conn.conn_id in self._conns
+            self._record_changes(doc)
+            if not before:  # the document's first changes: share it
+                for conn_id in doc.peers:
+                    peer = self._conns.get(conn_id)
+                    if peer is not None:
+                        peer.dataless.discard(doc.doc_id)
+                self._announce_to_all(doc)
+        return self._hold_orphans(conn, doc, admission)
+
+    def _verify(self, doc: _Doc, before: list[bytes], admission: Admission) -> Failure | None:
+        """Check what the core applied that could not be checked before it did."""
+        assert doc.doc is not None
+        changes = doc.doc.get_changes(before)
+        known = {h: info for h, (_, info) in doc.orphans.items()}
+        for change in changes:
+            self._release_orphan(doc, change.hash)
+        if not before and admission.documents:
+            # A whole document into an empty one: the core checked that it
+            # loads; a save must load too. Its guard is built when next needed.
+            doc.guard = None
+            try:
+                am.Document.load(doc.doc.save())
+            except BaseException as exc:
+                if not is_panic(exc) and not isinstance(exc, Exception):
+                    raise
+                return Failure(
+                    f"the document sent does not load once saved ({printable(exc)})", b""
+                )
+            return None
+        assert doc.guard is not None
+        return verify_applied(doc.guard, changes, admission, known)
+
+    def _hold_orphans(self, conn: _Connection, doc: _Doc, admission: Admission) -> bool:
+        """Account for changes the core keeps until their dependencies arrive."""
+        if not admission.orphans:
+            return True
+        guard = doc.guard
+        for change_hash, info in admission.orphans.items():
+            if change_hash in doc.orphans or (guard is not None and guard.knows(change_hash)):
+                continue
+            doc.orphans[change_hash] = (conn.conn_id, info)
+            conn.orphan_bytes += info.size
+        if conn.orphan_bytes > self.limits.orphan_bytes:
+            self._rollback(doc, f"{conn.peer_id_text()} sent too many changes it never completed")
+            self._fail(
+                conn,
+                f"more than {self.limits.orphan_bytes} bytes of changes whose dependencies "
+                "never arrived",
+                code=CLOSE_TOO_BIG,
+            )
+            return False
+        return True
+
+    def _release_orphan(self, doc: _Doc, change_hash: bytes) -> None:
+        held = doc.orphans.pop(change_hash, None)
+        if held is not None:
+            owner = self._conns.get(held[0])
+            if owner is not None:
+                owner.orphan_bytes -= held[1].size
+
+    def _rollback(self, doc: _Doc, reason: str) -> None:
+        """Drop a document from memory and reload it from storage.
+
+        Everything acknowledged is in the store, so nothing is lost: what
+        goes is what the core was given but not stored (the change that
+        failed, changes still waiting for their dependencies). Its peers
+        start their sync over with fresh states.
+        """
+        logger.warning("document %s: %s; reloading it from storage", doc.doc_id, reason)
+        for change_hash in list(doc.orphans):
+            self._release_orphan(doc, change_hash)
+        doc.doc = None
+        doc.guard = None
+        doc.version += 1
+        for pd in doc.peers.values():
+            pd.sync_state = am.SyncState()
+            pd.owes_reply = True
+            pd.synced_version = -1
+        if doc.saved_heads or doc.doc_id in self._stored:
+            doc.state = _DocState.LOADING
+            self._fx.load.append(doc.doc_id)
+        else:
+            doc.state = _DocState.MISSING
+
+    def _count_dataless(self, conn: _Connection, doc: _Doc) -> None:
+        """Count an engaged document that holds nothing; refuse a peer beyond the limit."""
+        if conn.conn_id not in doc.peers or conn.conn_id not in self._conns:
+            return
+        conn.dataless.add(doc.doc_id)
+        limit = self.limits.documents_without_data
+        if len(conn.dataless) > limit:
+            self._fail(
+                conn,
+                f"more than {limit} open documents that nobody has sent",
+                code=CLOSE_POLICY,
+            )
 
     def _unavailable(
         self, conn: _Connection, doc_id: DocumentId, pd: _PeerDoc, *, again: bool
@@ -659,7 +978,12 @@ class Hub:
     # -- helpers ---------------------------------------------------------------
 
     def _drain_parked(self, conn: _Connection) -> None:
-        while conn.parked and conn.waiting_for is None and conn.conn_id in self._conns:
+        while (
+            conn.parked
+            and conn.waiting_for is None
+            and conn.probing is None
+            and conn.conn_id in self._conns
+        ):
             self._handle(conn, conn.parked.popleft())
 
     def _record_changes(self, doc: _Doc) -> None:
@@ -667,6 +991,8 @@ class Hub:
         changes = doc.doc.get_changes(doc.saved_heads)
         if changes:
             self._fx.writes.append((doc.doc_id, b"".join(c.bytes for c in changes)))
+            if doc.guard is not None:
+                doc.guard.record(changes, {})  # a no-op for changes checked on arrival
         doc.saved_heads = doc.doc.get_heads()
         doc.version += 1
 
@@ -680,7 +1006,15 @@ class Hub:
             return
         pd.owes_reply = False
         pd.synced_version = doc.version
-        message = doc.doc.generate_sync_message(pd.sync_state)
+        try:
+            message = doc.doc.generate_sync_message(pd.sync_state)
+        except BaseException as exc:
+            if not is_panic(exc) and not isinstance(exc, Exception):
+                raise
+            # The peer's sync state (what it said it has) broke the core.
+            self._rollback(doc, f"generating a sync message failed: {printable(exc)}")
+            self._fail(conn, f"sync with {doc.doc_id} failed")
+            return
         if message is not None:
             self._send(conn_id, Sync(self.peer_id, conn.peer.peer_id, doc.doc_id, message.encode()))
 
@@ -757,11 +1091,22 @@ class Hub:
             if doc is None:
                 continue
             doc.peers.pop(conn.conn_id, None)
-            if doc.state is _DocState.MISSING and not doc.peers:
-                del self._docs[doc_id]
+            if any(owner == conn.conn_id for owner, _ in doc.orphans.values()):
+                # The changes it left waiting for dependencies go with it.
+                self._rollback(doc, f"{conn.peer_id_text()} left changes it never completed")
+            if (
+                not doc.peers
+                and not doc.saved_heads
+                and doc_id not in self._stored
+                and doc.state in (_DocState.MISSING, _DocState.READY)
+            ):
+                del self._docs[doc_id]  # nothing here but what it asked for
+                self._dirty.discard(doc_id)
         conn.docs.clear()
+        conn.dataless.clear()
         conn.parked.clear()
         conn.waiting_for = None
+        conn.probing = None
         if conn.peer is not None:
             if self._peers.get(conn.peer.peer_id) == conn.conn_id:
                 del self._peers[conn.peer.peer_id]
@@ -770,11 +1115,22 @@ class Hub:
                 del self._ephemeral_seen[key]
             conn.peer = None
 
-    def _fail(self, conn: _Connection, reason: str, target: PeerId | None = None) -> None:
+    def _fail(
+        self,
+        conn: _Connection,
+        reason: str,
+        target: PeerId | None = None,
+        *,
+        code: int = CLOSE_PROTOCOL_ERROR,
+    ) -> None:
         peer_id = conn.peer.peer_id if conn.peer else target
-        logger.warning("closing connection of %s: %s", peer_id or conn.remote_address, reason)
-        self._send(conn.conn_id, Error(self.peer_id, reason, target_id=peer_id))
-        self._fx.close.append((conn.conn_id, CLOSE_PROTOCOL_ERROR, reason[:120]))
+        logger.warning(
+            "closing connection of %s: %s",
+            printable(peer_id) if peer_id else conn.remote_address,
+            printable(reason, limit=_MAX_ERROR_TEXT),
+        )
+        self._send(conn.conn_id, Error(self.peer_id, reason[:_MAX_ERROR_TEXT], target_id=peer_id))
+        self._fx.close.append((conn.conn_id, code, close_reason(reason)))
         del self._conns[conn.conn_id]
         self._forget_peer(conn)
 
@@ -786,12 +1142,15 @@ class Hub:
         return fx
 
 
-def _silences_reply(data: bytes, doc: _Doc) -> bool:
-    summary = sync_message_heads(data)
-    if summary is None:
-        return True
-    heads, has_changes = summary
-    return not has_changes and sorted(heads) == sorted(doc.heads())
+def _silences_reply(message: SyncMessage, doc: _Doc) -> bool:
+    return not message.has_changes and sorted(message.heads) == sorted(doc.heads())
+
+
+def _identity_key(identity: dict[str, Any] | None) -> tuple[object, ...] | None:
+    """Who an authenticated identity is: issuer and subject (else the email)."""
+    if identity is None:
+        return None
+    return (identity.get("iss"), identity.get("sub") or identity.get("email"))
 
 
 # Salvaging re-loads the document once per chunk per pass; beyond this many
@@ -809,7 +1168,9 @@ def _load(doc_id: DocumentId, data: bytes) -> am.Document | None:
     """
     try:
         return am.Document.load(data)
-    except Exception as exc:
+    except BaseException as exc:
+        if not is_panic(exc) and not isinstance(exc, Exception):
+            raise
         logger.error("document %s: stored data does not load (%s); salvaging", doc_id, exc)
     pending = split_chunks(data)
     if len(pending) > _MAX_SALVAGE_CHUNKS:
@@ -822,7 +1183,9 @@ def _load(doc_id: DocumentId, data: bytes) -> am.Document | None:
         for chunk in list(pending):
             try:
                 am.Document.load(good + chunk)
-            except Exception:
+            except BaseException as exc:
+                if not is_panic(exc) and not isinstance(exc, Exception):
+                    raise
                 continue
             good += chunk
             pending.remove(chunk)

@@ -4,9 +4,13 @@ Every message is one CBOR map with a text ``type``. :func:`decode` accepts
 what JavaScript peers really send (16-bit map headers, CBOR ``undefined`` for
 absent fields, float64 timestamps and counts) and is strict about everything
 else: each field is checked and a :class:`~autosync_jupyter.errors.ProtocolError`
-names the one that is wrong. :func:`encode` writes what every peer accepts:
-byte strings for ``data``, arrays for lists (even of one element), no 64-bit
-integers, no tags, no ``null`` for absent fields.
+names the one that is wrong. Before any Python object is built, the CBOR
+structure is walked: at most :data:`MAX_ITEMS` items nested at most
+:data:`MAX_DEPTH` deep, no tags (the protocol uses none), so decoding costs
+memory in proportion to the frame, never a multiple of it. :func:`encode`
+writes what every peer accepts: byte strings for ``data``, arrays for lists
+(even of one element), no 64-bit integers, no tags, no ``null`` for absent
+fields.
 
 >>> msg = Join(sender_id="py-1", peer_metadata=PeerMetadata(is_ephemeral=True))
 >>> decode(encode(msg)) == msg
@@ -17,20 +21,20 @@ No I/O happens here.
 
 from __future__ import annotations
 
-import io
 import math
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
 import cbor2
 
-from .chunks import read_uleb128
 from .errors import InvalidDocumentId, ProtocolError
 from .ids import DocumentId, PeerId, validate_document_id
 
 __all__ = [
+    "DEFAULT_MAX_MESSAGE_SIZE",
+    "MAX_DEPTH",
+    "MAX_ITEMS",
     "PROTOCOL_VERSION",
     "DocUnavailable",
     "Ephemeral",
@@ -48,12 +52,20 @@ __all__ = [
     "UnknownMessage",
     "decode",
     "encode",
-    "sync_message_has_heads",
-    "sync_message_heads",
 ]
 
 #: The only wire protocol version there is (stable since automerge-repo 1.0).
 PROTOCOL_VERSION = "1"
+
+#: The JS sync server's (``ws``'s) default message limit; whole documents
+#: travel in one message, so the usual 1 MiB Python default breaks first syncs.
+DEFAULT_MAX_MESSAGE_SIZE = 100 * 1024 * 1024
+
+#: Most CBOR items (maps, arrays, strings, numbers...) one message may hold.
+#: Real messages hold a few dozen; the byte strings inside count as one each.
+MAX_ITEMS = 4096
+#: Deepest nesting of maps and arrays in one message.
+MAX_DEPTH = 16
 
 # JavaScript numbers above 2**32 - 1 travel as float64; CBOR integers beyond
 # that decode to BigInt in cbor-x, which breaks JS arithmetic.
@@ -414,35 +426,78 @@ def _from_map(f: _Fields, msg_type: str) -> Message:
     )
 
 
-# CBOR tags 28 (shareable) and 29 (shared reference) are written d8 1c / d8 1d;
-# the same bytes inside a byte string only cost a needless walk.
-_SHARED_TAGS = re.compile(b"\xd8[\x1c\x1d]")
+_INDEFINITE = -1
 
 
-def _reject_shared_values(value: object) -> None:
-    """Refuse CBOR value sharing (tags 28/29): a container that occurs twice.
+def _scan(data: bytes) -> None:
+    """Walk the CBOR structure of ``data`` without building it.
 
-    Shared references can make a cycle or an exponentially large tree, which
-    ``encode`` cannot write back when relaying. No automerge-repo peer uses them.
+    Raises:
+        ProtocolError: not exactly one CBOR map, a tag, an indefinite-length
+            string, a simple value other than false/true/null/undefined, more
+            than :data:`MAX_ITEMS` items or deeper than :data:`MAX_DEPTH`.
     """
-    seen: set[int] = set()
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, cbor2.CBORTag):
-            children: list[object] = [item.value]
-        elif isinstance(item, Mapping):
-            children = [*item.keys(), *item.values()]
-        elif isinstance(item, (list, tuple, set, frozenset)):
-            children = list(item)
+    end = len(data)
+    pos = 0
+    items = 0
+    pending: list[int] = []  # items still due in each open container
+    while True:
+        if pos >= end:
+            raise ProtocolError("malformed CBOR: the message ends inside an item")
+        initial = data[pos]
+        pos += 1
+        major, info = initial >> 5, initial & 0x1F
+        if initial == 0xFF:
+            if not pending or pending[-1] != _INDEFINITE:
+                raise ProtocolError("malformed CBOR: a break outside an indefinite container")
+            pending.pop()
         else:
-            continue
-        if not children:
-            continue
-        if id(item) in seen:
-            raise ProtocolError("malformed message: CBOR shared references are not supported")
-        seen.add(id(item))
-        stack.extend(children)
+            items += 1
+            if items > MAX_ITEMS:
+                raise ProtocolError(f"a message may hold at most {MAX_ITEMS} CBOR items")
+            if pos == 1 and major != 5:
+                raise ProtocolError("a message must be a CBOR map")
+            if info < 24:
+                arg = info
+            elif info <= 27:
+                size = 1 << (info - 24)
+                if pos + size > end:
+                    raise ProtocolError("malformed CBOR: the message ends inside an item")
+                arg = int.from_bytes(data[pos : pos + size], "big")
+                pos += size
+            elif info == 31 and major in (4, 5):
+                arg = _INDEFINITE
+            else:
+                raise ProtocolError("malformed CBOR: an encoding the protocol never uses")
+            if major in (2, 3):
+                pos += arg
+                if pos > end:
+                    raise ProtocolError("malformed CBOR: a string runs past the message")
+            elif major in (4, 5):
+                if len(pending) >= MAX_DEPTH:
+                    raise ProtocolError(f"a message may nest at most {MAX_DEPTH} levels")
+                if arg == _INDEFINITE:
+                    pending.append(_INDEFINITE)
+                    continue
+                if arg > MAX_ITEMS:
+                    raise ProtocolError(f"a message may hold at most {MAX_ITEMS} CBOR items")
+                if arg:
+                    pending.append(arg * 2 if major == 5 else arg)
+                    continue
+            elif major == 6:
+                raise ProtocolError("CBOR tags are not part of the protocol")
+            elif major == 7 and not (20 <= info <= 23 or 25 <= info <= 27):
+                raise ProtocolError("malformed CBOR: a simple value the protocol never uses")
+        # One item is complete: count it against the containers it closes.
+        while pending and pending[-1] != _INDEFINITE:
+            pending[-1] -= 1
+            if pending[-1]:
+                break
+            pending.pop()
+        if not pending:
+            break
+    if pos != end:
+        raise ProtocolError(f"malformed message: {end - pos} bytes after the CBOR")
 
 
 def decode(data: bytes) -> Message:
@@ -456,17 +511,13 @@ def decode(data: bytes) -> Message:
     """
     if not data:
         raise ProtocolError("empty message")
-    stream = io.BytesIO(data)
+    _scan(data)
     try:
-        value = cbor2.CBORDecoder(stream).decode()
+        value = cbor2.loads(data)
     except (cbor2.CBORDecodeError, ValueError, TypeError, OverflowError, RecursionError) as exc:
         raise ProtocolError(f"malformed CBOR: {exc}") from None
-    if stream.tell() != len(data):
-        raise ProtocolError(f"malformed message: {len(data) - stream.tell()} bytes after the CBOR")
     if not isinstance(value, dict):
         raise ProtocolError(f"a message must be a CBOR map, got {type(value).__name__}")
-    if _SHARED_TAGS.search(data):  # rare: only then walk the decoded value
-        _reject_shared_values(value)
     msg_type = value.get("type")
     if not isinstance(msg_type, str) or not msg_type:
         raise ProtocolError("a message must have a text 'type'")
@@ -548,43 +599,3 @@ def _to_map(msg: Message) -> dict[str, Any]:
 def encode(msg: Message) -> bytes:
     """Encode a message as the CBOR bytes of one WebSocket binary message."""
     return cbor2.dumps(_to_map(msg))
-
-
-def sync_message_has_heads(data: bytes) -> bool:
-    """Tell whether an Automerge sync message says its sender has the document.
-
-    Reads only the version byte and the ULEB128 heads count (protocol §4.1):
-    a non-zero count means the sender holds changes.
-    """
-    if len(data) < 2 or data[0] not in (0x42, 0x43):
-        return False
-    return data[1] != 0
-
-
-def sync_message_heads(data: bytes) -> tuple[list[bytes], bool] | None:
-    """The heads an Automerge sync message advertises, and whether it carries changes.
-
-    Layout (protocol §4.1): version byte, heads, need, have (last-sync
-    hashes and a Bloom filter each), changes. Returns None when the bytes do
-    not follow that layout.
-    """
-    try:
-        if data[0] not in (0x42, 0x43):
-            return None
-        count, pos = read_uleb128(data, 1)
-        heads = [data[pos + 32 * i : pos + 32 * (i + 1)] for i in range(count)]
-        pos += 32 * count
-        need, pos = read_uleb128(data, pos)
-        pos += 32 * need
-        haves, pos = read_uleb128(data, pos)
-        for _ in range(haves):
-            last_sync, pos = read_uleb128(data, pos)
-            pos += 32 * last_sync
-            bloom, pos = read_uleb128(data, pos)
-            pos += bloom
-        changes, pos = read_uleb128(data, pos)
-    except (IndexError, ValueError):
-        return None
-    if pos > len(data) or any(len(h) != 32 for h in heads):
-        return None
-    return heads, changes > 0

@@ -45,16 +45,27 @@ from websockets.http11 import Response as HttpResponse
 from .auth import AuthConfig, extract_bearer
 from .document import Document, MutableMap
 from .errors import AuthError, AutosyncError
-from .hub import ConnectionId, Effects, Hub, PeerInfo, SharePolicy
+from .hub import (
+    CLOSE_TRY_AGAIN_LATER,
+    ConnectionId,
+    Effects,
+    Hub,
+    HubLimits,
+    PeerInfo,
+    SharePolicy,
+)
 from .ids import DocumentId, generate_document_id, validate_document_id
 from .nesting import wait_blocking
-from .protocol import Error, encode
-from .redact import websocket_logger
+from .protocol import DEFAULT_MAX_MESSAGE_SIZE, Error, encode
+from .redact import printable, websocket_logger
 from .storage import FileStore, MemoryStore, Store
 from .values import new_document
 
 __all__ = [
+    "DEFAULT_MAX_CONNECTIONS",
     "DEFAULT_MAX_MESSAGE_SIZE",
+    "DEFAULT_MAX_QUEUED_BYTES",
+    "DEFAULT_MAX_SEND_QUEUE",
     "BackgroundSyncServer",
     "DocumentSummary",
     "PeerClosed",
@@ -65,11 +76,15 @@ __all__ = [
 
 logger = logging.getLogger("autosync_jupyter.server")
 
-#: The JS sync server's (``ws``'s) default message limit; whole documents
-#: travel in one message, so the usual 1 MiB Python default breaks first syncs.
-DEFAULT_MAX_MESSAGE_SIZE = 100 * 1024 * 1024
 #: A connection whose unsent messages exceed this many bytes is dropped.
 DEFAULT_MAX_SEND_QUEUE = 256 * 1024 * 1024
+#: All connections' unsent messages together: beyond, the slowest reader goes.
+DEFAULT_MAX_QUEUED_BYTES = 512 * 1024 * 1024
+#: Connections served at once; more are refused (HTTP 503, or close 1013).
+DEFAULT_MAX_CONNECTIONS = 4096
+#: How long a connection holding a peer id has to answer a ping when another
+#: connection joins with that id (it keeps the id if it answers).
+DEFAULT_TAKEOVER_TIMEOUT = 2.0
 
 _CLOSE_UNSUPPORTED_DATA = 1003
 _CLOSE_POLICY = 1008
@@ -133,6 +148,9 @@ class PeerSocket(Protocol):
     def abort(self) -> None:
         """Drop the connection at once (a peer that does not read)."""
 
+    async def ping(self, timeout: float) -> bool:
+        """Whether the peer answers a ping within ``timeout`` seconds."""
+
 
 class _WebsocketsPeer:
     """A ``websockets`` server connection as a :class:`PeerSocket`."""
@@ -142,9 +160,14 @@ class _WebsocketsPeer:
         self.remote_address = _format_address(ws.remote_address)
 
     async def __aiter__(self) -> AsyncIterator[bytes | str]:
-        with contextlib.suppress(ConnectionClosed):
-            async for data in self._ws:
-                yield data
+        frames = aiter(self._ws)
+        while True:
+            try:
+                # No local name: a generator would keep its last frame alive
+                # for as long as the connection stays idle.
+                yield await anext(frames)
+            except (StopAsyncIteration, ConnectionClosed):
+                return
 
     async def send(self, data: bytes) -> None:
         try:
@@ -158,6 +181,14 @@ class _WebsocketsPeer:
     def abort(self) -> None:
         self._ws.transport.abort()
 
+    async def ping(self, timeout: float) -> bool:
+        try:
+            pong = await self._ws.ping()
+            await asyncio.wait_for(pong, timeout)
+        except (ConnectionClosed, asyncio.TimeoutError):
+            return False
+        return True
+
 
 @dataclass
 class _Link:
@@ -168,6 +199,8 @@ class _Link:
     queue: deque[tuple[asyncio.Future[None] | None, bytes]] = field(default_factory=deque)
     queued_bytes: int = 0
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+    # Set when the hub may have stopped waiting for a load or a probe.
+    resume: asyncio.Event = field(default_factory=asyncio.Event)
     closing: bool = False
     close_task: asyncio.Future[None] | None = None
 
@@ -203,6 +236,18 @@ class SyncServer:
         origins: if given, only browser pages from these origins may connect.
         max_send_queue: bytes of unsent messages after which a peer that does
             not read is disconnected.
+        max_queued_bytes: unsent bytes of all connections together; beyond,
+            the connection with the most waiting is dropped (the server's
+            memory for outgoing data stays within this).
+        max_connections: connections served at once; more are refused with
+            HTTP 503 before the upgrade (or closed with 1013 when they come
+            through :meth:`serve_peer`).
+        takeover_timeout: when a second connection joins with the peer id of
+            a live one (without authentication), the live one is pinged; if it
+            answers within this many seconds it keeps the id and the newcomer
+            is refused, else it is replaced (a client back after a dropped
+            socket). With authentication, only the same identity may take a
+            peer id over, at once.
         path: if given, only upgrades on this URL path are accepted.
         auth: an :class:`~autosync_jupyter.auth.AuthConfig`: every connection
             must present a valid OIDC ID token, as ``Authorization: Bearer``
@@ -237,6 +282,9 @@ class SyncServer:
         sync_interval: float = 0.1,
         origins: Sequence[str] | None = None,
         max_send_queue: int = DEFAULT_MAX_SEND_QUEUE,
+        max_queued_bytes: int = DEFAULT_MAX_QUEUED_BYTES,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        takeover_timeout: float = DEFAULT_TAKEOVER_TIMEOUT,
         path: str | None = None,
         auth: AuthConfig | None = None,
         insecure_auth_on_loopback: bool = False,
@@ -270,6 +318,10 @@ class SyncServer:
         self._close_timeout = close_timeout
         self._origins = list(origins) if origins is not None else None
         self._max_send_queue = max_send_queue
+        self._max_queued_bytes = max_queued_bytes
+        self._max_connections = max_connections
+        self._takeover_timeout = takeover_timeout
+        self._queued_bytes = 0
         self._auth = auth
         # Outcome of the token check of each upgrade: claims, or the AuthError.
         self._identities: weakref.WeakKeyDictionary[
@@ -313,6 +365,7 @@ class SyncServer:
             share=self._share,
             stored=self._store,
             create_on_request=self._create_on_request,
+            limits=HubLimits.for_message_size(self._max_message_size),
         )
         if not listen:
             logger.info("sync hub ready (data: %s)", self.data_dir or "memory")
@@ -580,6 +633,15 @@ class SyncServer:
         if "upgrade" not in request.headers.get("Connection", "").lower():
             # Health checks (the JS sync server answers GET / the same way).
             return connection.respond(HTTPStatus.OK, "autosync-jupyter sync server is running\n")
+        if len(self._links) >= self._max_connections:
+            logger.warning(
+                "refused %s: %d connections already (max_connections)",
+                _format_address(connection.remote_address),
+                len(self._links),
+            )
+            return connection.respond(
+                HTTPStatus.SERVICE_UNAVAILABLE, "too many connections, try again later\n"
+            )
         if self._auth is not None:
             self._identities[connection] = await self._authenticate(connection, request, query)
         return None
@@ -602,9 +664,10 @@ class SyncServer:
                 token = extract_bearer(header)
             claims = await self._auth.authenticate(token)
         except AuthError as exc:
-            logger.warning("authentication failed for %s: %s", address, exc.reason)
+            logger.warning("authentication failed for %s: %s", address, printable(exc.reason))
             return exc
-        logger.info("authenticated %s as %s", address, claims.get("email") or claims.get("sub"))
+        who = printable(claims.get("email") or claims.get("sub"))  # claims are the peer's text
+        logger.info("authenticated %s as %s", address, who)
         return claims
 
     async def _handle(self, ws: ServerConnection) -> None:
@@ -631,6 +694,10 @@ class SyncServer:
         policies as ``peer.identity``.
         """
         hub = self._require_hub()
+        if len(self._links) >= self._max_connections:
+            logger.warning("refused %s: too many connections", peer.remote_address)
+            await peer.close(CLOSE_TRY_AGAIN_LATER, "too many connections, try again later")
+            return
         conn_id = hub.open_connection(remote_address=peer.remote_address, identity=identity)
         link = _Link(peer, conn_id)
         self._links[conn_id] = link
@@ -643,8 +710,15 @@ class SyncServer:
                     await peer.close(_CLOSE_UNSUPPORTED_DATA, "binary frames only")
                     break
                 self._apply(hub.receive(conn_id, data))
+                del data  # an idle connection must not hold on to its last frame
                 if link.closing:
                     break
+                # While the hub waits (a document loading, a probe of who holds
+                # this peer id), read nothing more: the peer's next messages
+                # stay in the socket, not in memory.
+                while hub.is_waiting(conn_id) and not link.closing:
+                    link.resume.clear()
+                    await link.resume.wait()
             if link.close_task is not None:
                 # Returning now would close with 1000; let the close we chose happen.
                 await asyncio.shield(link.close_task)
@@ -652,6 +726,7 @@ class SyncServer:
             pass
         finally:
             self._links.pop(conn_id, None)
+            self._discard_queue(link)
             self._apply(hub.close_connection(conn_id))
             self._notify(frozenset())
             sender.cancel()
@@ -681,9 +756,24 @@ class SyncServer:
                 link.close_task = self._spawn(self._close_link(link, code, reason))
         for doc_id in fx.load:
             self._spawn_load(doc_id)
+        for holder, newcomer in fx.probe:
+            self._spawn(self._probe(holder, newcomer))
         hub = self._hub
         if hub is not None and hub.pending_propagation():
             self._schedule_sync(hub)
+
+    async def _probe(self, holder: ConnectionId, newcomer: ConnectionId) -> None:
+        link = self._links.get(holder)
+        live = link is not None and not link.closing
+        if link is not None and live:
+            live = await link.ws.ping(self._takeover_timeout)
+        self._apply(self._require_hub().probe_result(newcomer, live))
+        self._resume()
+
+    def _resume(self) -> None:
+        # A load or a probe finished: connections waiting on the hub look again.
+        for link in self._links.values():
+            link.resume.set()
 
     def _schedule_sync(self, hub: Hub) -> None:
         # Per document: at once after a quiet spell, else at the end of the
@@ -752,6 +842,7 @@ class SyncServer:
         barrier = self._barrier if self._barrier is not None and not self._barrier.done() else None
         link.queue.append((barrier, data))
         link.queued_bytes += len(data)
+        self._queued_bytes += len(data)
         link.wakeup.set()
         if link.queued_bytes > self._max_send_queue:
             logger.warning(
@@ -759,10 +850,30 @@ class SyncServer:
                 link.ws.remote_address,
                 link.queued_bytes,
             )
-            link.closing = True
-            link.queue.clear()
-            link.queued_bytes = 0
-            self._spawn(self._abort(link))
+            self._drop(link)
+        while self._queued_bytes > self._max_queued_bytes:
+            slowest = max(self._links.values(), key=lambda each: each.queued_bytes)
+            if not slowest.queued_bytes:
+                break
+            logger.warning(
+                "%d bytes queued for all peers (max_queued_bytes): disconnecting the slowest, "
+                "%s (%d bytes)",
+                self._queued_bytes,
+                slowest.ws.remote_address,
+                slowest.queued_bytes,
+            )
+            self._drop(slowest)
+
+    def _drop(self, link: _Link) -> None:
+        """Cut off a peer that does not read, and free what waited for it."""
+        link.closing = True
+        self._discard_queue(link)
+        self._spawn(self._abort(link))
+
+    def _discard_queue(self, link: _Link) -> None:
+        link.queue.clear()
+        self._queued_bytes -= link.queued_bytes
+        link.queued_bytes = 0
 
     async def _send_loop(self, link: _Link) -> None:
         try:
@@ -770,12 +881,13 @@ class SyncServer:
                 await link.wakeup.wait()
                 link.wakeup.clear()
                 while link.queue:
-                    barrier, data = link.queue[0]
+                    barrier, data = link.queue.popleft()
+                    link.queued_bytes -= len(data)
+                    self._queued_bytes -= len(data)
                     if barrier is not None and not barrier.done():
                         await asyncio.shield(barrier)
-                    link.queue.popleft()
-                    link.queued_bytes -= len(data)
                     await link.ws.send(data)
+                    del data
         except PeerClosed:
             pass
         except AutosyncError:
@@ -809,7 +921,9 @@ class SyncServer:
             finally:
                 self._loads.pop(doc_id, None)
             self._apply(self._require_hub().document_loaded(doc_id, data))
+            del data
             future.set_result(None)
+            self._resume()
 
         self._spawn(load())
 

@@ -31,6 +31,7 @@ import automerge.core as am
 
 from ._patches import SpecialIndex, Tracker, Unknown, exact_timestamp, obj_key
 from ._patches import _Counter as _IndexedCounter
+from .binding import is_panic
 from .errors import CounterNotSupported, UnreadableValue
 
 __all__ = [
@@ -241,11 +242,6 @@ def new_document(initial: Mapping[str, Any] | None = None) -> am.Document:
 # -- reading --------------------------------------------------------------------------
 
 
-def _is_panic(exc: BaseException) -> bool:
-    # pyo3_runtime.PanicException cannot be imported; it derives from BaseException.
-    return type(exc).__name__ == "PanicException"
-
-
 class Reader:
     """Reads one binding document without ever triggering the binding's panic.
 
@@ -309,7 +305,7 @@ class Reader:
         except BaseException as exc:
             # Only reached if the index missed a counter: turn the binding's
             # panic (a BaseException) into an ordinary, catchable error.
-            if not _is_panic(exc):
+            if not is_panic(exc):
                 raise
             raise UnreadableValue(f"the automerge binding cannot read {prop!r}") from None
 
@@ -377,7 +373,7 @@ class Reader:
         try:
             values = self.source.values(obj, self.heads)
         except BaseException as exc:
-            if not _is_panic(exc):
+            if not is_panic(exc):
                 raise
             raise UnreadableValue("the automerge binding cannot read a value here") from None
         return [

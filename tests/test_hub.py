@@ -22,8 +22,8 @@ from autosync_jupyter.protocol import (
     Request,
     Sync,
     encode,
-    sync_message_heads,
 )
+from autosync_jupyter.sync_message import read_sync_message
 from autosync_jupyter.values import new_document, to_py
 
 
@@ -38,6 +38,8 @@ class Client:
     states: dict[DocumentId, am.SyncState] = field(default_factory=dict)
     inbox: list[Message] = field(default_factory=list)
     closed: list[tuple[int, str]] = field(default_factory=list)
+    # Whether it would answer a ping (False: its socket dropped unnoticed).
+    alive: bool = True
 
     def send(self, msg: Message) -> None:
         self.world.deliver(self.hub.receive(self.conn, encode(msg)))
@@ -78,7 +80,8 @@ class World:
         return client
 
     def reconnect(self, client: Client) -> Client:
-        """Open a new connection for the same peer id (the JS reconnect)."""
+        """Open a new connection for the same peer id (the JS reconnect after a drop)."""
+        client.alive = False
         new = Client(self.hub, client.peer_id, self.hub.open_connection(), client.docs)
         new.world = self
         self.clients[new.conn] = new
@@ -102,6 +105,10 @@ class World:
             client = self.clients.get(conn)
             if client is not None:
                 client.closed.append((code, reason))
+        for holder, newcomer in fx.probe:
+            # A client that is not "alive" is one whose socket dropped silently.
+            alive = self.clients[holder].alive if holder in self.clients else False
+            self.deliver(self.hub.probe_result(newcomer, alive))
         if self.hub.pending_propagation():
             self.deliver(self.hub.propagate())
 
@@ -243,15 +250,16 @@ def test_unknown_type_is_ignored_and_connection_stays() -> None:
     assert to_py(bob.docs[doc_id]) == {"k": 7}
 
 
-def test_spoofed_sender_is_dropped() -> None:
-    """A message whose senderId is not the connection's peer is dropped."""
+def test_spoofed_sender_is_refused() -> None:
+    """A message whose senderId is not the connection's peer gets an error and a 1008 close."""
     world = make_world()
     alice, mallory = world.client("alice"), world.client("mallory")
     doc_id = create_doc(alice, a=1)
-    before = len(mallory.inbox)
     data = am.Document().generate_sync_message(am.SyncState()).encode()
     mallory.send(Request(PeerId("alice"), PeerId("server"), doc_id, data))
-    assert len(mallory.inbox) == before and not mallory.closed
+    assert mallory.closed == [(1008, mallory.closed[0][1])]
+    assert "senderId" in mallory.of_type(Error)[0].message
+    assert not alice.closed and not alice.of_type(Error)
 
 
 def test_sync_for_another_target_is_ignored() -> None:
@@ -709,9 +717,7 @@ def test_batched_replies_still_acknowledge_a_change() -> None:
 
 
 def decode_heads_of(data: bytes) -> list[bytes]:
-    summary = sync_message_heads(data)
-    assert summary is not None
-    return summary[0]
+    return list(read_sync_message(data).heads)
 
 
 def test_announce_policy_pushes_a_peer_created_document_to_connected_peers() -> None:

@@ -41,7 +41,6 @@ from autosync_jupyter.protocol import (
     UnknownMessage,
     decode,
     encode,
-    sync_message_has_heads,
 )
 
 DOC_ID = DocumentId("4NMNnkMhL8jXrdJ9jamS58PAVdXu")
@@ -767,18 +766,18 @@ _DROP = object()
 
 HOSTILE: list[Any] = [
     pytest.param(b"", "empty", id="empty-bytes"),
-    pytest.param(bytes.fromhex("9b0000000100000000"), "malformed CBOR", id="array-of-2**32"),
-    pytest.param(bytes.fromhex("9bffffffffffffffff"), "malformed CBOR", id="array-of-2**64"),
-    pytest.param(bytes.fromhex("5b7fffffffffffffff"), "malformed CBOR", id="bytes-of-2**63"),
-    pytest.param(bytes.fromhex("bb0000000100000000"), "malformed CBOR", id="map-of-2**32"),
+    pytest.param(bytes.fromhex("9b0000000100000000"), "CBOR map", id="array-of-2**32"),
+    pytest.param(bytes.fromhex("9bffffffffffffffff"), "CBOR map", id="array-of-2**64"),
+    pytest.param(bytes.fromhex("5b7fffffffffffffff"), "CBOR map", id="bytes-of-2**63"),
+    pytest.param(bytes.fromhex("bb0000000100000000"), "CBOR items", id="map-of-2**32"),
     pytest.param(bytes.fromhex("05"), "map", id="bare-int"),
     pytest.param(bytes.fromhex("f6"), "map", id="null"),
     pytest.param(bytes.fromhex("f7"), "map", id="undefined"),
-    pytest.param(bytes.fromhex("8161"), "malformed CBOR", id="truncated"),
-    pytest.param(bytes.fromhex("1c"), "malformed CBOR", id="reserved-info"),
+    pytest.param(bytes.fromhex("8161"), "CBOR map", id="truncated"),
+    pytest.param(bytes.fromhex("1c"), "CBOR map", id="reserved-info"),
     pytest.param(bytes.fromhex("ff"), "malformed CBOR", id="lone-break"),
-    pytest.param(bytes.fromhex("d82543000102"), "malformed CBOR", id="bad-uuid-tag"),
-    pytest.param(bytes.fromhex("d81e820100"), "malformed CBOR", id="zero-denominator-fraction"),
+    pytest.param(bytes.fromhex("d82543000102"), "CBOR map", id="bad-uuid-tag"),
+    pytest.param(bytes.fromhex("d81e820100"), "CBOR map", id="zero-denominator-fraction"),
     pytest.param(cborx(["join"]), "map", id="array"),
     pytest.param(cborx({"senderId": "a"}), "type", id="no-type"),
     pytest.param(cborx({"type": 5, "senderId": "a"}), "type", id="type-int"),
@@ -787,17 +786,17 @@ HOSTILE: list[Any] = [
     pytest.param(cborx({"type": UNDEFINED}), "type", id="type-undefined"),
     pytest.param(GOLDEN_JOIN + b"\x00", "after the CBOR", id="trailing-byte"),
     pytest.param(GOLDEN_JOIN + GOLDEN_REQUEST, "after the CBOR", id="two-messages"),
-    pytest.param(b"\x81" * 100_000 + b"\x00", "malformed CBOR", id="nested-arrays-100k"),
-    pytest.param(b"\x9f" * 100_000, "malformed CBOR", id="nested-indefinite-100k"),
-    pytest.param(b"\xa1\x61a" * 100_000 + b"\x00", "malformed CBOR", id="nested-maps-100k"),
+    pytest.param(b"\x81" * 100_000 + b"\x00", "CBOR map", id="nested-arrays-100k"),
+    pytest.param(b"\x9f" * 100_000, "CBOR map", id="nested-indefinite-100k"),
+    pytest.param(b"\xa1\x61a" * 100_000 + b"\x00", "nest at most", id="nested-maps-100k"),
     pytest.param(
         cborx({"type": "frob", "x": 0})[:-1] + b"\x81" * 100_000 + b"\x00",
-        "malformed CBOR",
+        "nest at most",
         id="nested-inside-message",
     ),
-    pytest.param(b'{"type":"join","senderId":"peer-abc"}', "malformed CBOR", id="json-text"),
-    pytest.param(b"hello", "malformed CBOR", id="text-frame"),
-    pytest.param(b"ping", "malformed CBOR", id="short-text-frame"),
+    pytest.param(b'{"type":"join","senderId":"peer-abc"}', "CBOR map", id="json-text"),
+    pytest.param(b"hello", "CBOR map", id="text-frame"),
+    pytest.param(b"ping", "CBOR map", id="short-text-frame"),
     # documentId
     pytest.param(_sync(documentId="!!!invalid!!!"), "document id", id="doc-id-garbage"),
     pytest.param(_sync(documentId="../../etc"), "document id", id="doc-id-path"),
@@ -825,7 +824,7 @@ HOSTILE: list[Any] = [
                 "data": cbor2.CBORTag(64, b"\x42\x00"),
             }
         ),
-        "'data'",
+        "tags",
         id="data-tagged",
     ),
     pytest.param(_ephemeral(data=[1, 2]), "'data'", id="ephemeral-data-list"),
@@ -954,7 +953,7 @@ def test_huge_bignum_timestamp_is_a_protocol_error() -> None:
             "newHeads": {"s": {"heads": [], "timestamp": 10**400}},
         }
     )
-    with pytest.raises(ProtocolError, match="timestamp"):
+    with pytest.raises(ProtocolError, match="tags"):  # a bignum is a tagged integer
         decode(data)
 
 
@@ -975,7 +974,7 @@ def test_decoded_huge_count_can_be_relayed(count: int) -> None:
     try:
         msg = decode(data)
     except ProtocolError as exc:
-        assert "count" in str(exc)
+        assert "count" in str(exc) or "tags" in str(exc)  # bignums are tagged
         return
     assert isinstance(msg, Ephemeral)
     relayed = decode(encode(msg))
@@ -1043,40 +1042,6 @@ def test_shared_reference_bomb_is_not_amplified_on_relay() -> None:
     except ProtocolError:
         return
     assert len(encode(msg)) < 100 * len(data)
-
-
-# -- sync_message_has_heads -------------------------------------------------------------
-
-
-def test_sync_message_has_heads_on_real_automerge_messages() -> None:
-    """An empty document's first sync message has no heads; one with a change has heads."""
-    empty, full = real_sync_messages()
-    assert not sync_message_has_heads(empty)
-    assert sync_message_has_heads(full)
-
-
-def test_sync_message_has_heads_on_the_spec_example() -> None:
-    """The §4.1 empty-document message (42 00 …) reports no heads."""
-    assert not sync_message_has_heads(EMPTY_DOC_SYNC)
-
-
-@pytest.mark.parametrize(
-    ("data", "expected"),
-    [
-        (b"", False),
-        (b"\x42", False),
-        (b"\x42\x00", False),
-        (b"\x42\x01" + bytes(32), True),
-        (b"\x43\x02" + bytes(64), True),
-        (b"\x43\x00\x00", False),
-        (b"\x42\x80\x01", True),  # ULEB128 count of 128
-        (b"\x00\x01", False),  # not a sync message at all
-        (b"\xa0", False),
-    ],
-)
-def test_sync_message_has_heads_reads_version_and_count(data: bytes, expected: bool) -> None:
-    """Only a V1/V2 version byte followed by a non-zero heads count means "has heads"."""
-    assert sync_message_has_heads(data) is expected
 
 
 # -- fuzzing ------------------------------------------------------------------------------

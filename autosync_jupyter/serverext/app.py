@@ -21,7 +21,13 @@ from typing import Any
 from jupyter_server.extension.application import ExtensionApp
 from traitlets import Bool, Callable, Enum, Float, Int, Unicode, Union
 
-from ..server import DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_MAX_SEND_QUEUE, SyncServer
+from ..server import (
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_MESSAGE_SIZE,
+    DEFAULT_MAX_QUEUED_BYTES,
+    DEFAULT_MAX_SEND_QUEUE,
+    SyncServer,
+)
 from .registry import KernelServerRegistry
 
 __all__ = ["AutosyncExtension"]
@@ -118,6 +124,19 @@ class AutosyncExtension(ExtensionApp):
         is disconnected.""",
     ).tag(config=True)
 
+    max_queued_bytes = Int(
+        DEFAULT_MAX_QUEUED_BYTES,
+        help="""Unsent bytes of all peers together; beyond, the peer with the
+        most waiting is disconnected, so memory for outgoing data stays within
+        this.""",
+    ).tag(config=True)
+
+    max_connections = Int(
+        DEFAULT_MAX_CONNECTIONS,
+        help="""Sync connections served at once; more are closed with 1013
+        (try again later).""",
+    ).tag(config=True)
+
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.sync_server: SyncServer | None = None
@@ -137,6 +156,8 @@ class AutosyncExtension(ExtensionApp):
             max_message_size=self.max_message_size,
             sync_interval=self.sync_interval,
             max_send_queue=self.max_send_queue,
+            max_queued_bytes=self.max_queued_bytes,
+            max_connections=self.max_connections,
         )
 
     def initialize_handlers(self) -> None:

@@ -220,6 +220,11 @@ class SyncWebSocketHandler(AuthorizedWebSocketHandler):
         if self._peer is not None:
             self._peer.feed_closed()
 
+    def on_pong(self, data: bytes) -> None:
+        super().on_pong(data)  # type: ignore[no-untyped-call]  # Jupyter keep-alive
+        if self._peer is not None:
+            self._peer.feed_pong()
+
 
 # -- the REST API ----------------------------------------------------------------------
 

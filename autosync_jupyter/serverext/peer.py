@@ -36,6 +36,10 @@ class _Closed:
     """Queue sentinel: the connection is gone."""
 
 
+class _EndOfMessages(Exception):
+    """The connection closed: no more messages."""
+
+
 _CLOSED: Final = _Closed()
 
 
@@ -60,6 +64,7 @@ class TornadoPeer:
         self.remote_address = remote_address
         self._incoming: asyncio.Queue[bytes | str | _Closed] = asyncio.Queue(max_incoming)
         self._closed = asyncio.Event()
+        self._pong: asyncio.Future[None] | None = None
 
     # -- fed by the tornado handler ----------------------------------------------
 
@@ -85,6 +90,11 @@ class TornadoPeer:
             else:
                 return
 
+    def feed_pong(self) -> None:
+        """Record a pong (from the handler's ``on_pong``)."""
+        if self._pong is not None and not self._pong.done():
+            self._pong.set_result(None)
+
     @property
     def closed(self) -> bool:
         """Whether the connection has closed."""
@@ -94,10 +104,18 @@ class TornadoPeer:
 
     async def __aiter__(self) -> AsyncIterator[bytes | str]:
         while True:
-            item = await self._incoming.get()
-            if isinstance(item, _Closed):
+            try:
+                # No local name: the generator must not keep its last frame
+                # alive while the connection is idle.
+                yield await self._next()
+            except _EndOfMessages:
                 return
-            yield item
+
+    async def _next(self) -> bytes | str:
+        item = await self._incoming.get()
+        if isinstance(item, _Closed):
+            raise _EndOfMessages
+        return item
 
     async def send(self, data: bytes) -> None:
         """Send one binary message; raise :class:`PeerClosed` if the connection is gone."""
@@ -120,6 +138,19 @@ class TornadoPeer:
             self._handler.close(code, reason)
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._closed.wait(), CLOSE_TIMEOUT)
+
+    async def ping(self, timeout: float) -> bool:
+        """Whether the peer answers a ping within ``timeout`` seconds."""
+        if self._closed.is_set():
+            return False
+        if self._pong is None or self._pong.done():
+            self._pong = asyncio.get_running_loop().create_future()
+        try:
+            self._handler.ping(b"autosync")
+            await asyncio.wait_for(asyncio.shield(self._pong), timeout)
+        except (WebSocketClosedError, asyncio.TimeoutError):
+            return False
+        return not self._closed.is_set()
 
     def abort(self) -> None:
         """Drop the connection at once (a peer that does not read)."""

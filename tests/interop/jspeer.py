@@ -144,6 +144,35 @@ class Op:
         return {"op": "increment", "path": _path(path), "by": by}
 
     @staticmethod
+    def mark(
+        path: DocPath, start: int, end: int, name: str, value: Any, expand: str = "after"
+    ) -> dict[str, Any]:
+        """Mark characters ``start``..``end`` of the text at ``path`` (rich text)."""
+        return {
+            "op": "mark",
+            "path": _path(path),
+            "start": start,
+            "end": end,
+            "name": name,
+            "value": js_value(value),
+            "expand": expand,
+        }
+
+    @staticmethod
+    def unmark(
+        path: DocPath, start: int, end: int, name: str, expand: str = "after"
+    ) -> dict[str, Any]:
+        """Remove mark ``name`` from characters ``start``..``end`` of the text at ``path``."""
+        return {
+            "op": "unmark",
+            "path": _path(path),
+            "start": start,
+            "end": end,
+            "name": name,
+            "expand": expand,
+        }
+
+    @staticmethod
     def push(path: DocPath, *values: Any) -> dict[str, Any]:
         """Append ``values`` to the list at ``path``."""
         return {"op": "push", "path": _path(path), "values": [js_value(v) for v in values]}

@@ -29,7 +29,7 @@ import signal
 import sys
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -96,11 +96,19 @@ class ServerProcess:
         return self.url
 
 
-async def _pump(stream: asyncio.StreamReader | None, prefix: str, log: deque[str]) -> None:
+async def _pump(
+    stream: asyncio.StreamReader | None,
+    prefix: str,
+    log: deque[str],
+    on_line: Callable[[str], None] | None = None,
+) -> None:
     if stream is None:
         return
     async for raw in stream:
-        log.append(prefix + raw.decode("utf-8", "replace").rstrip("\n"))
+        line = prefix + raw.decode("utf-8", "replace").rstrip("\n")
+        log.append(line)
+        if on_line is not None:
+            on_line(line)
 
 
 @contextlib.asynccontextmanager
@@ -114,8 +122,11 @@ async def run_server(
     startup_timeout: float = 30.0,
     stop_timeout: float = 10.0,
     require_clean_exit: bool = True,
+    on_line: Callable[[str], None] | None = None,
 ) -> AsyncIterator[ServerProcess]:
     """Run ``argv`` until it prints its ``listening on`` line; SIGTERM it on exit.
+
+    ``on_line`` sees every line the server prints (its log keeps only the last ones).
 
     Raises:
         ServerError: the process exited or stayed silent for ``startup_timeout``
@@ -132,7 +143,7 @@ async def run_server(
         env=None if env is None else dict(env),
         cwd=cwd,
     )
-    stderr_task = asyncio.create_task(_pump(proc.stderr, "", log))
+    stderr_task = asyncio.create_task(_pump(proc.stderr, "", log, on_line))
     stdout_task: asyncio.Task[None] | None = None
     command = " ".join(argv)
 
@@ -175,7 +186,7 @@ async def run_server(
     except BaseException:
         await stop()
         raise
-    stdout_task = asyncio.create_task(_pump(proc.stdout, "", log))
+    stdout_task = asyncio.create_task(_pump(proc.stdout, "", log, on_line))
     server = ServerProcess(name, url, proc, data_dir, time.monotonic(), log)
     try:
         yield server
@@ -240,6 +251,7 @@ def py_sync_server(
     startup_timeout: float = 30.0,
     stop_timeout: float = 10.0,
     require_clean_exit: bool = True,
+    on_line: Callable[[str], None] | None = None,
 ) -> contextlib.AbstractAsyncContextManager[ServerProcess]:
     """Our server: ``python -m autosync_jupyter serve`` on a free loopback port.
 
@@ -264,6 +276,7 @@ def py_sync_server(
         startup_timeout=startup_timeout,
         stop_timeout=stop_timeout,
         require_clean_exit=require_clean_exit,
+        on_line=on_line,
     )
 
 

@@ -33,8 +33,10 @@ import {
   decodeHeads,
   isImmutableString,
   isValidAutomergeUrl,
+  mark,
   parseAutomergeUrl,
   splice,
+  unmark,
 } from "@automerge/automerge-repo"
 import { BrowserWebSocketClientAdapter } from "@automerge/automerge-repo-network-websocket"
 import { NodeFSStorageAdapter } from "@automerge/automerge-repo-storage-nodefs"
@@ -269,6 +271,13 @@ function applyOp(d, op) {
       counter.increment(op.by ?? 1)
       return
     }
+    case "mark":
+      // A rich-text mark over [start, end) of the text at op.path.
+      mark(d, op.path, { start: op.start, end: op.end, expand: op.expand ?? "after" }, op.name, fromJson(op.value))
+      return
+    case "unmark":
+      unmark(d, op.path, { start: op.start, end: op.end, expand: op.expand ?? "after" }, op.name)
+      return
     case "push": {
       const list = getAt(d, op.path)
       if (!Array.isArray(list)) throw new Error(`${JSON.stringify(op.path)} is not a list`)

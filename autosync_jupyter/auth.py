@@ -178,7 +178,7 @@ class AuthConfig:
         validator: a synchronous callable of the claims, called last; the
             token is refused unless it returns ``True`` (an exception counts
             as a refusal).
-        leeway: clock skew, in seconds, tolerated for ``exp`` and ``iat``.
+        leeway: clock skew, in seconds, tolerated for ``exp``, ``iat`` and ``nbf``.
         http_timeout: seconds allowed for each discovery or JWKS request.
         jwks_refresh_min_interval: seconds between two JWKS refreshes forced
             by an unknown ``kid``, so that a flood of made-up key ids costs
@@ -280,13 +280,22 @@ class AuthConfig:
         audiences = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []
         if self.client_id not in audiences:
             raise AuthError("Invalid token audience")
+        # OIDC Core 3.1.3.7: with several audiences, the authorized party
+        # must be present and be us; when present, it must be us anyway.
+        azp = claims.get("azp")
+        if (len(audiences) > 1 or azp is not None) and azp != self.client_id:
+            raise AuthError("Invalid authorized party (azp)")
         exp = claims.get("exp")
         if not _is_number(exp) or exp < now - self.leeway:
             raise AuthError("Token expired")
         iat = claims.get("iat")
         if iat is not None and not (_is_number(iat) and iat <= now + self.leeway):
             raise AuthError("Token issued in the future")
-        if claims.get("email_verified") is False:
+        nbf = claims.get("nbf")
+        if nbf is not None and not (_is_number(nbf) and nbf <= now + self.leeway):
+            raise AuthError("Token not valid yet (nbf)")
+        # Only the JSON boolean true means verified ("false", 0, "true" do not).
+        if "email_verified" in claims and claims["email_verified"] is not True:
             raise AuthError("Email not verified")
 
         email = claims.get("email")

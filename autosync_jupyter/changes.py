@@ -56,6 +56,7 @@ from .columns import (
 __all__ = [
     "ChangeInfo",
     "ChangeRejected",
+    "change_header",
     "read_change",
 ]
 
@@ -176,6 +177,36 @@ class ChangeInfo:
     def max_op(self) -> int:
         """The counter of its last operation (``start_op - 1`` when it holds none)."""
         return self.start_op + self.num_ops - 1
+
+
+def change_header(chunk: bytes, *, max_inflated: int = 2**30) -> tuple[bytes, tuple[bytes, ...]]:
+    """A change chunk's hash and dependencies, read without checking the rest.
+
+    For bytes this process stored itself (finding what a damaged history
+    still holds); peers' bytes go through :func:`read_change`.
+
+    Raises:
+        ChangeRejected: the chunk is not a sound change chunk.
+    """
+    if len(chunk) < 10 or chunk[:4] != MAGIC:
+        raise ChangeRejected("not an automerge chunk (bad magic bytes)")
+    try:
+        length, start = read_uleb(chunk, 9)
+        if chunk[8] == CHUNK_CHANGE:
+            body = chunk[start : start + length]
+            digest = hashlib.sha256(memoryview(chunk)[8 : start + length]).digest()
+        elif chunk[8] == CHUNK_COMPRESSED:
+            body = inflate_bounded(chunk[start : start + length], max_inflated)
+            digest = hashlib.sha256(bytes((CHUNK_CHANGE,)) + uleb(len(body)) + body).digest()
+        else:
+            raise ChangeRejected(f"chunk type {chunk[8]} is not a change")
+        count, pos = read_uleb(body, 0)
+    except (ColumnError, ChunkRejected) as exc:
+        raise ChangeRejected(f"not a sound change chunk: {exc}") from None
+    deps = tuple(body[pos + 32 * i : pos + 32 * (i + 1)] for i in range(count))
+    if pos + 32 * count > len(body):
+        raise ChangeRejected("change ends inside its dependencies")
+    return digest, deps
 
 
 def _take(data: bytes, pos: int, length: int, what: str) -> tuple[bytes, int]:

@@ -12,6 +12,7 @@ __all__ = [
     "AutosyncError",
     "ConnectionFailed",
     "DocumentUnavailable",
+    "DocumentUnreadable",
     "InvalidDocumentId",
     "ProtocolError",
     "ServerError",
@@ -58,6 +59,16 @@ class DocumentUnavailable(AutosyncError):
     def __init__(self, document_id: str, message: str | None = None) -> None:
         self.document_id = document_id
         super().__init__(message or f"document {document_id} is unavailable")
+
+
+class DocumentUnreadable(DocumentUnavailable, KeyError):
+    """A server lists the document but cannot read it now (``message`` says why).
+
+    A :class:`KeyError` too, as for any document a server cannot give.
+    """
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
 
 
 class StorageError(AutosyncError):

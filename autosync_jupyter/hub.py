@@ -51,11 +51,21 @@ import automerge.core as am
 from websockets.frames import CloseCode
 
 from .binding import is_panic
-from .changes import ChangeInfo
-from .chunks import split_chunks
+from .changes import ChangeInfo, read_change
+from .chunks import ChunkRejected
 from .errors import ProtocolError
-from .guard import Admission, DocumentGuard, Failure, Limits, Rejected, admit, verify_applied
+from .guard import (
+    Admission,
+    DocumentGuard,
+    Failure,
+    Limits,
+    Pending,
+    Rejected,
+    admit,
+    verify_applied,
+)
 from .ids import DocumentId, PeerId, generate_peer_id
+from .loading import Loaded, load_document
 from .protocol import (
     DEFAULT_MAX_MESSAGE_SIZE,
     PROTOCOL_VERSION,
@@ -75,7 +85,7 @@ from .protocol import (
     decode,
 )
 from .redact import printable
-from .sync_message import SyncMessage, SyncMessageRejected, read_sync_message
+from .sync_message import SyncMessage, SyncMessageRejected, read_sync_message, sync_message_of
 
 __all__ = [
     "CLOSE_GOING_AWAY",
@@ -174,9 +184,17 @@ class PeerInfo:
 
     @property
     def email(self) -> str | None:
-        """The authenticated email, if any."""
-        value = (self.identity or {}).get("email")
-        return value if isinstance(value, str) else None
+        """The authenticated email, if the identity provider verified it.
+
+        Only ``email_verified`` as the JSON boolean ``true`` counts: an email a
+        provider did not verify is anyone's to claim, so a share policy
+        keyed on it never sees it.
+        """
+        identity = self.identity or {}
+        value = identity.get("email")
+        if not isinstance(value, str) or identity.get("email_verified") is not True:
+            return None
+        return value
 
 
 ShareDecision: TypeAlias = bool | None
@@ -267,6 +285,11 @@ class _Doc:
     # Changes the core holds until their dependencies arrive: who sent them,
     # and what reading them said (they are checked when they are applied).
     orphans: dict[bytes, tuple[ConnectionId, ChangeInfo]] = field(default_factory=dict)
+    # Stored changes whose dependencies were lost (damaged on disk): kept, by
+    # hash, and applied once a peer brings what they wait for.
+    waiting: dict[bytes, bytes] = field(default_factory=dict)
+    # Why the stored document could not be read (shown while it is not READY).
+    problem: str | None = None
 
     def heads(self) -> list[bytes]:
         return self.doc.get_heads() if self.doc is not None else []
@@ -401,31 +424,61 @@ class Hub:
             self._end_probe(conn, live=live)
         return self._take()
 
-    def document_loaded(self, doc_id: DocumentId, data: bytes | None) -> Effects:
-        """Give the hub what the store holds for ``doc_id`` (None: nothing)."""
+    def document_loaded(
+        self, doc_id: DocumentId, data: bytes | None, *, problem: str | None = None
+    ) -> Effects:
+        """Give the hub what the store holds for ``doc_id`` (None: nothing).
+
+        ``problem`` says why the store has nothing although it listed the
+        document (its bytes were damaged and set aside): the document is then
+        missing as for a new id, so a peer with a copy restores it, and
+        :meth:`problem` reports the reason until one does.
+        """
         doc = self._docs.get(doc_id)
         if doc is None or doc.state is not _DocState.LOADING:
             return self._take()
         doc.guard = None
+        doc.waiting = {}
+        doc.problem = problem
         if data:
-            loaded = _load(doc_id, data)
-            if loaded is None:
+            loaded = load_document(data)
+            if loaded.document is None:
+                logger.error("document %s: nothing in storage could be loaded", doc_id)
                 doc.state = _DocState.BROKEN
+                doc.problem = "its stored bytes do not load"
             else:
-                doc.doc = loaded
+                doc.doc = loaded.document
                 doc.state = _DocState.READY
-                doc.saved_heads = loaded.get_heads()
+                doc.saved_heads = loaded.document.get_heads()
+                doc.waiting = loaded.waiting
+                _log_waiting(doc_id, loaded)
         else:
             doc.state = _DocState.MISSING
+        return self._after_load(doc)
+
+    def document_load_failed(self, doc_id: DocumentId, reason: str) -> Effects:
+        """The store could not read ``doc_id``: it stays unavailable (nothing is written to it).
+
+        Peers asking for it are told it is unavailable; :meth:`problem`
+        gives ``reason``. Until the process restarts the files are left as
+        they are, so nothing a later read could recover is overwritten.
+        """
+        doc = self._docs.get(doc_id)
+        if doc is None or doc.state is not _DocState.LOADING:
+            return self._take()
+        doc.state, doc.problem = _DocState.BROKEN, reason
+        return self._after_load(doc)
+
+    def _after_load(self, doc: _Doc) -> Effects:
         doc.version += 1
         for conn in list(self._conns.values()):
-            if conn.waiting_for == doc_id:
+            if conn.waiting_for == doc.doc_id:
                 conn.waiting_for = None
                 self._drain_parked(conn)
         if doc.state is _DocState.READY:
             self._announce_to_all(doc)
             if doc.peers:
-                self._dirty.add(doc_id)  # a reload: answer the peers that stayed
+                self._dirty.add(doc.doc_id)  # a reload: answer the peers that stayed
         return self._take()
 
     def propagate(self, doc_ids: Iterable[DocumentId] | None = None) -> Effects:
@@ -493,6 +546,8 @@ class Hub:
         edit(doc.doc)
         if doc.doc.get_heads() != before:
             self._record_changes(doc)
+            if doc.waiting:
+                self._apply_waiting(doc)
             self._dirty.add(doc_id)
         return self._take()
 
@@ -503,15 +558,36 @@ class Hub:
         return doc.doc.fork()
 
     def save_document(self, doc_id: DocumentId) -> tuple[bytes, list[bytes]]:
-        """Return a full save of a loaded document and the heads it covers."""
+        """Return what compaction must store for a document, and the heads it covers.
+
+        A full save, followed by the stored changes that still wait for a
+        dependency (they must outlive the files they came from).
+        """
         doc = self._ready(doc_id)
         assert doc.doc is not None
-        return doc.doc.save(), doc.doc.get_heads()
+        return doc.doc.save() + b"".join(doc.waiting.values()), doc.doc.get_heads()
+
+    def waiting_changes(self, doc_id: DocumentId) -> int:
+        """How many stored changes of a document wait for dependencies it lacks."""
+        doc = self._docs.get(doc_id)
+        return len(doc.waiting) if doc is not None else 0
 
     def is_loaded(self, doc_id: DocumentId) -> bool:
         """Tell whether a document is in memory."""
         doc = self._docs.get(doc_id)
         return doc is not None and doc.state is _DocState.READY
+
+    def is_broken(self, doc_id: DocumentId) -> bool:
+        """Whether a document's stored bytes could not be loaded at all."""
+        doc = self._docs.get(doc_id)
+        return doc is not None and doc.state is _DocState.BROKEN
+
+    def problem(self, doc_id: DocumentId) -> str | None:
+        """Why a stored document cannot be read now (None when it can, or is not stored)."""
+        doc = self._docs.get(doc_id)
+        if doc is None or doc.state in (_DocState.READY, _DocState.LOADING):
+            return None
+        return doc.problem
 
     def load_needed(self, doc_id: DocumentId) -> bool:
         """Tell whether ``doc_id`` is in storage but not in memory yet."""
@@ -819,6 +895,8 @@ class Hub:
                     self._fail(culprit, f"refused changes for {doc.doc_id}: {failure.reason}")
                 return conn.conn_id in self._conns
             self._record_changes(doc)
+            if doc.waiting:
+                self._apply_waiting(doc)
             if not before:  # the document's first changes: share it
                 for conn_id in doc.peers:
                     peer = self._conns.get(conn_id)
@@ -849,6 +927,55 @@ class Hub:
             return None
         assert doc.guard is not None
         return verify_applied(doc.guard, changes, admission, known)
+
+    def _apply_waiting(self, doc: _Doc) -> None:
+        """Apply stored changes whose missing dependencies have arrived (checked first)."""
+        assert doc.doc is not None
+        if doc.guard is None:
+            doc.guard = DocumentGuard(doc.doc)
+        guard = doc.guard
+        pending = Pending()
+        progress = True
+        while progress:
+            progress = False
+            for change_hash, chunk in list(doc.waiting.items()):
+                if guard.knows(change_hash):
+                    del doc.waiting[change_hash]
+                    continue
+                try:
+                    info = read_change(chunk)
+                except ChunkRejected as exc:
+                    reason: str | None = str(exc)
+                else:
+                    if not guard.ready(info, pending):
+                        continue
+                    reason = guard.check(info, pending)
+                if reason:
+                    logger.error(
+                        "document %s: stored change %s does not check (%s); dropped",
+                        doc.doc_id,
+                        change_hash.hex()[:12],
+                        reason,
+                    )
+                    del doc.waiting[change_hash]
+                    continue
+                pending.add(info)
+                progress = True
+        if not pending.infos:
+            return
+        chunks = [doc.waiting.pop(h) for h in pending.infos]
+        before = doc.doc.get_heads()
+        doc.doc.receive_sync_message(am.SyncState(), am.Message.decode(sync_message_of(chunks)))
+        changes = doc.doc.get_changes(before)
+        verify_applied(guard, changes, Admission(accepted=pending.infos), {})
+        self._record_changes(doc)
+        logger.info(
+            "document %s: %d stored change(s) applied now that what they waited for came; "
+            "%d still wait",
+            doc.doc_id,
+            len(changes),
+            len(doc.waiting),
+        )
 
     def _hold_orphans(self, conn: _Connection, doc: _Doc, admission: Admission) -> bool:
         """Account for changes the core keeps until their dependencies arrive."""
@@ -891,6 +1018,7 @@ class Hub:
             self._release_orphan(doc, change_hash)
         doc.doc = None
         doc.guard = None
+        doc.waiting = {}
         doc.version += 1
         for pd in doc.peers.values():
             pd.sync_state = am.SyncState()
@@ -1153,47 +1281,22 @@ def _identity_key(identity: dict[str, Any] | None) -> tuple[object, ...] | None:
     return (identity.get("iss"), identity.get("sub") or identity.get("email"))
 
 
-# Salvaging re-loads the document once per chunk per pass; beyond this many
-# chunks give up rather than stall the loop.
-_MAX_SALVAGE_CHUNKS = 2_000
-
-
-def _load(doc_id: DocumentId, data: bytes) -> am.Document | None:
-    """Load stored bytes; salvage what can be loaded if a change is missing.
-
-    The store has already set damaged bytes aside, but a lost change in the
-    middle of the history makes the binding refuse every change after it
-    ("deps should already be in the document"), as it has no partial load.
-    Then keep every chunk whose history is complete, and serve that.
-    """
-    try:
-        return am.Document.load(data)
-    except BaseException as exc:
-        if not is_panic(exc) and not isinstance(exc, Exception):
-            raise
-        logger.error("document %s: stored data does not load (%s); salvaging", doc_id, exc)
-    pending = split_chunks(data)
-    if len(pending) > _MAX_SALVAGE_CHUNKS:
-        logger.error("document %s: %d chunks, too many to salvage", doc_id, len(pending))
-        return None
-    good = b""
-    progress = True
-    while pending and progress:
-        progress = False
-        for chunk in list(pending):
-            try:
-                am.Document.load(good + chunk)
-            except BaseException as exc:
-                if not is_panic(exc) and not isinstance(exc, Exception):
-                    raise
-                continue
-            good += chunk
-            pending.remove(chunk)
-            progress = True
-    if not good:
-        logger.error("document %s: nothing could be salvaged", doc_id)
-        return None
-    logger.warning(
-        "document %s: served without %d chunk(s) whose history is missing", doc_id, len(pending)
-    )
-    return am.Document.load(good)
+def _log_waiting(doc_id: DocumentId, loaded: Loaded) -> None:
+    """One line about what a damaged history left: changes that wait, and on what."""
+    if loaded.unreadable:
+        logger.error(
+            "document %s: %d stored chunk(s) the core refuses were left out",
+            doc_id,
+            loaded.unreadable,
+        )
+    if loaded.waiting:
+        missing = sorted(h.hex()[:12] for h in loaded.missing)
+        logger.warning(
+            "document %s: %d stored change(s) wait for %d change(s) it lacks (%s%s); "
+            "kept, and applied when a peer brings them",
+            doc_id,
+            len(loaded.waiting),
+            len(missing),
+            ", ".join(missing[:3]),
+            ", ..." if len(missing) > 3 else "",
+        )

@@ -43,8 +43,9 @@ from websockets.http11 import Request as HttpRequest
 from websockets.http11 import Response as HttpResponse
 
 from .auth import AuthConfig, extract_bearer
+from .binding import is_panic
 from .document import Document, MutableMap
-from .errors import AuthError, AutosyncError
+from .errors import AuthError, AutosyncError, DocumentUnreadable, StorageError
 from .hub import (
     CLOSE_TRY_AGAIN_LATER,
     ConnectionId,
@@ -55,6 +56,7 @@ from .hub import (
     SharePolicy,
 )
 from .ids import DocumentId, generate_document_id, validate_document_id
+from .loading import load_document
 from .nesting import wait_blocking
 from .protocol import DEFAULT_MAX_MESSAGE_SIZE, Error, encode
 from .redact import printable, websocket_logger
@@ -111,6 +113,8 @@ class DocumentSummary:
         peers: connected peers syncing it.
         last_change: when this server last received or made a change to it
             (None if not since the server started).
+        error: why the document cannot be read (its stored bytes do not
+            load), else None.
     """
 
     document_id: DocumentId
@@ -119,6 +123,7 @@ class DocumentSummary:
     size: int | None
     peers: int
     last_change: datetime.datetime | None
+    error: str | None = None
 
 
 class PeerClosed(Exception):
@@ -491,13 +496,21 @@ class SyncServer:
         for doc_id in self.list_documents():
             info = loaded.get(doc_id)
             size: int | None = None
+            error = hub.problem(doc_id)
             if info is not None:
                 cached = self._sizes.get(doc_id)
                 if cached is not None and cached[0] == info.heads:
                     size = cached[1]
                 else:
-                    size = len(hub.document(doc_id).save())
-                    self._sizes[doc_id] = (info.heads, size)
+                    try:
+                        size = len(hub.document(doc_id).save())
+                    except BaseException as exc:  # one bad document must not hide the others
+                        if not (isinstance(exc, Exception) or is_panic(exc)):
+                            raise
+                        logger.exception("document %s: cannot measure it", doc_id)
+                        error = "the Automerge core cannot save it (see the server's log)"
+                    else:
+                        self._sizes[doc_id] = (info.heads, size)
             out.append(
                 DocumentSummary(
                     document_id=doc_id,
@@ -506,6 +519,7 @@ class SyncServer:
                     size=size,
                     peers=info.peers if info is not None else 0,
                     last_change=self._last_change.get(doc_id),
+                    error=error,
                 )
             )
         return out
@@ -574,7 +588,10 @@ class SyncServer:
         document use :meth:`change_document`.
 
         Raises:
-            KeyError: the server does not hold the document.
+            KeyError: the server does not hold the document;
+                :class:`DocumentUnreadable` (a KeyError) when it holds it but
+                cannot read it (damaged or unreadable files; the message says
+                which).
         """
         valid = validate_document_id(doc_id)
         await self._ensure_loaded(valid)
@@ -613,13 +630,15 @@ class SyncServer:
         hub = self._require_hub()
         if hub.is_loaded(doc_id):
             return
-        if not hub.load_needed(doc_id):
-            raise KeyError(doc_id)
-        self._apply(hub.request_load(doc_id))
-        pending = self._loads.get(doc_id)
-        if pending is not None:
-            await asyncio.shield(pending)
+        if hub.load_needed(doc_id):
+            self._apply(hub.request_load(doc_id))
+            pending = self._loads.get(doc_id)
+            if pending is not None:
+                await asyncio.shield(pending)
         if not hub.is_loaded(doc_id):
+            problem = hub.problem(doc_id)
+            if problem is not None:
+                raise DocumentUnreadable(doc_id, f"document {doc_id} cannot be read: {problem}")
             raise KeyError(doc_id)
 
     # -- transport ---------------------------------------------------------------
@@ -913,15 +932,33 @@ class SyncServer:
         self._loads[doc_id] = future
 
         async def load() -> None:
+            failure: str | None = None
             try:
                 data = await self._store.load(doc_id)
+            except StorageError as exc:
+                logger.error("document %s: %s", doc_id, exc)
+                cause = exc.__cause__
+                detail = cause.strerror if isinstance(cause, OSError) and cause.strerror else None
+                data, failure = None, f"its files cannot be read ({detail or exc})"
             except Exception:
                 logger.exception("loading document %s failed", doc_id)
-                data = None
+                data, failure = None, "reading its files failed (see the server's log)"
             finally:
                 self._loads.pop(doc_id, None)
-            self._apply(self._require_hub().document_loaded(doc_id, data))
-            del data
+            hub = self._require_hub()
+            if failure is not None:
+                # Not "missing": a peer's edits must not start a new
+                # history over files a later read might still recover.
+                self._apply(hub.document_load_failed(doc_id, failure))
+            else:
+                problem = None
+                if not data and (damage := self._store.damage(doc_id)).damaged_bytes:
+                    problem = (
+                        f"all {damage.damaged_bytes} stored bytes were damaged (set aside "
+                        "under .corrupt/); a peer with a copy restores it"
+                    )
+                self._apply(hub.document_loaded(doc_id, data, problem=problem))
+                del data
             future.set_result(None)
             self._resume()
 
@@ -935,10 +972,23 @@ class SyncServer:
             return
         self._compacting.add(doc_id)
         snapshot, heads = hub.save_document(doc_id)
+        expected = (sorted(heads), hub.waiting_changes(doc_id))
+
+        def verify(data: bytes) -> bool:
+            # The snapshot as the store reads it back must load to the same
+            # document, waiting changes included.
+            loaded = load_document(data)
+            if loaded.document is None:
+                return False
+            return (sorted(loaded.document.get_heads()), len(loaded.waiting)) == expected
 
         async def compact() -> None:
             try:
-                await self._store.compact(doc_id, snapshot, heads)
+                await self._store.compact(doc_id, snapshot, heads, verify=verify)
+            except AutosyncError as exc:
+                logger.error(
+                    "compaction of document %s failed, its files are kept: %s", doc_id, exc
+                )
             finally:
                 self._compacting.discard(doc_id)
 

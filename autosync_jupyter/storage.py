@@ -43,12 +43,14 @@ import asyncio
 import concurrent.futures
 import contextlib
 import dataclasses
+import errno
 import hashlib
 import logging
 import os
 import re
 import secrets
 import shutil
+import stat
 import sys
 import time
 import uuid
@@ -62,6 +64,7 @@ from .ids import DocumentId, is_valid_document_id, validate_document_id
 
 __all__ = [
     "COMPACTION_FLOOR",
+    "Damage",
     "FileStore",
     "MemoryStore",
     "Store",
@@ -178,6 +181,14 @@ class Store(abc.ABC):
             StorageError: the store could not be read.
         """
 
+    def damage(self, doc_id: DocumentId) -> Damage:
+        """What the last :meth:`load` of ``doc_id`` found damaged and set aside.
+
+        A store that cannot be damaged (memory) reports nothing.
+        """
+        _check_id(doc_id)
+        return Damage()
+
     @abc.abstractmethod
     def append(self, doc_id: DocumentId, data: bytes) -> None:
         """Queue change bytes for ``doc_id``; they are durable after the next :meth:`flush`.
@@ -211,7 +222,14 @@ class Store(abc.ABC):
         """Tell whether ``doc_id`` has gathered enough change bytes or files to compact."""
 
     @abc.abstractmethod
-    async def compact(self, doc_id: DocumentId, snapshot: bytes, heads: list[bytes]) -> None:
+    async def compact(
+        self,
+        doc_id: DocumentId,
+        snapshot: bytes,
+        heads: list[bytes],
+        *,
+        verify: Callable[[bytes], bool] | None = None,
+    ) -> None:
         """Replace what is stored for ``doc_id`` by one snapshot.
 
         Args:
@@ -220,11 +238,14 @@ class Store(abc.ABC):
                 covers everything appended so far. Bytes appended after the
                 call are kept.
             heads: ``doc.get_heads()`` at the same moment (names the file).
+            verify: called with the snapshot as read back from the store;
+                unless it returns True nothing is replaced.
 
         Raises:
             ValueError: ``snapshot`` is not a sequence of sound automerge chunks.
-            StorageError: the snapshot could not be written; what was stored
-                before is still there.
+            StorageError: the snapshot could not be written or did not read
+                back as written and verified; what was stored before is
+                still there.
         """
 
     @abc.abstractmethod
@@ -336,11 +357,20 @@ class MemoryStore(Store):
             return False
         return document.change_bytes >= max(len(document.snapshot), self._floor)
 
-    async def compact(self, doc_id: DocumentId, snapshot: bytes, heads: list[bytes]) -> None:
+    async def compact(
+        self,
+        doc_id: DocumentId,
+        snapshot: bytes,
+        heads: list[bytes],
+        *,
+        verify: Callable[[bytes], bool] | None = None,
+    ) -> None:
         """Replace the document by ``snapshot``; see :meth:`Store.compact`."""
         doc_id = _check_id(doc_id)
         snapshot = check_chunks(snapshot, "snapshot")
         self._require_open()
+        if verify is not None and not verify(snapshot):
+            raise StorageError(f"the snapshot of document {doc_id} does not verify; kept the old")
         self._documents[doc_id] = _MemoryDocument(snapshot=snapshot)
 
     async def delete(self, doc_id: DocumentId) -> None:
@@ -370,6 +400,22 @@ class _Usage:
 
 
 @dataclasses.dataclass
+class Damage:
+    """What the last read of a document found damaged on disk.
+
+    Attributes:
+        damaged_bytes: bytes that are not part of a sound chunk.
+        files: how many files held them.
+        set_aside: where copies of the damaged files went (empty when the
+            store is read-only: nothing is moved then).
+    """
+
+    damaged_bytes: int = 0
+    files: int = 0
+    set_aside: list[Path] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass
 class _DocumentFiles:
     """The I/O thread's bookkeeping for one document."""
 
@@ -381,9 +427,14 @@ class _DocumentFiles:
     # process loaded or wrote: what a compaction may delete. A file that
     # exists but was never read is never deleted, so no change is lost.
     covered: set[str] = dataclasses.field(default_factory=set)
+    # The generation before the current one (the previous snapshot and the
+    # logs written after it): kept until the next compaction succeeds, so
+    # one damaged snapshot never costs the document.
+    older: set[str] = dataclasses.field(default_factory=set)
     snapshot_bytes: int = 0
     incremental_bytes: int = 0
     files: int = 0
+    damage: Damage = dataclasses.field(default_factory=Damage)
 
     def usage(self) -> _Usage:
         return _Usage(self.snapshot_bytes, self.incremental_bytes, self.files)
@@ -408,6 +459,25 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 _BINARY: Final = getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
+
+
+def _read_file(path: Path) -> bytes:
+    """The bytes of the regular file ``path``.
+
+    A FIFO, a device or a symbolic link in a data directory is not ours
+    (``/dev/zero`` would never end, a FIFO would hang the I/O thread): it is
+    refused with an OSError, never opened for reading.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0) | _BINARY)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        chunks = []
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
 
 
 def _write_new_file(path: Path, data: bytes) -> None:
@@ -567,7 +637,7 @@ class _Disk:
     def _storage_id(self) -> str:
         path = self.root / _STORAGE_ID_DIR / _STORAGE_ID_FILE
         try:
-            raw = path.read_bytes()
+            raw = _read_file(path)
         except FileNotFoundError:
             raw = None
         if raw is not None:
@@ -597,7 +667,11 @@ class _Disk:
                     self._remove_leftover(entry.path)
                     continue
                 if entry.is_dir(follow_symlinks=False) and len(name) == 2:
-                    found.update(self._index_prefix(Path(entry.path)))
+                    try:
+                        found.update(self._index_prefix(Path(entry.path)))
+                    except OSError as exc:
+                        # One unreadable folder must not close the whole store.
+                        logger.error("skipping %s: cannot list it (%s)", entry.path, exc)
                 elif name.endswith(_R_SUFFIX) and entry.is_file(follow_symlinks=False):
                     stem = name[: -len(_R_SUFFIX)]
                     if is_valid_document_id(stem):
@@ -621,7 +695,13 @@ class _Disk:
                 if not entry.is_dir(follow_symlinks=False) or not is_valid_document_id(doc_id):
                     logger.warning("skipping %s: not a document directory", entry.path)
                     continue
-                if self._clean_document_dir(Path(entry.path)):
+                try:
+                    has_data = self._clean_document_dir(Path(entry.path))
+                except OSError as exc:
+                    # Listed all the same: reading it says why it cannot be read.
+                    logger.error("document %s: cannot list its files (%s)", doc_id, exc)
+                    has_data = True
+                if has_data:
                     found.add(DocumentId(doc_id))
         return found
 
@@ -672,16 +752,17 @@ class _Disk:
             keys.extend(f"{kind}/{name}" for name in js_names + logs)
         return keys
 
-    def read(self, doc_id: DocumentId) -> tuple[bytes, _Usage]:
-        """Read, check and concatenate every file of ``doc_id``."""
+    def read(self, doc_id: DocumentId) -> tuple[bytes, _Usage, Damage]:
+        """Read, check and concatenate every file of ``doc_id``; say what was damaged."""
         files = self._files(doc_id)
+        files.damage = Damage()
         pieces = []
         snapshot_bytes = incremental_bytes = count = 0
         try:
             for key in self._sources(doc_id):
                 path = self._path(doc_id, key)
                 try:
-                    data = path.read_bytes()
+                    data = _read_file(path)
                 except FileNotFoundError:
                     continue
                 data = self._checked(doc_id, key, path, data)
@@ -699,13 +780,16 @@ class _Disk:
         files.snapshot_bytes = snapshot_bytes
         files.incremental_bytes = incremental_bytes
         files.files = count
-        return b"".join(pieces), files.usage()
+        return b"".join(pieces), files.usage(), files.damage
 
     def _checked(self, doc_id: DocumentId, key: str, path: Path, data: bytes) -> bytes:
         """Return the sound chunks of a file, setting damaged bytes aside on disk."""
         scan = scan_chunks(data)
         if not scan.bad:
             return data
+        damage = self._files(doc_id).damage
+        damage.damaged_bytes += sum(end - start for start, end in scan.bad)
+        damage.files += 1
         if self.read_only:
             logger.warning(
                 "document %s: %s has %d damaged bytes; reading the rest (read-only: not repaired)",
@@ -722,6 +806,7 @@ class _Disk:
             # A write cut short by a crash: keep the sound prefix in place.
             # Never acknowledged (its fsync never returned), so nothing is lost.
             aside = self._set_aside(corrupt_dir / f"{label}.tail", data[tail_start:])
+            damage.set_aside.append(aside)
             fd = os.open(path, os.O_WRONLY | _BINARY)
             try:
                 os.ftruncate(fd, tail_start)
@@ -741,6 +826,7 @@ class _Disk:
         # it by its sound chunks (or remove it). A crash in between leaves the
         # original or the repaired file, both loadable.
         aside = self._set_aside(corrupt_dir / label, data)
+        damage.set_aside.append(aside)
         good = scan.good_bytes(data)
         if good:
             tmp_dir = self.root if key == _R_KEY else self._doc_dir(doc_id)
@@ -888,28 +974,53 @@ class _Disk:
 
     # -- compact and delete
 
-    def compact(self, doc_id: DocumentId, snapshot: bytes, name: str) -> _Usage:
-        """Write ``snapshot`` atomically, then remove the files it covers."""
+    def compact(
+        self,
+        doc_id: DocumentId,
+        snapshot: bytes,
+        name: str,
+        verify: Callable[[bytes], bool] | None = None,
+    ) -> _Usage:
+        """Write ``snapshot``, check it, then drop the generation before the current one."""
         files = self._files(doc_id)
         # Rotate first: batches submitted after this compaction (bytes
         # appended after the call) go to a new log file, which is kept.
         files.active = None
         doc_dir = self._doc_dir(doc_id)
         snapshot_key = f"{_SNAPSHOT}/{name}"
+        path = doc_dir / _SNAPSHOT / name
         try:
             self._ensure_dir(doc_dir / _SNAPSHOT)
-            self._replace_atomically(doc_dir / _SNAPSHOT / name, snapshot, doc_dir)
-            # From here the snapshot is durable; a crash during the removals
-            # leaves duplicates, which automerge loads happily.
+            tmp = doc_dir / _tmp_name(name)
+            try:
+                _write_new_file(tmp, snapshot)
+                # What the disk gives back, not what was meant: a snapshot
+                # replaces files only once it reads back whole and loads.
+                written = tmp.read_bytes()
+                if written != snapshot or (verify is not None and not verify(written)):
+                    raise StorageError(
+                        f"the new snapshot of document {doc_id} did not read back intact "
+                        "or does not load; nothing was removed"
+                    )
+                os.replace(tmp, path)
+            finally:
+                tmp.unlink(missing_ok=True)
+            _fsync_dir(path.parent)
+            # From here the snapshot is durable. Drop the generation before the
+            # current one: the current one (the previous snapshot and the logs
+            # since) stays until the next compaction, in case this snapshot is
+            # damaged later. A crash during the removals leaves duplicates,
+            # which automerge loads happily.
             touched = set()
-            for key in sorted(files.covered - {snapshot_key}):
-                path = self._path(doc_id, key)
-                path.unlink(missing_ok=True)
-                touched.add(path.parent)
+            for key in sorted(files.older - files.covered - {snapshot_key}):
+                old = self._path(doc_id, key)
+                old.unlink(missing_ok=True)
+                touched.add(old.parent)
             for directory in touched:
                 _fsync_dir(directory)
         except OSError as exc:
             raise StorageError(f"cannot compact document {doc_id}: {exc}") from exc
+        files.older = files.covered - {snapshot_key}
         files.covered = {snapshot_key}
         files.snapshot_bytes = len(snapshot)
         files.incremental_bytes = 0
@@ -998,6 +1109,7 @@ class FileStore(Store):
         self._root = Path(directory)
         self._read_only = read_only
         self._disk = _Disk(self._root, read_only=read_only)
+        self._damage: dict[DocumentId, Damage] = {}
         self._floor = compaction_floor
         self._io: concurrent.futures.ThreadPoolExecutor | None = None
         self._storage_id: str | None = None
@@ -1101,10 +1213,15 @@ class FileStore(Store):
         # Appended but maybe not yet on disk when the read runs; taken now so
         # that every append made before this call is in the result.
         unwritten = b"".join(self._inflight.get(doc_id, []) + self._pending.get(doc_id, []))
-        data, usage = await self._run(self._disk.read, doc_id)
+        data, usage, damage = await self._run(self._disk.read, doc_id)
+        self._damage[doc_id] = damage
         self._usage[doc_id] = usage
         result = data + unwritten
         return result or None
+
+    def damage(self, doc_id: DocumentId) -> Damage:
+        """What the last :meth:`load` of ``doc_id`` found damaged (nothing before a load)."""
+        return self._damage.get(_check_id(doc_id), Damage())
 
     def append(self, doc_id: DocumentId, data: bytes) -> None:
         """Queue change bytes; see :meth:`Store.append`."""
@@ -1166,19 +1283,30 @@ class FileStore(Store):
         incremental = usage.incremental_bytes + unwritten
         return incremental >= max(usage.snapshot_bytes, self._floor) or usage.files > _MAX_FILES
 
-    async def compact(self, doc_id: DocumentId, snapshot: bytes, heads: list[bytes]) -> None:
-        """Write ``snapshot`` atomically and remove the files it covers; see :meth:`Store.compact`.
+    async def compact(
+        self,
+        doc_id: DocumentId,
+        snapshot: bytes,
+        heads: list[bytes],
+        *,
+        verify: Callable[[bytes], bool] | None = None,
+    ) -> None:
+        """Write ``snapshot`` safely and drop what an earlier one covers; see :meth:`Store.compact`.
 
         Steps, each safe to crash after: the append log is rotated (later
         appends go to a new file); the snapshot is written to a temporary
-        file, fsync'd and renamed to ``snapshot/<heads hash>``, and the
-        directory fsync'd; then the older snapshots, JS change files and
-        append logs that this process loaded or wrote are removed.
+        file, fsync'd, read back, compared with what was written and given
+        to ``verify``, then renamed to ``snapshot/<heads hash>`` and the
+        directory fsync'd; then the generation before the current one is
+        removed (the snapshot, JS change files and append logs that the
+        previous compaction left). So a document keeps two generations on
+        disk: the new snapshot with the logs after it, and the previous
+        snapshot with the logs between the two.
         """
         doc_id = _check_id(doc_id)
         snapshot = check_chunks(snapshot, "snapshot")
         self._require_open(writing=True)
-        usage = await self._run(self._disk.compact, doc_id, snapshot, _heads_hash(heads))
+        usage = await self._run(self._disk.compact, doc_id, snapshot, _heads_hash(heads), verify)
         self._usage[doc_id] = usage
         self._ids.add(doc_id)
 

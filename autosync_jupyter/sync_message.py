@@ -22,9 +22,9 @@ import math
 from dataclasses import dataclass
 from typing import Final
 
-from .columns import ColumnError, read_uleb
+from .columns import ColumnError, read_uleb, uleb
 
-__all__ = ["SyncMessage", "SyncMessageRejected", "read_sync_message"]
+__all__ = ["SyncMessage", "SyncMessageRejected", "read_sync_message", "sync_message_of"]
 
 _VERSIONS: Final = (0x42, 0x43)
 # The core writes 10 bits per entry and 7 probes; anything far beyond is an attack.
@@ -137,3 +137,19 @@ def _read(data: bytes) -> SyncMessage:
             raise SyncMessageRejected("sync message ends inside its capabilities")
         capabilities = tuple(data[pos : pos + count])
     return SyncMessage(data[0], heads, need, tuple(changes), capabilities)
+
+
+def sync_message_of(changes: list[bytes]) -> bytes:
+    """A sync message that only carries ``changes``: how to give the core chunks to apply.
+
+    (No heads, needs or summaries: received with a throwaway sync state, it
+    changes nothing but the document.)
+
+    >>> read_sync_message(sync_message_of([b"x"])).changes
+    (b'x',)
+    """
+    out = bytearray(b"\x42\x00\x00\x00")
+    out += uleb(len(changes))
+    for change in changes:
+        out += uleb(len(change)) + change
+    return bytes(out)

@@ -229,8 +229,8 @@ async def test_wrong_audience_is_rejected(provider: OIDCProvider, aud: Any) -> N
 
 
 async def test_audience_list_containing_client_id_is_accepted(provider: OIDCProvider) -> None:
-    """A list audience containing the client id is accepted."""
-    token = provider.mint(provider.claims(aud=["other", CLIENT_ID]))
+    """A list audience containing the client id is accepted (with azp naming us)."""
+    token = provider.mint(provider.claims(aud=["other", CLIENT_ID], azp=CLIENT_ID))
     assert (await config(provider).authenticate(token))["aud"] == ["other", CLIENT_ID]
 
 
@@ -254,10 +254,46 @@ async def test_token_issued_in_the_future_is_rejected(provider: OIDCProvider) ->
     assert await rejected(config(provider), token) == "Token issued in the future"
 
 
-async def test_unverified_email_is_rejected(provider: OIDCProvider) -> None:
-    """email_verified: false is refused even without allow-lists."""
-    token = provider.mint(provider.claims(email_verified=False))
+@pytest.mark.parametrize("verified", [False, "false", "true", 0, 1, None, []])
+async def test_only_a_json_true_email_verified_passes(
+    provider: OIDCProvider, verified: Any
+) -> None:
+    """email_verified other than the boolean true is refused, even without allow-lists."""
+    claims = provider.claims()
+    claims["email_verified"] = verified
+    token = provider.mint(claims)
     assert await rejected(config(provider), token) == "Email not verified"
+
+
+async def test_a_token_not_valid_yet_is_rejected(provider: OIDCProvider) -> None:
+    """nbf a day ahead is refused; within the 30 s leeway it passes."""
+    now = int(time.time())
+    auth = config(provider)
+    early = provider.mint(provider.claims(nbf=now + 86_400))
+    assert await rejected(auth, early) == "Token not valid yet (nbf)"
+    await auth.authenticate(provider.mint(provider.claims(nbf=now + 10)))
+
+
+@pytest.mark.parametrize(
+    ("aud", "azp", "accepted"),
+    [
+        (["other", CLIENT_ID], None, False),  # several audiences: azp required
+        (["other", CLIENT_ID], "other", False),
+        (["other", CLIENT_ID], CLIENT_ID, True),
+        (CLIENT_ID, "someone-else", False),  # present: must be us
+        (CLIENT_ID, CLIENT_ID, True),
+        (CLIENT_ID, None, True),
+    ],
+)
+async def test_authorized_party_rules(
+    provider: OIDCProvider, aud: Any, azp: str | None, accepted: bool
+) -> None:
+    """OIDC Core 3.1.3.7: azp is required with several audiences and must be our client id."""
+    token = provider.mint(provider.claims(aud=aud, azp=azp))
+    if accepted:
+        await config(provider).authenticate(token)
+    else:
+        assert await rejected(config(provider), token) == "Invalid authorized party (azp)"
 
 
 async def test_allowlist_requires_verified_email(provider: OIDCProvider) -> None:

@@ -385,3 +385,12 @@ def test_a_peers_text_cannot_forge_log_lines(caplog: pytest.LogCaptureFixture) -
     messages = [r.getMessage() for r in caplog.records]
     assert any("forged" in m for m in messages)
     assert all("\n" not in m for m in messages)
+
+
+@pytest.mark.parametrize(("verified", "seen"), [(True, True), (False, False), ("true", False)])
+def test_share_policies_see_only_verified_emails(verified: object, seen: bool) -> None:
+    """peer.email is the email only when the provider verified it (the JSON true)."""
+    from autosync_jupyter.hub import PeerInfo
+
+    peer = PeerInfo(PeerId("p"), identity={"email": "a@b.c", "email_verified": verified})
+    assert (peer.email == "a@b.c") is seen

@@ -487,58 +487,39 @@ async def test_layout_follows_the_js_adapter(file_store: FileStore, root: Path) 
         ".lock",
         "st/orage-adapter-id",
         f"{prefix}/snapshot/{heads_hash}",
+        f"{prefix}/incremental/append-000001",  # the previous generation, kept
         f"{prefix}/incremental/append-000002",
     }
 
 
-async def test_compaction_keeps_appends_made_during_it(
-    file_store: FileStore, root: Path, gate: FsyncGate
-) -> None:
-    """A change appended while the snapshot is being written survives the compaction."""
-    doc = Doc()
-    file_store.append(doc.id, doc.change("a"))
-    await file_store.flush()
-    snapshot, heads = doc.doc.save(), doc.doc.get_heads()
-    gate.armed = True
-    compaction = asyncio.create_task(file_store.compact(doc.id, snapshot, heads))
-    await gate.wait_entered()
-    file_store.append(doc.id, doc.change("b"))
-    flush = asyncio.create_task(file_store.flush())
-    gate.released.set()
-    await asyncio.gather(compaction, flush)
-    assert heads_of(snapshot) != doc.heads
-    await file_store.close()
-    again = await reopened(root)
-    assert heads_of(await again.load(doc.id)) == doc.heads
-    await again.close()
+async def test_compaction_keeps_one_generation_back(root: Path) -> None:
+    """A compaction removes what the one before it covered, never what it covers itself.
 
-
-async def test_compacting_twice_at_the_same_heads_keeps_the_snapshot(
-    file_store: FileStore, root: Path
-) -> None:
-    """A second compaction with unchanged heads rewrites, never deletes, the snapshot."""
-    doc = Doc()
-    file_store.append(doc.id, doc.change())
-    await file_store.flush()
-    for _ in range(2):
-        await file_store.compact(doc.id, doc.doc.save(), doc.doc.get_heads())
-    await file_store.close()
-    again = await reopened(root)
-    assert heads_of(await again.load(doc.id)) == doc.heads
-    await again.close()
-
-
-async def test_compaction_removes_the_files_it_covers(root: Path) -> None:
-    """After compaction only the new snapshot (and later appends) remain of a JS directory."""
+    On disk: the new snapshot and the logs after it, and the previous
+    generation (what the new snapshot replaced), so one damaged file never
+    costs the document.
+    """
     doc = write_js_directory(root)
     store = await reopened(root)
     await store.load(doc.id)
+    before = files_under(doc_dir(root, doc.id))
     store.append(doc.id, doc.change("py"))
     await store.flush()
     await store.compact(doc.id, doc.doc.save(), doc.doc.get_heads())
+    first = f"snapshot/{js_heads_hash(doc.heads)}"
+    kept = files_under(doc_dir(root, doc.id))
+    assert before | {first, "incremental/append-000001"} == kept
+    store.append(doc.id, doc.change("later"))
+    await store.flush()
+    await store.compact(doc.id, doc.doc.save(), doc.doc.get_heads())
     await store.close()
-    base = doc_dir(root, doc.id)
-    assert files_under(base) == {f"snapshot/{js_heads_hash(doc.heads)}", "sync-state/peer"}
+    second = f"snapshot/{js_heads_hash(doc.heads)}"
+    assert files_under(doc_dir(root, doc.id)) == {
+        first,
+        "incremental/append-000002",
+        second,
+        "sync-state/peer",
+    }
 
 
 async def test_compaction_keeps_files_it_never_loaded(root: Path) -> None:
@@ -752,7 +733,8 @@ async def test_corrupt_snapshot_is_set_aside_and_other_documents_load(
     snapshot.write_bytes(bytes(data))
 
     again = await reopened(root)
-    assert await again.load(damaged.id) == later
+    # The previous generation (the log the snapshot replaced) is still there.
+    assert heads_of(await again.load(damaged.id)) == damaged.heads
     assert heads_of(await again.load(healthy.id)) == healthy.heads
     await again.close()
     assert not snapshot.exists()

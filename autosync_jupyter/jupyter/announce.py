@@ -24,9 +24,26 @@ from typing import Any
 from ..ids import DocumentId, document_url
 from ..server import SyncServer
 
-__all__ = ["ServerAnnouncer"]
+__all__ = [
+    "MAX_ANNOUNCEMENT",
+    "MAX_DOCUMENTS",
+    "SECRET_HEADER",
+    "SECRET_VARIABLE",
+    "ServerAnnouncer",
+]
 
 logger = logging.getLogger("autosync_jupyter.jupyter.announce")
+
+#: Most document summaries one announcement carries (the newest; it says
+#: how many there are in ``document_count``).
+MAX_DOCUMENTS = 40
+#: Largest announcement body in bytes (the server extension refuses more).
+MAX_ANNOUNCEMENT = 16 * 1024
+#: The environment variable holding the secret kernels of a Jupyter server
+#: announce with (the server extension sets it; its kernels inherit it).
+SECRET_VARIABLE = "AUTOSYNC_KERNEL_SECRET"
+#: The header carrying it.
+SECRET_HEADER = "X-Autosync-Kernel-Secret"
 
 _HEARTBEAT = 20.0
 _MIN_INTERVAL = 1.0
@@ -76,6 +93,10 @@ class ServerAnnouncer:
 
     def _announcement(self) -> dict[str, Any]:
         name = os.environ.get("JPY_SESSION_NAME") or f"kernel {os.getpid()}"
+        rows = self.server.document_summaries()
+        # The newest ones: an announcement is small, and says how many there are.
+        rows.sort(key=lambda row: row.last_change.timestamp() if row.last_change else 0.0)
+        newest = rows[-MAX_DOCUMENTS:][::-1]
         documents = [
             {
                 "id": row.document_id,
@@ -85,14 +106,25 @@ class ServerAnnouncer:
                 "peers": row.peers,
                 "last_change": row.last_change.isoformat() if row.last_change else None,
             }
-            for row in self.server.document_summaries()
+            for row in newest
         ]
-        return {"url": self.server.url, "name": os.path.basename(name), "documents": documents}
+        body = {
+            "url": self.server.url,
+            "name": os.path.basename(name)[:200],
+            "documents": documents,
+            "document_count": len(rows),
+        }
+        # Documents with many heads make rows long: the oldest give way.
+        while documents and len(json.dumps(body).encode()) > MAX_ANNOUNCEMENT:
+            documents.pop()
+        return body
 
     def _request(self, method: str, body: dict[str, Any] | None) -> None:
         headers = {"Content-Type": "application/json"}
         if self._token:
             headers["Authorization"] = f"token {self._token}"
+        # Proves this is a kernel of that Jupyter server (inherited from it).
+        headers[SECRET_HEADER] = os.environ.get(SECRET_VARIABLE, "")
         data = json.dumps(body).encode() if body is not None else None
         request = urllib.request.Request(self.endpoint, data=data, method=method, headers=headers)
         try:

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import secrets
 from typing import Any
 
 from jupyter_server.extension.application import ExtensionApp
@@ -28,7 +29,7 @@ from ..server import (
     DEFAULT_MAX_SEND_QUEUE,
     SyncServer,
 )
-from .registry import KernelServerRegistry
+from .registry import SECRET_VARIABLE, KernelServerRegistry
 
 __all__ = ["AutosyncExtension"]
 
@@ -143,6 +144,10 @@ class AutosyncExtension(ExtensionApp):
         self._starting: asyncio.Future[SyncServer] | None = None
         #: Servers of kernels (``%autosync serve``) that announced themselves.
         self.kernel_servers = KernelServerRegistry()
+        # Kernels this server starts inherit its environment, and with it the
+        # secret they announce with (see registry.py).
+        self.kernel_secret = secrets.token_urlsafe(32)
+        os.environ[SECRET_VARIABLE] = self.kernel_secret
 
     # -- ExtensionApp hooks --------------------------------------------------------
 

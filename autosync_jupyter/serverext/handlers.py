@@ -21,7 +21,9 @@ route                                  method   answer
                                                 "documents", "updated"}]}``: servers of
                                                 kernels (``%autosync serve``)
 ``autosync/api/servers/<id>``          PUT      a kernel announces its server (body
-                                                ``{"url", "name", "documents"}``)
+                                                ``{"url", "name", "documents",
+                                                "document_count"}``, at most 16 KiB,
+                                                with the kernels' secret header)
 ``autosync/api/servers/<id>``          DELETE   … and withdraws it
 ``autosync/oidc/callback``             GET      the OIDC redirect page (no login needed)
 =====================================  =======  ==========================================
@@ -38,7 +40,9 @@ Jupyter API does; the WebSocket keeps Jupyter's Origin check (a page from
 another origin is refused unless ``ServerApp.allow_origin`` allows it).
 
 Errors are JSON ``{"message": ..., "reason": ...}`` and never carry a
-stack trace.
+stack trace. When these handlers refuse a request they log its URL with
+``token=`` redacted (Jupyter's access log scrubs it too; only a proxy or a
+server in front may still see it, so prefer the header or the cookie).
 
 Content is JSON as :func:`autosync_jupyter.jupyter.tree.document_tree` makes
 it: bytes, dates, counters and integers beyond 2**53 are one-key marker
@@ -51,6 +55,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import hmac
 import json
 import logging
 from typing import TYPE_CHECKING, Any, Final
@@ -62,11 +67,12 @@ from jupyter_server.base.websocket import WebSocketMixin
 from tornado import web
 from tornado.websocket import WebSocketHandler
 
-from ..errors import InvalidDocumentId
+from ..errors import DocumentUnreadable, InvalidDocumentId
 from ..ids import document_url, interpret_as_document_id, parse_automerge_url
+from ..redact import redact_url
 from ..server import DocumentSummary, SyncServer
 from .peer import TornadoPeer
-from .registry import parse_announcement
+from .registry import MAX_ANNOUNCEMENT, SECRET_HEADER, parse_announcement
 
 if TYPE_CHECKING:
     from .app import AutosyncExtension
@@ -89,7 +95,6 @@ logger = logging.getLogger("autosync_jupyter.serverext.handlers")
 #: The resource name Jupyter's authorizer is asked about.
 AUTH_RESOURCE: Final = "autosync"
 
-_MAX_ANNOUNCEMENT: Final = 4 * 1024 * 1024
 _NOT_RUNNING = "the autosync hub is not running (see the Jupyter server log)"
 
 
@@ -112,6 +117,19 @@ def route_table(extension: AutosyncExtension) -> list[tuple[str, type[Any], dict
     ]
 
 
+class RedactedLogs:
+    """Mixin: tornado's log lines about a refused request show its URL without the token.
+
+    (Tornado logs every ``HTTPError`` with the raw request URI, which carries
+    ``?token=...`` for WebSocket clients.)
+    """
+
+    request: Any
+
+    def _request_summary(self) -> str:
+        return f"{self.request.method} {redact_url(self.request.uri)} ({self.request.remote_ip})"
+
+
 def _identity(user: Any) -> dict[str, Any]:
     """What share policies see as ``peer.identity`` for a Jupyter user."""
     name = getattr(user, "name", "") or getattr(user, "display_name", "")
@@ -121,7 +139,7 @@ def _identity(user: Any) -> dict[str, Any]:
 # -- the WebSocket -------------------------------------------------------------------
 
 
-class AuthorizedWebSocketHandler(WebSocketMixin, JupyterHandler, WebSocketHandler):
+class AuthorizedWebSocketHandler(RedactedLogs, WebSocketMixin, JupyterHandler, WebSocketHandler):
     """Base of the extension's WebSockets: Jupyter's login, authorizer and Origin check.
 
     :meth:`authorize` answers 403 unless the request carries Jupyter's login
@@ -158,7 +176,9 @@ class AuthorizedWebSocketHandler(WebSocketMixin, JupyterHandler, WebSocketHandle
         """Raise 403 unless a signed-in user may write on ``"autosync"``."""
         user = self.current_user
         if user is None:
-            logger.warning("refused an unauthenticated autosync WebSocket")
+            logger.warning(
+                "refused an unauthenticated autosync WebSocket: %s", redact_url(self.request.uri)
+            )
             raise web.HTTPError(403)
         allowed = await ensure_async(
             self.authorizer.is_authorized(self, user, "write", self.auth_resource)
@@ -229,7 +249,7 @@ class SyncWebSocketHandler(AuthorizedWebSocketHandler):
 # -- the REST API ----------------------------------------------------------------------
 
 
-class _AutosyncAPIHandler(APIHandler):
+class _AutosyncAPIHandler(RedactedLogs, APIHandler):
     """Base of the JSON routes: authorization resource, the hub, JSON replies."""
 
     auth_resource = AUTH_RESOURCE
@@ -261,6 +281,7 @@ def _summary_json(summary: DocumentSummary) -> dict[str, Any]:
         "peers": summary.peers,
         "loaded": summary.loaded,
         "last_change": last.isoformat() if last is not None else None,
+        "error": summary.error,
     }
 
 
@@ -275,7 +296,8 @@ class DocumentsHandler(_AutosyncAPIHandler):
         ``size`` and ``heads`` are known once a document is loaded (a peer or
         a read asked for it since the server started; ``loaded`` says
         which); ``last_change`` is when this server last saw it change (ISO
-        8601, UTC) or null.
+        8601, UTC) or null; ``error`` says why a document cannot be read
+        (the others are listed all the same), else null.
         """
         server = await self.hub_server()
         self.reply({"documents": [_summary_json(s) for s in server.document_summaries()]})
@@ -336,6 +358,9 @@ class DocumentHandler(_AutosyncAPIHandler):
     async def get(self, raw_id: str) -> None:
         """Answer ``{"id", "url", "heads", "content"}``; 400 for a bad id, 404 if unknown.
 
+        503 with the reason for a document this server holds but cannot read
+        (its stored files are damaged or unreadable).
+
         An ``automerge:`` URL pinned at heads (``automerge:<id>#<head>|<head>``,
         percent-encoded) reads the document as it was at that version; heads
         it does not have are a 404.
@@ -352,6 +377,8 @@ class DocumentHandler(_AutosyncAPIHandler):
         server = await self.hub_server()
         try:
             doc = await server.get_document(doc_id)
+        except DocumentUnreadable as exc:
+            raise web.HTTPError(503, str(exc)) from None
         except KeyError:
             raise web.HTTPError(404, f"no document {doc_id} on this server") from None
         if heads:
@@ -386,9 +413,13 @@ class ServerHandler(_AutosyncAPIHandler):
     @web.authenticated
     @authorized
     async def put(self, server_id: str) -> None:
-        """Store ``{"url", "name", "documents": [...]}``; 400 with the reason if invalid."""
-        if len(self.request.body) > _MAX_ANNOUNCEMENT:
-            raise web.HTTPError(413, f"an announcement is at most {_MAX_ANNOUNCEMENT} bytes")
+        """Store ``{"url", "name", "documents": [...]}``; 400 with the reason if invalid.
+
+        403 unless the request carries the secret this server's kernels have.
+        """
+        self._check_kernel()
+        if len(self.request.body) > MAX_ANNOUNCEMENT:
+            raise web.HTTPError(413, f"an announcement is at most {MAX_ANNOUNCEMENT} bytes")
         try:
             entry = parse_announcement(server_id, json.loads(self.request.body or b"null"))
             self.extension.kernel_servers.put(entry)
@@ -399,14 +430,24 @@ class ServerHandler(_AutosyncAPIHandler):
     @web.authenticated
     @authorized
     async def delete(self, server_id: str) -> None:
-        """Forget the entry (204), or 404 if there is none."""
+        """Forget the entry (204), or 404 if there is none; 403 as for PUT."""
+        self._check_kernel()
         if not self.extension.kernel_servers.remove(server_id):
             raise web.HTTPError(404, f"no kernel server {server_id!r} is announced")
         self.set_status(204)
         self.finish()
 
+    def _check_kernel(self) -> None:
+        sent = self.request.headers.get(SECRET_HEADER, "")
+        if not hmac.compare_digest(sent.encode(), self.extension.kernel_secret.encode()):
+            logger.warning(
+                "refused an announcement without the kernels' secret: %s",
+                redact_url(self.request.uri),
+            )
+            raise web.HTTPError(403, "only kernels of this Jupyter server announce servers")
 
-class NotFoundHandler(APIHandler):
+
+class NotFoundHandler(RedactedLogs, APIHandler):
     """Any other path under ``autosync/``: a JSON 404 for signed-in users."""
 
     auth_resource = AUTH_RESOURCE

@@ -5,7 +5,17 @@ and its documents to ``autosync/api/servers/<id>`` (again when they change,
 and every 20 s as a heartbeat) and DELETEs the entry when it stops; the
 JupyterLab panel lists them next to the hub's own documents. An entry not
 refreshed for :data:`EXPIRY` seconds (a kernel that died) is dropped.
-Everything is validated: an entry is data from a client, shown in pages.
+
+Only kernels of this Jupyter server may announce: the extension puts a
+secret in its own environment at start-up (:data:`SECRET_VARIABLE`), which
+the kernels it starts inherit and send with every announcement (a signed-in
+browser user, who may not run code, does not have it). The URL must be what
+a kernel's server listens on, ``ws://127.0.0.1:PORT`` or
+``ws://[::1]:PORT`` with at most a plain path: the relay connects to it, so
+anything else would let an announcement aim the relay at other services.
+Everything is validated and bounded: an entry is data from a client, shown
+in pages; the list holds at most :data:`MAX_SERVERS` entries of at most
+:data:`MAX_ANNOUNCEMENT` bytes each.
 """
 
 from __future__ import annotations
@@ -15,14 +25,27 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-__all__ = ["EXPIRY", "KernelServer", "KernelServerRegistry", "parse_announcement"]
+from ..jupyter.announce import MAX_ANNOUNCEMENT, MAX_DOCUMENTS, SECRET_HEADER, SECRET_VARIABLE
+
+__all__ = [
+    "EXPIRY",
+    "MAX_ANNOUNCEMENT",
+    "MAX_DOCUMENTS",
+    "MAX_SERVERS",
+    "SECRET_HEADER",
+    "SECRET_VARIABLE",
+    "KernelServer",
+    "KernelServerRegistry",
+    "kernel_server_url",
+    "parse_announcement",
+]
 
 #: Seconds after which an entry that was not refreshed disappears.
 EXPIRY: Final = 60.0
-_MAX_SERVERS: Final = 100
-_MAX_DOCUMENTS: Final = 10_000
+#: Most announced servers listed at once.
+MAX_SERVERS: Final = 100
 _SERVER_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
-_URL = re.compile(r"wss?://[^\s\"'<>]{1,2000}")
+_KERNEL_URL = re.compile(r"ws://(127\.0\.0\.1|\[::1\]):([0-9]{1,5})(/[A-Za-z0-9._~/-]{0,200})?")
 _DOC_FIELDS: dict[str, type | tuple[type, ...]] = {
     "id": str,
     "url": str,
@@ -39,6 +62,7 @@ class KernelServer:
     url: str
     name: str
     documents: list[dict[str, Any]]
+    document_count: int = 0
     updated: float = field(default_factory=time.time)
 
     def to_json(self) -> dict[str, Any]:
@@ -48,8 +72,27 @@ class KernelServer:
             "url": self.url,
             "name": self.name,
             "documents": self.documents,
+            "document_count": max(self.document_count, len(self.documents)),
             "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.updated)),
         }
+
+
+def kernel_server_url(url: object) -> str | None:
+    """``url`` if it is where a kernel's server listens, else None.
+
+    >>> kernel_server_url("ws://127.0.0.1:8765"), kernel_server_url("ws://[::1]:1/sync")
+    ('ws://127.0.0.1:8765', 'ws://[::1]:1/sync')
+    >>> kernel_server_url("ws://127.0.0.1:22/x?y=1"), kernel_server_url("ws://10.0.0.5:8765")
+    (None, None)
+    """
+    if not isinstance(url, str):
+        return None
+    match = _KERNEL_URL.fullmatch(url)
+    if match is None or not 0 < int(match.group(2)) < 65536:
+        return None
+    if {".", ".."} & set((match.group(3) or "").split("/")):
+        return None  # a path that a proxy on the way might normalise elsewhere
+    return url
 
 
 def valid_server_id(text: str) -> bool:
@@ -64,12 +107,19 @@ def parse_announcement(server_id: str, body: Any) -> KernelServer:
     if not isinstance(body, dict):
         raise ValueError("the body must be a JSON object")
     url, name, documents = body.get("url"), body.get("name", ""), body.get("documents", [])
-    if not isinstance(url, str) or _URL.fullmatch(url) is None:
-        raise ValueError("url must be a ws:// or wss:// URL")
+    count = body.get("document_count", len(documents) if isinstance(documents, list) else 0)
+    if kernel_server_url(url) is None:
+        raise ValueError(
+            "url must be where a kernel's server listens: ws://127.0.0.1:PORT or "
+            "ws://[::1]:PORT, with at most a plain path (no query)"
+        )
+    assert isinstance(url, str)
     if not isinstance(name, str) or len(name) > 200:
         raise ValueError("name must be a string of at most 200 characters")
-    if not isinstance(documents, list) or len(documents) > _MAX_DOCUMENTS:
-        raise ValueError(f"documents must be a list of at most {_MAX_DOCUMENTS} entries")
+    if not isinstance(documents, list) or len(documents) > MAX_DOCUMENTS:
+        raise ValueError(f"documents must be a list of at most {MAX_DOCUMENTS} entries")
+    if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+        raise ValueError("document_count must be a non-negative integer")
     clean = []
     for entry in documents:
         if not isinstance(entry, dict):
@@ -93,7 +143,7 @@ def parse_announcement(server_id: str, body: Any) -> KernelServer:
                 "last_change": last[:64] if last else None,
             }
         )
-    return KernelServer(server_id, url, name, clean)
+    return KernelServer(server_id, url, name, clean, count)
 
 
 class KernelServerRegistry:
@@ -109,8 +159,8 @@ class KernelServerRegistry:
             ValueError: too many servers are announced already.
         """
         self._expire()
-        if entry.server_id not in self._servers and len(self._servers) >= _MAX_SERVERS:
-            raise ValueError(f"at most {_MAX_SERVERS} kernel servers can be announced")
+        if entry.server_id not in self._servers and len(self._servers) >= MAX_SERVERS:
+            raise ValueError(f"at most {MAX_SERVERS} kernel servers can be announced")
         self._servers[entry.server_id] = entry
 
     def remove(self, server_id: str) -> bool:

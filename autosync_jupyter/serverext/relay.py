@@ -9,9 +9,11 @@ handler connects to the kernel's server and passes the frames through
 unchanged, both ways, with back-pressure (each side's send is awaited
 before the next frame is read from the other).
 
-Only servers a kernel announced (``PUT autosync/api/servers/<id>``) and that
-listen on this machine's loopback over plain ``ws://`` are relayed, so the
-relay cannot be pointed at other hosts or services. Refusals happen before
+Only servers a kernel of this Jupyter server announced (``PUT
+autosync/api/servers/<id>`` with the kernels' secret) at
+``ws://127.0.0.1:PORT`` or ``ws://[::1]:PORT`` (a plain path at most, no
+query) are relayed, so the relay cannot be pointed at other hosts or
+services. Refusals happen before
 the upgrade: 403 as for ``autosync/ws``, 404 for a URL nobody announced or
 that is not relayed, 502 when the kernel's server does not answer. Close
 codes travel across (an abnormal end of one side closes the other with
@@ -23,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import urllib.parse
 from typing import TYPE_CHECKING, Any, Final
 
 from tornado import web
@@ -32,6 +33,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, WebSocketException
 
 from .handlers import AuthorizedWebSocketHandler
+from .registry import kernel_server_url
 
 if TYPE_CHECKING:
     from .app import AutosyncExtension
@@ -39,9 +41,6 @@ if TYPE_CHECKING:
 __all__ = ["KernelServerRelayHandler", "relayable"]
 
 logger = logging.getLogger("autosync_jupyter.serverext.relay")
-
-#: Hosts a relayed server may listen on: this machine's loopback only.
-LOOPBACK_HOSTS: Final = frozenset({"127.0.0.1", "::1", "localhost"})
 
 #: Seconds to wait for the kernel's server to accept the relayed connection.
 CONNECT_TIMEOUT: Final = 5.0
@@ -52,19 +51,16 @@ _SENDABLE: Final = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 10
 
 
 def relayable(url: str) -> bool:
-    """Whether the relay may connect to ``url``: ``ws://`` on this machine's loopback.
+    """Whether the relay may connect to ``url``: where a kernel's server listens.
 
     >>> relayable("ws://127.0.0.1:8765"), relayable("ws://[::1]:1")
     (True, True)
     >>> relayable("ws://10.0.0.5:8765"), relayable("wss://127.0.0.1:8765")
     (False, False)
+    >>> relayable("ws://127.0.0.1:8765/admin?drop=all")
+    False
     """
-    try:
-        parts = urllib.parse.urlsplit(url)
-        port = parts.port
-    except ValueError:
-        return False
-    return parts.scheme == "ws" and parts.hostname in LOOPBACK_HOSTS and port is not None
+    return kernel_server_url(url) is not None
 
 
 def _wire_code(code: int | None) -> int:

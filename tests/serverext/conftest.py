@@ -28,7 +28,10 @@ import pytest_jupyter.jupyter_server as _server_plugin
 import pytest_jupyter.pytest_tornasync as _tornasync_plugin
 from tornado.httpclient import HTTPClientError, HTTPResponse
 from traitlets.config import Config
+from websockets.asyncio.client import connect as ws_connect
+from websockets.exceptions import InvalidStatus
 
+from autosync_jupyter.jupyter.announce import SECRET_HEADER
 from autosync_jupyter.serverext import AutosyncExtension
 
 # The plugin's fixtures (not its hooks): jp_serverapp, jp_fetch, jp_ws_fetch, ...
@@ -77,6 +80,21 @@ def ws_url(http_server: Any, jp_http_port: int, jp_base_url: str, token: str) ->
 
 
 ApiCall = Callable[..., Awaitable[tuple[int, Any]]]
+
+
+async def upgrade_status(url: str) -> int:
+    """101 when a WebSocket upgrade at ``url`` is accepted, else the HTTP status answered."""
+    try:
+        async with ws_connect(url, open_timeout=10):
+            return 101
+    except InvalidStatus as exc:
+        return exc.response.status_code
+
+
+@pytest.fixture
+def kernel_headers(autosync_ext: AutosyncExtension) -> dict[str, str]:
+    """The header with which kernels of this server announce theirs (the secret they inherit)."""
+    return {SECRET_HEADER: autosync_ext.kernel_secret}
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
 import urllib.parse
 from collections.abc import AsyncIterator, Callable
@@ -14,15 +15,16 @@ import pytest
 from tornado.httpclient import HTTPClientError
 from websockets.asyncio.client import connect as ws_connect
 from websockets.asyncio.server import ServerConnection, serve
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.exceptions import ConnectionClosed
 
 from autosync_jupyter import SyncServer, fetch
+from autosync_jupyter.jupyter.announce import SECRET_HEADER, SECRET_VARIABLE
 from autosync_jupyter.protocol import Peer, decode
 from autosync_jupyter.serverext.handlers import AuthorizedWebSocketHandler
 from autosync_jupyter.serverext.relay import relayable
 from tests.interop.jspeer import JSPeer, Op, require_js_install
 
-from .conftest import ApiCall
+from .conftest import ApiCall, upgrade_status
 
 RelayUrl = Callable[..., str]
 
@@ -48,16 +50,8 @@ def relay_url(http_server: Any, jp_http_port: int, jp_base_url: str, token: str)
 
 async def announce(api: ApiCall, server_id: str, url: str) -> None:
     body = json.dumps({"url": url, "name": "test kernel", "documents": []})
-    assert (await api("servers", server_id, method="PUT", body=body))[0] == 200
-
-
-async def upgrade_status(url: str) -> int:
-    """101 when the relay accepts the WebSocket, else the HTTP status it answered."""
-    try:
-        async with ws_connect(url, open_timeout=10):
-            return 101
-    except InvalidStatus as exc:
-        return exc.response.status_code
+    headers = {SECRET_HEADER: os.environ[SECRET_VARIABLE]}  # as the kernels inherit it
+    assert (await api("servers", server_id, method="PUT", body=body, headers=headers))[0] == 200
 
 
 def closed_port() -> int:
@@ -102,8 +96,16 @@ async def test_relay_refuses_what_it_must_not_relay(
     await announce(api, "k1", kernel_server.url)
     assert await upgrade_status(relay_url(kernel_server.url, with_token=False)) == 403
     assert await upgrade_status(relay_url(f"ws://127.0.0.1:{closed_port()}")) == 404
-    for elsewhere in ("ws://10.1.2.3:8765", "wss://127.0.0.1:8765", "ws://127.0.0.1"):
-        await announce(api, "other", elsewhere)
+    for elsewhere in (
+        "ws://10.1.2.3:8765",
+        "wss://127.0.0.1:8765",
+        "ws://127.0.0.1",
+        f"{kernel_server.url}/admin?drop=all",  # a blind request to a loopback service
+    ):
+        body = json.dumps({"url": elsewhere, "documents": []})
+        headers = {SECRET_HEADER: os.environ[SECRET_VARIABLE]}
+        status, _ = await api("servers", "other", method="PUT", body=body, headers=headers)
+        assert status == 400, elsewhere
         assert await upgrade_status(relay_url(elsewhere)) == 404, elsewhere
     silent = f"ws://127.0.0.1:{closed_port()}"
     await announce(api, "gone", silent)
@@ -187,7 +189,16 @@ async def test_both_websockets_send_without_nagle_delay(
 
 
 def test_only_loopback_ws_urls_are_relayable() -> None:
-    assert relayable("ws://127.0.0.1:1") and relayable("ws://localhost:2")
-    assert relayable("ws://[::1]:3")
-    for url in ("ws://127.0.0.1", "ws://127.0.0.2:1", "wss://localhost:1", "ws://[::1]:x", "ws://"):
+    assert relayable("ws://127.0.0.1:1") and relayable("ws://[::1]:3")
+    assert relayable("ws://127.0.0.1:4/sync")
+    for url in (
+        "ws://127.0.0.1",
+        "ws://localhost:2",  # a name may resolve anywhere
+        "ws://127.0.0.2:1",
+        "wss://localhost:1",
+        "ws://[::1]:x",
+        "ws://",
+        "ws://127.0.0.1:5/x?y=1",
+        "ws://127.0.0.1:6/../admin",
+    ):
         assert not relayable(url), url

@@ -171,10 +171,17 @@ class BlockingConnection:
         return self._conn.connected
 
     def open(
-        self, doc_id: str, *, wait: bool = True, timeout: float | None = None
+        self,
+        doc_id: str,
+        *,
+        wait: bool = True,
+        timeout: float | None = None,
+        allow_empty: bool = False,
     ) -> BlockingDocHandle:
         """See :meth:`Connection.open`."""
-        handle = self._runner.run(self._conn.open(doc_id, wait=wait, timeout=timeout))
+        handle = self._runner.run(
+            self._conn.open(doc_id, wait=wait, timeout=timeout, allow_empty=allow_empty)
+        )
         return BlockingDocHandle(handle, self._runner)
 
     def create(

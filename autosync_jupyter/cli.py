@@ -29,7 +29,7 @@ from typing import Any
 from . import __version__
 from .auth import AuthConfig
 from .errors import AutosyncError, StorageError
-from .ids import document_url, generate_document_id
+from .ids import document_url, encode_heads, generate_document_id
 from .loading import load_document
 from .server import (
     DEFAULT_MAX_CONNECTIONS,
@@ -38,9 +38,10 @@ from .server import (
     DEFAULT_MAX_SEND_QUEUE,
     SyncServer,
 )
-from .storage import FileStore
+from .storage import FileStore, StoreLocked
 from .tls import client_ssl_context, make_self_signed_certificate, server_ssl_context
 from .values import new_document, to_py
+from .wording import counted
 
 __all__ = ["main"]
 
@@ -60,7 +61,9 @@ def add_serve_arguments(serve: argparse.ArgumentParser, *, default_port: int) ->
     serve.add_argument(
         "--port", type=_port, default=default_port, help="port, 0 for any (default: %(default)s)"
     )
-    serve.add_argument("--data-dir", default=".automerge", help="document store directory")
+    serve.add_argument(
+        "--data-dir", default=".automerge", help="document store directory (default: %(default)s)"
+    )
     serve.add_argument(
         "--ephemeral", action="store_true", help="keep documents in memory only; no storage id"
     )
@@ -164,13 +167,37 @@ def _parser() -> argparse.ArgumentParser:
     add_serve_arguments(serve, default_port=3030)
     serve.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
 
-    create = sub.add_parser("create", help="create a document in a data directory")
-    create.add_argument("initial", nargs="?", help="initial content as a JSON object")
-    create.add_argument("--data-dir", default=".automerge", help="document store directory")
+    create = sub.add_parser(
+        "create",
+        help="create a document in a data directory, or on a running server (--url)",
+        description="Create a document and print its automerge: URL. Without --url it is "
+        "written to a data directory no server is using; with --url it is created over "
+        "the network on a running sync server (ours or any automerge-repo server).",
+    )
+    create.add_argument(
+        "initial", nargs="?", help='initial content as a JSON object, e.g. \'{"title": "hi"}\''
+    )
+    create.add_argument(
+        "--data-dir", default=".automerge", help="document store directory (default: %(default)s)"
+    )
+    _remote_arguments(create)
 
-    ls = sub.add_parser("ls", help="list the documents of a data directory")
-    ls.add_argument("--data-dir", default=".automerge", help="document store directory")
+    ls = sub.add_parser(
+        "ls",
+        help="list the documents of a data directory, or those a running server shares (--url)",
+    )
+    ls.add_argument(
+        "--data-dir", default=".automerge", help="document store directory (default: %(default)s)"
+    )
     ls.add_argument("--json", action="store_true", help="print the documents' content as JSON")
+    _remote_arguments(ls)
+    ls.add_argument(
+        "--quiet-time",
+        type=float,
+        default=1.0,
+        help="with --url: seconds without a new document after which the list is complete "
+        "(default: %(default)s)",
+    )
 
     fsck = sub.add_parser(
         "fsck",
@@ -196,6 +223,7 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="print JSON (bytes as base64, timestamps as ISO 8601) instead of text",
     )
+    _allow_empty_argument(fetch)
 
     watch = sub.add_parser(
         "watch", help="print a document, then each change as it arrives, until Ctrl-C"
@@ -209,12 +237,34 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="print heads and changed paths only, not the whole document at each change",
     )
+    _allow_empty_argument(watch)
     return parser
+
+
+def _allow_empty_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--allow-empty",
+        action="store_true",
+        help="accept an empty document when the server answers with one (a server that "
+        "creates documents on request, such as R's autosync) instead of failing",
+    )
+
+
+def _remote_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--url`` and how to reach it, for commands that can also work on a data directory."""
+    parser.add_argument(
+        "--url", help="a running sync server (ws:// or wss://) instead of a data directory"
+    )
+    _connection_arguments(parser)
 
 
 def _client_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("url", help="sync server URL (ws:// or wss://)")
     parser.add_argument("doc", help="document id or automerge: URL")
+    _connection_arguments(parser)
+
+
+def _connection_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--token",
         default=os.environ.get("AUTOSYNC_TOKEN"),
@@ -342,11 +392,31 @@ async def _serve(args: argparse.Namespace) -> int:
 
 
 async def _create(args: argparse.Namespace) -> int:
-    initial: Any = json.loads(args.initial) if args.initial else None
+    try:
+        initial: Any = json.loads(args.initial) if args.initial else None
+    except json.JSONDecodeError as exc:
+        raise AutosyncError(
+            f"the initial content {args.initial!r} is not JSON ({exc}); "
+            """write a JSON object, quoted for the shell: '{"title": "hi"}'"""
+        ) from None
     if initial is not None and not isinstance(initial, dict):
-        raise AutosyncError("the initial content must be a JSON object")
+        raise AutosyncError('the initial content must be a JSON object, e.g. \'{"title": "hi"}\'')
+    if args.url:
+        from .connection import connect  # the server commands do not pay for the client
+
+        async with connect(
+            args.url, token=args.token, ssl=_client_ssl(args), timeout=args.timeout
+        ) as conn:
+            handle = await conn.create(initial)
+            print(handle.url)
+        return 0
     store = FileStore(args.data_dir)
-    await store.open()  # refuses a directory a running server holds
+    try:
+        await store.open()  # refuses a directory a running server holds
+    except StoreLocked as exc:
+        raise AutosyncError(
+            f"{exc}; to add a document to that server: autosync create --url ws://HOST:PORT"
+        ) from None
     try:
         doc_id = generate_document_id()
         store.append(doc_id, new_document(initial).save())
@@ -358,6 +428,8 @@ async def _create(args: argparse.Namespace) -> int:
 
 
 async def _ls(args: argparse.Namespace) -> int:
+    if args.url:
+        return await _ls_remote(args)
     if not Path(args.data_dir).is_dir():
         raise AutosyncError(f"no data directory at {args.data_dir}")
     store = FileStore(args.data_dir, read_only=True)  # works beside a running server
@@ -373,6 +445,8 @@ async def _ls(args: argparse.Namespace) -> int:
         else:
             for doc_id in ids:
                 print(document_url(doc_id))
+            if not ids:
+                print(f"no documents in {args.data_dir}", file=sys.stderr)
     finally:
         await store.close()
     return 0
@@ -415,7 +489,7 @@ async def _fsck(args: argparse.Namespace) -> int:
                 "damaged_bytes": damage.damaged_bytes,
                 "damaged_files": damage.files,
                 "waiting_changes": len(loaded.waiting),
-                "missing_changes": sorted(h.hex() for h in loaded.missing),
+                "missing_changes": sorted(encode_heads(loaded.missing)),
                 "refused_chunks": loaded.unreadable,
                 "set_aside": [str(path) for path in damage.set_aside],
             }
@@ -435,7 +509,7 @@ async def _fsck(args: argparse.Namespace) -> int:
         for r in reports:
             print(_fsck_line(r))
         what = "repaired (damaged files set aside)" if args.repair and damaged else "damaged"
-        print(f"{len(reports)} document{'s' * (len(reports) != 1)}, {len(damaged)} {what}")
+        print(f"{counted(len(reports), 'document')}, {len(damaged)} {what}")
     return 1 if damaged else 0
 
 
@@ -447,7 +521,9 @@ def _fsck_line(report: dict[str, Any]) -> str:
     parts = []
     if report["damaged_bytes"]:
         files = report["damaged_files"]
-        parts.append(f"{report['damaged_bytes']} damaged bytes in {files} file{'s' * (files != 1)}")
+        parts.append(
+            f"{counted(report['damaged_bytes'], 'damaged byte')} in {counted(files, 'file')}"
+        )
     if report["waiting_changes"]:
         missing = report["missing_changes"]
         parts.append(
@@ -468,6 +544,40 @@ def _fsck_line(report: dict[str, Any]) -> str:
 # -- client commands --------------------------------------------------------------------
 
 
+async def _ls_remote(args: argparse.Namespace) -> int:
+    """The documents a running server offers a peer that joins (announced ones)."""
+    from .connection import connect
+
+    loop = asyncio.get_running_loop()
+    out: dict[str, Any] = {}
+    async with connect(
+        args.url, token=args.token, ssl=_client_ssl(args), timeout=args.timeout
+    ) as conn:
+        await conn.wait_connected()
+        deadline = loop.time() + args.timeout
+        seen, last_news = 0, loop.time()
+        while loop.time() < min(deadline, last_news + args.quiet_time):
+            await asyncio.sleep(0.05)
+            if len(conn.offered) != seen:
+                seen, last_news = len(conn.offered), loop.time()
+        ids = conn.offered
+        if args.json:
+            for doc_id in ids:
+                out[doc_id] = (await conn.open(doc_id)).doc.to_py()
+    if args.json:
+        print(_to_json(out, indent=2))
+    else:
+        for doc_id in ids:
+            print(document_url(doc_id))
+    if not ids:
+        print(
+            f"{args.url} shared no documents (a server shares them unasked only with "
+            "--share announce; ask for one by id with autosync fetch)",
+            file=sys.stderr,
+        )
+    return 0
+
+
 def _client_ssl(args: argparse.Namespace) -> ssl_module.SSLContext | None:
     return client_ssl_context(args.cafile) if args.cafile else None
 
@@ -482,6 +592,7 @@ async def _fetch(args: argparse.Namespace) -> int:
         ssl=_client_ssl(args),
         timeout=args.timeout,
         verbose=args.verbose > 0,
+        allow_empty=args.allow_empty,
     )
     content = doc.to_py()
     if args.json:
@@ -507,7 +618,7 @@ async def _watch(args: argparse.Namespace) -> int:
         timeout=args.timeout,
         verbose=args.verbose > 0,
     ) as conn:
-        handle = await conn.open(args.doc)
+        handle = await conn.open(args.doc, allow_empty=args.allow_empty)
         stream = handle.changes()
         previous = handle.doc.to_py()
         _emit({"event": "snapshot", "heads": _heads(handle.doc.core), "doc": previous})
@@ -544,8 +655,6 @@ async def _watch(args: argparse.Namespace) -> int:
 
 
 def _heads(core: Any) -> list[str]:
-    from .ids import encode_heads
-
     return sorted(encode_heads(core.get_heads()))
 
 

@@ -18,8 +18,18 @@ Protocol notes (docs/protocol.md): the client joins as an ephemeral peer
 (``peerMetadata {isEphemeral: true}``), waits for ``peer`` before sending
 anything else (§2.7), asks for documents it lacks with ``request`` and
 announces documents it has with ``sync`` (§3.2, §3.3), treats a document as
-unavailable only after ``doc-unavailable`` with no data (§3.9), and starts
-every connection from fresh sync states (§4.2).
+unavailable after ``doc-unavailable`` with no data (§3.9), and starts every
+connection from fresh sync states (§4.2).
+
+A server that holds nothing for an id does not always say
+``doc-unavailable``: R's server (and ours with ``create_on_request``)
+auto-creates an empty document, and a JS 2.6 server with other peers
+connected answers with an empty document and nothing more. So an answer that
+advertises no heads, while nothing has arrived here, also makes the document
+unavailable (:class:`~autosync_jupyter.errors.DocumentUnavailable`, "the
+server answered with an empty document") once a short grace period passed
+without data or ``doc-unavailable``; ``allow_empty=True`` takes the empty
+document instead, for servers that create documents on request.
 """
 
 from __future__ import annotations
@@ -86,10 +96,12 @@ logger = logging.getLogger("autosync_jupyter.client")
 # What one message from a server may unpack to (bytes, operations).
 _LIMITS = Limits.for_message_size(DEFAULT_MAX_MESSAGE_SIZE)
 
-# An R server (or ours with create_on_request) answers an unknown id with an
-# empty-heads sync and never says doc-unavailable; JS servers send the same
-# empty sync *and* doc-unavailable within milliseconds. Only in that corner
-# does fetch() wait, this long, before returning an empty document.
+# An R server (or ours with create_on_request), and a JS 2.6 server with other
+# peers connected, answer an unknown id with an empty-heads sync and never say
+# doc-unavailable; JS 2.0-2.5 servers send the same empty sync *and*
+# doc-unavailable within milliseconds. Only in that corner do fetch() and
+# open() wait, this long after the empty answer, for data or doc-unavailable
+# before they conclude the server holds nothing.
 _EMPTY_DOCUMENT_GRACE = 0.5
 _HANDSHAKE_TIMEOUT = 10.0
 _CLOSE_TIMEOUT = 2.0
@@ -432,6 +444,18 @@ class _SyncSession:
             return None
         return Sync(sender, target, self.document_id, message.encode())
 
+    def answered_empty(self) -> bool:
+        """The server's last message advertised no heads and nothing has arrived here.
+
+        A server that holds nothing for the id says so. (The message may
+        still carry a change chunk: JS 2.x sends a compressed empty document.)
+        """
+        return self.server_heads is not None and not self.server_heads and not self.core.get_heads()
+
+    def server_answered_empty(self) -> None:
+        """Record that the server advertised no heads on this link (it said so earlier)."""
+        self.server_heads = []
+
     def holds_server_heads(self) -> bool:
         """The server advertised heads (non-empty) and every one of them is here."""
         if not self.server_heads:
@@ -472,10 +496,12 @@ class _Fetch:
         token: str | None,
         ssl: SSLOption,
         max_message_size: int | None,
+        allow_empty: bool,
     ) -> None:
         self.url = url
         self.shown = redact_url(url)  # for messages: a Jupyter token may ride in the query
         self.doc_id = doc_id
+        self.allow_empty = allow_empty
         self.token = token
         self.ssl = ssl
         self.max_message_size = max_message_size
@@ -517,21 +543,19 @@ class _Fetch:
         session = _SyncSession(self.doc_id, core)
         await ws.send(_encode(session.opening(self.peer_id, server)))
         self.waiting_for = f"the server's reply to the request for {self.doc_id}"
-        got_empty_sync = False
+        loop = asyncio.get_running_loop()
+        empty_since: float | None = None  # when the server answered with nothing
         while True:
             try:
-                if got_empty_sync:
-                    data = await asyncio.wait_for(ws.recv(), _EMPTY_DOCUMENT_GRACE)
-                else:
+                if empty_since is None:
                     data = await ws.recv()
+                else:
+                    left = empty_since + _EMPTY_DOCUMENT_GRACE - loop.time()
+                    if left <= 0:
+                        raise asyncio.TimeoutError
+                    data = await asyncio.wait_for(ws.recv(), left)
             except asyncio.TimeoutError:
-                logger.warning(
-                    "%s has document %s only as an empty document (no changes): "
-                    "returning it empty (an R-style server auto-creates unknown ids)",
-                    self.shown,
-                    self.doc_id,
-                )
-                return Document(core=core)
+                return self._answered_empty(core)
             except ConnectionClosed as exc:
                 raise ConnectionFailed(
                     f"{self.shown} closed the connection while fetching {self.doc_id} "
@@ -558,16 +582,40 @@ class _Fetch:
                 # The server advertised heads we all hold, and we have no
                 # changes it lacks (we made none): the sync is complete.
                 return Document(core=core)
-            if session.server_heads is not None and not session.server_heads:
-                got_empty_sync = not core.get_heads()
+            if session.answered_empty():
+                if empty_since is None:
+                    empty_since = loop.time()
+                    self.waiting_for = (
+                        f"more than the empty answer for {self.doc_id} from {self.shown}"
+                    )
             else:
-                got_empty_sync = False
+                empty_since = None
                 have = len(core.get_heads())
                 self.waiting_for = (
                     f"the rest of document {self.doc_id} "
                     f"(the server advertised {len(session.server_heads or [])} head(s); "
                     f"{have} head(s) here)"
                 )
+
+    def _answered_empty(self, core: am.Document) -> Document:
+        """The server answered with an empty document and nothing followed."""
+        if not self.allow_empty:
+            raise DocumentUnavailable(self.doc_id, _empty_answer_message(self.doc_id, self.shown))
+        logger.debug(
+            "%s answered %s with an empty document: returning it (allow_empty)",
+            self.shown,
+            self.doc_id,
+        )
+        return Document(core=core)
+
+
+def _empty_answer_message(doc_id: DocumentId, shown_url: str) -> str:
+    """The DocumentUnavailable text for a server that answered with an empty document."""
+    return (
+        f"document {doc_id} is unavailable on {shown_url}: the server answered with an "
+        "empty document (it holds no changes for this id); allow_empty=True (--allow-empty "
+        "on the command line) accepts it, e.g. from a server that creates documents on request"
+    )
 
 
 async def fetch(
@@ -579,6 +627,7 @@ async def fetch(
     timeout: float = 30.0,
     verbose: bool = False,
     max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
+    allow_empty: bool = False,
 ) -> Document:
     """Fetch one document from a sync server over a throwaway connection.
 
@@ -597,12 +646,18 @@ async def fetch(
             ``autosync_jupyter.client`` logger (to stderr if logging is not
             configured).
         max_message_size: largest incoming message in bytes (None: no limit).
+        allow_empty: return an empty document when the server answers with
+            one (it holds no changes for the id) instead of raising
+            DocumentUnavailable. For servers that create documents on
+            request (R's ``autosync``, ``autosync serve --create-on-request``),
+            where an empty document is a document.
 
     Returns:
         The document (an :class:`~autosync_jupyter.document.Document`).
 
     Raises:
-        DocumentUnavailable: the server answered that it does not have it.
+        DocumentUnavailable: the server answered that it does not have it, or
+            answered with an empty document (unless ``allow_empty``).
         ServerError: the server sent an ``error`` (e.g. authentication failed).
         ConnectionFailed: the server cannot be reached, refused the upgrade,
             failed TLS, or dropped the connection.
@@ -619,6 +674,7 @@ async def fetch(
         token=token,
         ssl=ssl,
         max_message_size=max_message_size,
+        allow_empty=allow_empty,
     )
     if verbose:
         _verbose_on()
@@ -644,6 +700,7 @@ def fetch_blocking(
     timeout: float = 30.0,
     verbose: bool = False,
     max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
+    allow_empty: bool = False,
 ) -> Document:
     """Blocking :func:`fetch` for scripts: same arguments, same result and errors.
 
@@ -664,6 +721,7 @@ def fetch_blocking(
             timeout=timeout,
             verbose=verbose,
             max_message_size=max_message_size,
+            allow_empty=allow_empty,
         ),
         name="fetch_blocking",
         alternative="await fetch(...)",

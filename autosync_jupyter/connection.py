@@ -49,6 +49,7 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
 from .client import (
+    _EMPTY_DOCUMENT_GRACE,
     _HANDSHAKE_TIMEOUT,
     _RETRY_DELAY,
     DEFAULT_MAX_MESSAGE_SIZE,
@@ -59,6 +60,7 @@ from .client import (
     _close_quietly,
     _close_reason,
     _decode,
+    _empty_answer_message,
     _encode,
     _handshake,
     _open_socket,
@@ -96,6 +98,7 @@ from .protocol import (
 from .redact import redact_url
 
 __all__ = [
+    "MAX_OFFERED",
     "ChangeCallback",
     "ChangeStream",
     "Connection",
@@ -107,9 +110,12 @@ __all__ = [
 
 logger = logging.getLogger("autosync_jupyter.client")
 
-#: Where a :class:`DocHandle` is: asking the server, holding the document,
-#: told the server does not have it (a later arrival still makes it ready),
-#: or closed.
+#: Most document ids :attr:`Connection.offered` remembers (a server is a peer too).
+MAX_OFFERED = 100_000
+
+#: Where a :class:`DocHandle` is: asking the server, holding the document
+#: (possibly empty, after ``open(..., allow_empty=True)``), told the server
+#: does not have it (a later arrival still makes it ready), or closed.
 HandleState = Literal["requesting", "ready", "unavailable", "closed"]
 
 T = TypeVar("T")
@@ -376,6 +382,11 @@ class _Link:
         self.server = server
         self.outbox: deque[bytes] = deque()
         self.wakeup = asyncio.Event()
+        # Documents the server answered with an empty document on this link.
+        # It will not say so again to a new request for one (after its
+        # handle was dropped): its sync state has nothing new for us. It does
+        # send the document if it has gained changes since.
+        self.empty_answers: set[DocumentId] = set()
 
     def send(self, data: bytes) -> None:
         self.outbox.append(data)
@@ -455,6 +466,8 @@ class Connection:
         self._max_message_size = max_message_size
         self._verbose = verbose
         self._handles: dict[DocumentId, DocHandle] = {}
+        # Documents the server offered unasked (it announces them), in order.
+        self._offered: dict[DocumentId, None] = {}
         self._link: _Link | None = None
         self._server_peer: Peer | None = None
         self._runner: asyncio.Task[None] | None = None
@@ -588,6 +601,18 @@ class Connection:
         """The open documents by id (a copy)."""
         return dict(self._handles)
 
+    @property
+    def offered(self) -> list[DocumentId]:
+        """Documents the server offered without being asked, in the order they came.
+
+        A server that announces its documents (``autosync serve --share
+        announce``, or a share policy returning True) sends each one to a
+        peer that joins; a server that shares on request only (the default,
+        as the public JS server) offers none. At most :data:`MAX_OFFERED`
+        are remembered.
+        """
+        return list(self._offered)
+
     async def wait_connected(self, timeout: float | None = None) -> None:
         """Wait until the connection is up (e.g. after a drop).
 
@@ -601,7 +626,12 @@ class Connection:
     # -- documents -------------------------------------------------------------------
 
     async def open(
-        self, doc_id: str, *, wait: bool = True, timeout: float | None = None
+        self,
+        doc_id: str,
+        *,
+        wait: bool = True,
+        timeout: float | None = None,
+        allow_empty: bool = False,
     ) -> DocHandle:
         """Open a document by id or ``automerge:`` URL and keep it in sync.
 
@@ -614,9 +644,16 @@ class Connection:
                 ``requesting``); it becomes ``ready`` when the document
                 arrives, even after the server said ``unavailable``.
             timeout: seconds to wait (default: the connection's ``timeout``).
+            allow_empty: when the server answers with an empty document (it
+                holds no changes for the id), return a ``ready`` handle of
+                that empty document instead of raising DocumentUnavailable:
+                for servers that create documents on request (R's
+                ``autosync``, ``autosync serve --create-on-request``). Edits
+                to it are sent to the server as usual.
 
         Raises:
-            DocumentUnavailable: the server does not have the document.
+            DocumentUnavailable: the server does not have the document, or
+                answered with an empty document (unless ``allow_empty``).
             SyncTimeout: it did not arrive within ``timeout``.
         """
         document_id = interpret_as_document_id(doc_id)
@@ -629,14 +666,42 @@ class Connection:
             handle = DocHandle(self, document_id, Document(core=am.Document()))
             self._handles[document_id] = handle
             self._start_sync(handle)
+            link = handle._synced_on
+            if link is not None and document_id in link.empty_answers:
+                handle._session.server_answered_empty()
         if not wait:
             return handle
+        what = f"document {document_id} from {self._shown_url}"
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (self.timeout if timeout is None else timeout)
+
+        def settled() -> bool:
+            return handle._state != "requesting" or handle._closed_check()
+
         try:
             await self._wait_until(
-                lambda: handle._state != "requesting" or handle._closed_check(),
-                timeout,
-                f"document {document_id} from {self._shown_url}",
+                lambda: settled() or handle._session.answered_empty(), timeout, what
             )
+            if not settled():
+                # The server answered with an empty document: give data or a
+                # doc-unavailable that may follow a moment to arrive.
+                with contextlib.suppress(SyncTimeout):
+                    await self._wait_until(
+                        lambda: settled() or not handle._session.answered_empty(),
+                        min(_EMPTY_DOCUMENT_GRACE, max(0.0, deadline - loop.time())),
+                        what,
+                    )
+                if not settled() and handle._session.answered_empty():
+                    if handle._synced_on is not None:
+                        handle._synced_on.empty_answers.add(document_id)
+                    if not allow_empty:
+                        raise DocumentUnavailable(
+                            document_id, _empty_answer_message(document_id, self._shown_url)
+                        )
+                    handle._set_state("ready")
+                elif not settled():
+                    # More than the empty answer is arriving: wait for it.
+                    await self._wait_until(settled, max(0.0, deadline - loop.time()), what)
         except BaseException:
             if created:
                 self._forget(handle)
@@ -844,6 +909,9 @@ class Connection:
             handle = self._handles.get(msg.document_id)
             if handle is None:
                 logger.debug("ignoring %s for %s: not open here", msg.type, msg.document_id)
+                if len(self._offered) < MAX_OFFERED:
+                    self._offered[msg.document_id] = None
+                self._pulse()
                 return
             self._apply(link, handle, msg.data)
         elif isinstance(msg, DocUnavailable):

@@ -60,6 +60,7 @@ import automerge.core as am
 from ._patches import SpecialIndex, Tracker, obj_key
 from ._patches import _Counter as _IndexedCounter
 from .errors import CounterNotSupported, DocumentError
+from .ids import encode_heads
 from .values import (
     COUNTER_CREATION_MESSAGE,
     Counter,
@@ -712,7 +713,7 @@ class Document(Mapping[str, Any]):
         try:
             return Document(core=self._core.fork(wanted))
         except Exception:  # the binding says "invalid hash ..." for an unknown change
-            shown = ", ".join(head.hex()[:12] for head in wanted)
+            shown = ", ".join(encode_heads(wanted)) if all(len(h) == 32 for h in wanted) else "?"
             raise KeyError(f"this document has no change with the heads {shown}") from None
 
     def merge(self, other: Document) -> None:
@@ -891,6 +892,33 @@ _PREVIEW_WIDTH = 60
 _ONE_LINE_WIDTH = 200
 _HTML_ITEMS = 100
 _HTML_NODES = 1000
+
+
+#: Longest title :func:`document_title` gives.
+TITLE_LENGTH = 200
+
+
+def document_title(core: am.Document) -> str | None:
+    """What a person calls a document: its top-level ``title`` (else ``name``) text.
+
+    A string or a text object counts (cut to 200 characters); anything else,
+    or neither key, gives None.
+
+    >>> doc = Document({"name": "draft", "n": 1})
+    >>> document_title(doc.core), document_title(Document({"title": 5}).core)
+    ('draft', None)
+    """
+    for key in ("title", "name"):
+        found = core.get(am.ROOT, key)
+        if found is None:
+            continue
+        value, obj = found
+        if value == am.ObjType.Text:
+            text: str = core.text(obj)
+            return text[:TITLE_LENGTH]
+        if isinstance(value, tuple) and value[0] == am.ScalarType.Str:
+            return str(value[1])[:TITLE_LENGTH]
+    return None
 
 
 def _shorten(text: str, width: int) -> str:

@@ -64,7 +64,7 @@ from .guard import (
     admit,
     verify_applied,
 )
-from .ids import DocumentId, PeerId, generate_peer_id
+from .ids import DocumentId, PeerId, encode_heads, generate_peer_id
 from .loading import Loaded, load_document
 from .protocol import (
     DEFAULT_MAX_MESSAGE_SIZE,
@@ -86,6 +86,7 @@ from .protocol import (
 )
 from .redact import printable
 from .sync_message import SyncMessage, SyncMessageRejected, read_sync_message, sync_message_of
+from .wording import counted
 
 __all__ = [
     "CLOSE_GOING_AWAY",
@@ -608,7 +609,7 @@ class Hub:
         out = []
         for doc in self._docs.values():
             if doc.state is _DocState.READY:
-                heads = tuple(h.hex() for h in doc.heads())
+                heads = tuple(sorted(encode_heads(doc.heads())))
                 out.append(DocumentInfo(doc.doc_id, True, heads, len(doc.peers)))
         return out
 
@@ -954,7 +955,7 @@ class Hub:
                     logger.error(
                         "document %s: stored change %s does not check (%s); dropped",
                         doc.doc_id,
-                        change_hash.hex()[:12],
+                        encode_heads([change_hash])[0],
                         reason,
                     )
                     del doc.waiting[change_hash]
@@ -970,10 +971,9 @@ class Hub:
         verify_applied(guard, changes, Admission(accepted=pending.infos), {})
         self._record_changes(doc)
         logger.info(
-            "document %s: %d stored change(s) applied now that what they waited for came; "
-            "%d still wait",
+            "document %s: %s applied now that what they waited for came; %d still wait",
             doc.doc_id,
-            len(changes),
+            counted(len(changes), "stored change"),
             len(doc.waiting),
         )
 
@@ -1285,18 +1285,18 @@ def _log_waiting(doc_id: DocumentId, loaded: Loaded) -> None:
     """One line about what a damaged history left: changes that wait, and on what."""
     if loaded.unreadable:
         logger.error(
-            "document %s: %d stored chunk(s) the core refuses were left out",
+            "document %s: %s the core refuses were left out",
             doc_id,
-            loaded.unreadable,
+            counted(loaded.unreadable, "stored chunk"),
         )
     if loaded.waiting:
-        missing = sorted(h.hex()[:12] for h in loaded.missing)
+        missing = sorted(encode_heads(loaded.missing))
         logger.warning(
-            "document %s: %d stored change(s) wait for %d change(s) it lacks (%s%s); "
+            "document %s: %s wait for %s it lacks (%s%s); "
             "kept, and applied when a peer brings them",
             doc_id,
-            len(loaded.waiting),
-            len(missing),
+            counted(len(loaded.waiting), "stored change"),
+            counted(len(missing), "change"),
             ", ".join(missing[:3]),
             ", ..." if len(missing) > 3 else "",
         )

@@ -1,10 +1,13 @@
 """Document ids, ``automerge:`` URLs, heads and peer ids.
 
 A document id is the bs58check encoding (Bitcoin alphabet, 4-byte double
-SHA-256 checksum, no version byte) of a binary id, normally 16 random bytes.
-These functions are pure and validate totally: anything that is not a valid
-id raises :class:`~autosync_jupyter.errors.InvalidDocumentId`, a
-``ValueError``.
+SHA-256 checksum, no version byte) of a binary id. Ids made here, like those
+automerge-repo makes, are the 16 bytes of a random UUID v4: automerge-repo up
+to 2.0.x refuses ids whose bytes are not an RFC 4122 UUID. Ids from peers are
+accepted whatever their bytes (R makes 16 plain random bytes): any
+checksum-valid payload of 1-64 bytes. These functions are pure and validate
+totally: anything that is not a valid id raises
+:class:`~autosync_jupyter.errors.InvalidDocumentId`, a ``ValueError``.
 
 >>> parse_document_id("1Bhh3pU9gLXZiNDL6PEa1Gs9fh").hex()
 '000102030405060708090a0b0c0d0e0f'
@@ -114,8 +117,14 @@ def is_valid_document_id(text: object) -> bool:
 
 
 def generate_document_id() -> DocumentId:
-    """Make a new random document id (16 random bytes, as automerge-repo does)."""
-    return DocumentId(base58.b58encode_check(os.urandom(16)).decode("ascii"))
+    """Make a new document id: the bs58check of a random UUID v4's 16 bytes.
+
+    automerge-repo makes its ids the same way, and its releases up to 2.0.x
+    accept only ids whose bytes are an RFC 4122 UUID (version and variant
+    bits set): ``repo.find`` throws for any other id, and their servers drop
+    its sync messages. Every id this package makes comes from here.
+    """
+    return DocumentId(base58.b58encode_check(uuid.uuid4().bytes).decode("ascii"))
 
 
 def encode_heads(heads: Iterable[bytes]) -> list[str]:

@@ -22,9 +22,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+import errno
 import ipaddress
 import logging
 import os
+import shutil
 import ssl as ssl_module
 import threading
 import weakref
@@ -44,7 +46,7 @@ from websockets.http11 import Response as HttpResponse
 
 from .auth import AuthConfig, extract_bearer
 from .binding import is_panic
-from .document import Document, MutableMap
+from .document import Document, MutableMap, document_title
 from .errors import AuthError, AutosyncError, DocumentUnreadable, StorageError
 from .hub import (
     CLOSE_TRY_AGAIN_LATER,
@@ -62,6 +64,7 @@ from .protocol import DEFAULT_MAX_MESSAGE_SIZE, Error, encode
 from .redact import printable, websocket_logger
 from .storage import FileStore, MemoryStore, Store
 from .values import new_document
+from .wording import counted
 
 __all__ = [
     "DEFAULT_MAX_CONNECTIONS",
@@ -108,13 +111,18 @@ class DocumentSummary:
         loaded: whether it is in memory (a stored document is loaded when a
             peer or the API first asks for it; until then its heads and size
             are unknown).
-        heads: hex change hashes of its current heads (empty if not loaded).
+        heads: its current heads in automerge-repo's URL form (bs58check,
+            as after ``#`` in ``automerge:`` URLs), sorted; empty if not
+            loaded. ``Document.heads`` gives the raw bytes.
         size: bytes of its compact saved form (None if not loaded).
         peers: connected peers syncing it.
         last_change: when this server last received or made a change to it
             (None if not since the server started).
         error: why the document cannot be read (its stored bytes do not
             load), else None.
+        title: what a person calls it: the text of its top-level ``title``
+            (else ``name``) field when that is a string or a text, at most
+            200 characters; None when it has neither or is not loaded.
     """
 
     document_id: DocumentId
@@ -124,6 +132,22 @@ class DocumentSummary:
     peers: int
     last_change: datetime.datetime | None
     error: str | None = None
+    title: str | None = None
+
+
+def _listen_error(host: str, port: int, exc: OSError) -> str:
+    """What to tell a user whose server could not listen."""
+    where = f"{host}:{port}"
+    if exc.errno == errno.EADDRINUSE:
+        return (
+            f"cannot listen on {where}: the port is in use (another autosync serve, or a "
+            "kernel's %autosync serve?); choose another port, or port 0 for any free one"
+        )
+    if exc.errno == errno.EACCES:
+        return f"cannot listen on {where}: permission denied (ports below 1024 need privileges)"
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return f"cannot listen on {where}: this machine has no such address"
+    return f"cannot listen on {where}: {exc.strerror or exc}"
 
 
 class PeerClosed(Exception):
@@ -350,7 +374,8 @@ class SyncServer:
         self._closed = asyncio.Event()
         self._listeners: list[ServerListener] = []
         self._last_change: dict[DocumentId, datetime.datetime] = {}
-        self._sizes: dict[DocumentId, tuple[tuple[str, ...], int]] = {}
+        # Per document: the heads its size and title were measured at.
+        self._sizes: dict[DocumentId, tuple[tuple[str, ...], int, str | None]] = {}
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -363,6 +388,7 @@ class SyncServer:
         """
         if self._started:
             raise AutosyncError("server already started")
+        made_dir = self.data_dir is not None and not os.path.exists(self.data_dir)
         await self._store.open()
         self._started = True
         self._hub = Hub(
@@ -375,22 +401,30 @@ class SyncServer:
         if not listen:
             logger.info("sync hub ready (data: %s)", self.data_dir or "memory")
             return self
-        self._server = await serve(
-            self._handle,
-            self.host,
-            self.port,
-            ssl=self.ssl,
-            compression=None,
-            max_size=self._max_message_size,
-            max_queue=64,
-            ping_interval=self._ping_interval,
-            ping_timeout=self._ping_timeout,
-            close_timeout=self._close_timeout,
-            origins=self._origins,  # type: ignore[arg-type]
-            process_request=self._process_request,
-            server_header="autosync-jupyter",
-            logger=websocket_logger("autosync_jupyter.server.websocket"),
-        )
+        try:
+            self._server = await serve(
+                self._handle,
+                self.host,
+                self.port,
+                ssl=self.ssl,
+                compression=None,
+                max_size=self._max_message_size,
+                max_queue=64,
+                ping_interval=self._ping_interval,
+                ping_timeout=self._ping_timeout,
+                close_timeout=self._close_timeout,
+                origins=self._origins,  # type: ignore[arg-type]
+                process_request=self._process_request,
+                server_header="autosync-jupyter",
+                logger=websocket_logger("autosync_jupyter.server.websocket"),
+            )
+        except OSError as exc:
+            await self._store.close()
+            self._started, self._hub = False, None
+            if made_dir and self.data_dir is not None:
+                # Nothing was stored yet: leave the disk as it was.
+                shutil.rmtree(self.data_dir, ignore_errors=True)
+            raise AutosyncError(_listen_error(self.host, self.port, exc)) from exc
         sock = next(iter(self._server.sockets))
         self.port = sock.getsockname()[1]
         logger.info("serving %s (data: %s)", self.url, self.data_dir or "memory")
@@ -471,8 +505,8 @@ class SyncServer:
         docs = len(self._store.document_ids()) if self._hub else 0
         return (
             f"<SyncServer {self.url if self._server else '(not started)'} {state}, "
-            f"data: {self.data_dir or 'memory'}, {docs} documents, "
-            f"{len(self._links)} connections>"
+            f"data: {self.data_dir or 'memory'}, {counted(docs, 'document')}, "
+            f"{counted(len(self._links), 'connection')}>"
         )
 
     # -- documents -----------------------------------------------------------------
@@ -496,21 +530,23 @@ class SyncServer:
         for doc_id in self.list_documents():
             info = loaded.get(doc_id)
             size: int | None = None
+            title: str | None = None
             error = hub.problem(doc_id)
             if info is not None:
                 cached = self._sizes.get(doc_id)
                 if cached is not None and cached[0] == info.heads:
-                    size = cached[1]
+                    size, title = cached[1], cached[2]
                 else:
                     try:
-                        size = len(hub.document(doc_id).save())
+                        core = hub.document(doc_id)
+                        size, title = len(core.save()), document_title(core)
                     except BaseException as exc:  # one bad document must not hide the others
                         if not (isinstance(exc, Exception) or is_panic(exc)):
                             raise
                         logger.exception("document %s: cannot measure it", doc_id)
                         error = "the Automerge core cannot save it (see the server's log)"
                     else:
-                        self._sizes[doc_id] = (info.heads, size)
+                        self._sizes[doc_id] = (info.heads, size, title)
             out.append(
                 DocumentSummary(
                     document_id=doc_id,
@@ -520,6 +556,7 @@ class SyncServer:
                     peers=info.peers if info is not None else 0,
                     last_change=self._last_change.get(doc_id),
                     error=error,
+                    title=title,
                 )
             )
         return out
@@ -1037,7 +1074,8 @@ class BackgroundSyncServer:
 
     For scripts and consoles that have no event loop of their own; the hub
     still runs on one loop (the thread's). Arguments are those of
-    :class:`SyncServer`.
+    :class:`SyncServer`. It starts on first use (or with :meth:`start`, or
+    ``with``); :meth:`close` (or leaving the ``with``) flushes and stops it.
 
     >>> with BackgroundSyncServer(data_dir=None) as server:
     ...     doc_id = server.create_document({"n": 1})
@@ -1050,9 +1088,14 @@ class BackgroundSyncServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._server: SyncServer | None = None
+        self._closed = False
 
     def start(self) -> BackgroundSyncServer:
         """Start the server thread; returns once the socket is listening."""
+        if self._closed:
+            raise AutosyncError("this server was closed; make a new BackgroundSyncServer")
+        if self._server is not None:
+            return self
         ready = threading.Event()
         failure: list[BaseException] = []
 
@@ -1088,28 +1131,36 @@ class BackgroundSyncServer:
 
     def close(self) -> None:
         """Stop the server (flushing everything) and join its thread."""
+        self._closed = True
         if self._server is not None and self._thread is not None:
             self._call(self._server.close())
             self._thread.join(timeout=10)
             self._server = None
 
+    def _running(self) -> SyncServer:
+        self.start()
+        assert self._server is not None
+        return self._server
+
     @property
     def url(self) -> str:
-        """The server's URL."""
-        assert self._server is not None
-        return self._server.url
+        """The server's URL (starting it if need be)."""
+        return self._running().url
+
+    @property
+    def port(self) -> int:
+        """The port it listens on (the one chosen for ``port=0``), starting it if need be."""
+        return self._running().port
 
     def create_document(
         self, initial: dict[str, Any] | None = None, doc_id: str | None = None
     ) -> DocumentId:
         """Blocking :meth:`SyncServer.create_document`."""
-        assert self._server is not None
-        return self._call(self._server.create_document(initial, doc_id))
+        return self._call(self._running().create_document(initial, doc_id))
 
     def list_documents(self) -> list[DocumentId]:
         """Blocking :meth:`SyncServer.list_documents`."""
-        assert self._server is not None
-        server = self._server
+        server = self._running()
 
         async def run() -> list[DocumentId]:
             return server.list_documents()
@@ -1118,18 +1169,15 @@ class BackgroundSyncServer:
 
     def get_document(self, doc_id: str) -> Document:
         """Blocking :meth:`SyncServer.get_document`."""
-        assert self._server is not None
-        return self._call(self._server.get_document(doc_id))
+        return self._call(self._running().get_document(doc_id))
 
     def read_document(self, doc_id: str) -> dict[str, Any]:
         """Blocking :meth:`SyncServer.read_document`."""
-        assert self._server is not None
-        return self._call(self._server.read_document(doc_id))
+        return self._call(self._running().read_document(doc_id))
 
     def change_document(self, doc_id: str, edit: Callable[[MutableMap], object]) -> None:
         """Blocking :meth:`SyncServer.change_document`."""
-        assert self._server is not None
-        self._call(self._server.change_document(doc_id, edit))
+        self._call(self._running().change_document(doc_id, edit))
 
     def __enter__(self) -> BackgroundSyncServer:
         return self.start()

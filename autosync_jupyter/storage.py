@@ -68,6 +68,7 @@ __all__ = [
     "FileStore",
     "MemoryStore",
     "Store",
+    "StoreLocked",
     "open_store",
 ]
 
@@ -399,6 +400,10 @@ class _Usage:
     files: int = 0
 
 
+class StoreLocked(StorageError):
+    """Another process (a running server) holds the data directory."""
+
+
 @dataclasses.dataclass
 class Damage:
     """What the last read of a document found damaged on disk.
@@ -551,7 +556,7 @@ class _Disk:
         except OSError:
             holder = os.read(fd, 32).decode("ascii", "replace").strip()
             os.close(fd)
-            raise StorageError(
+            raise StoreLocked(
                 f"{self.root} is in use by another store (process {holder or 'unknown'}); "
                 "run one server per data directory"
             ) from None

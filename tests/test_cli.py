@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -48,6 +49,59 @@ def test_create_rejects_non_object(tmp_path: Path) -> None:
     """`create` with JSON that is not an object fails with a clear message."""
     result = autosync("create", "--data-dir", str(tmp_path / "d"), "[1, 2]")
     assert result.returncode == 1 and "JSON object" in result.stderr
+
+
+def test_create_says_the_argument_is_not_json(tmp_path: Path) -> None:
+    """`create '{title: hi}'` names the argument and shows how to write it (not a bare error)."""
+    result = autosync("create", "--data-dir", str(tmp_path / "d"), "{title: hi}")
+    assert result.returncode == 1
+    assert "the initial content '{title: hi}' is not JSON" in result.stderr
+    assert """'{"title": "hi"}'""" in result.stderr
+    assert not (tmp_path / "d").exists()
+
+
+def test_create_on_a_running_server(tmp_path: Path) -> None:
+    """`create --url` adds a document over the network while `serve` holds the directory."""
+    data = tmp_path / "d"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
+    serve = [sys.executable, "-m", "autosync_jupyter", "serve", "--port", "0", "--data-dir"]
+    with subprocess.Popen(
+        [*serve, str(data)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env
+    ) as server:
+        assert server.stdout is not None
+        url = server.stdout.readline().split()[-1]
+        locked = autosync("create", "--data-dir", str(data), "{}")
+        assert locked.returncode == 1 and "autosync create --url" in locked.stderr
+        made = autosync("create", "--url", url, '{"title": "remote"}')
+        assert made.returncode == 0, made.stderr
+        server.send_signal(signal.SIGINT)
+        assert server.wait(timeout=20) == 0
+    content = json.loads(autosync("ls", "--data-dir", str(data), "--json").stdout)
+    assert content == {made.stdout.strip().removeprefix("automerge:"): {"title": "remote"}}
+
+
+def test_ls_of_an_empty_store_says_so(tmp_path: Path) -> None:
+    (tmp_path / "d").mkdir()
+    result = autosync("ls", "--data-dir", str(tmp_path / "d"))
+    assert result.returncode == 0 and result.stdout == ""
+    assert "no documents in" in result.stderr
+
+
+def test_serve_help_shows_the_data_dir_default() -> None:
+    assert "(default: .automerge)" in autosync("serve", "--help").stdout
+
+
+def test_serve_on_a_taken_port_says_so_and_leaves_no_directory(tmp_path: Path) -> None:
+    """No raw [Errno 98], and the data directory it would have made is not left behind."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        result = autosync("serve", "--port", port, "--data-dir", str(tmp_path / "new"))
+    assert result.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}: the port is in use" in result.stderr
+    assert "Errno" not in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "new").exists()
 
 
 def test_ls_of_missing_directory_fails_clearly(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
+import automerge.core as am
 import pytest
 from websockets.asyncio.server import ServerConnection, serve
 
@@ -38,7 +39,7 @@ from autosync_jupyter.ids import (
     generate_document_id,
     interpret_as_document_id,
 )
-from autosync_jupyter.protocol import Error, Peer, Sync, decode, encode
+from autosync_jupyter.protocol import DocUnavailable, Error, Peer, Request, Sync, decode, encode
 from autosync_jupyter.tls import (
     client_ssl_context,
     make_self_signed_certificate,
@@ -128,11 +129,107 @@ async def test_fetch_small_document_is_fast(server: SyncServer) -> None:
     assert statistics.median(times) < 1.0  # generous: a quiet period would be seconds
 
 
-async def test_fetch_of_an_auto_created_empty_document(tmp_path: Path) -> None:
-    """An R-style server that auto-creates unknown ids yields an empty document."""
-    async with SyncServer(port=0, data_dir=None, create_on_request=True) as server:
-        doc = await fetch(server.url, generate_document_id(), timeout=5)
+@pytest.fixture
+async def auto_creating_server() -> AsyncIterator[SyncServer]:
+    """Our server in R mode: a request for an unknown id creates an empty document."""
+    async with SyncServer(port=0, data_dir=None, create_on_request=True) as running:
+        yield running
+
+
+async def test_fetch_of_an_empty_answer_is_unavailable(auto_creating_server: SyncServer) -> None:
+    """A server answering an unknown id with an empty document (R's auto-create) makes
+    fetch raise DocumentUnavailable saying so, within about a second, not return {}."""
+    doc_id = generate_document_id()
+    started = time.monotonic()
+    with pytest.raises(DocumentUnavailable, match="answered with an empty document") as info:
+        await fetch(auto_creating_server.url, doc_id, timeout=5)
+    assert time.monotonic() - started < 1.5
+    assert info.value.document_id == doc_id
+    assert "allow_empty=True" in str(info.value) and "--allow-empty" in str(info.value)
+
+
+async def test_fetch_with_allow_empty_returns_the_empty_document(
+    auto_creating_server: SyncServer,
+) -> None:
+    """allow_empty=True takes the auto-created empty document (fetch and fetch_blocking)."""
+    url = auto_creating_server.url
+    doc = await fetch(url, generate_document_id(), timeout=5, allow_empty=True)
     assert doc.to_py() == {} and not doc.core.get_heads()
+    doc = await asyncio.to_thread(
+        functools.partial(fetch_blocking, url, generate_document_id(), timeout=5, allow_empty=True)
+    )
+    assert doc.to_py() == {} and not doc.core.get_heads()
+
+
+async def test_fetch_of_a_filled_auto_created_document_needs_no_allow_empty(
+    auto_creating_server: SyncServer,
+) -> None:
+    """Once someone wrote to an auto-created document, it is an ordinary document."""
+    doc_id = generate_document_id()
+    await fetch(auto_creating_server.url, doc_id, timeout=5, allow_empty=True)
+    await auto_creating_server.change_document(doc_id, functools.partial(set_n, n=1))
+    assert (await fetch(auto_creating_server.url, doc_id, timeout=5)).to_py() == {"n": 1}
+
+
+async def test_cli_fetch_and_watch_take_allow_empty(
+    auto_creating_server: SyncServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`autosync fetch` fails on an empty answer and prints {} with --allow-empty; watch too."""
+    url = auto_creating_server.url
+    argv = ["fetch", url, generate_document_id(), "--timeout", "5"]
+    assert await asyncio.to_thread(main, argv) == 1
+    assert "--allow-empty" in capsys.readouterr().err
+    argv = ["fetch", url, generate_document_id(), "--allow-empty", "--json"]
+    assert await asyncio.to_thread(main, argv) == 0
+    assert json.loads(capsys.readouterr().out) == {}
+    argv = ["watch", url, generate_document_id(), "--allow-empty", "--count", "0"]
+    assert await asyncio.to_thread(main, argv) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[0])["doc"] == {}
+
+
+async def test_cli_ls_url_lists_what_a_server_announces(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`autosync ls --url` prints the documents a server offers; none from a request-only one."""
+    async with SyncServer(port=0, data_dir=None, share="announce") as announcing:
+        made = {await announcing.create_document({"n": i}) for i in range(3)}
+        argv = ["ls", "--url", announcing.url, "--quiet-time", "0.5"]
+        assert await asyncio.to_thread(main, argv) == 0
+        printed = capsys.readouterr().out.split()
+        assert {url.removeprefix("automerge:") for url in printed} == made
+        assert await asyncio.to_thread(main, [*argv, "--json"]) == 0
+        assert sorted(json.loads(capsys.readouterr().out).values(), key=str) == [
+            {"n": 0},
+            {"n": 1},
+            {"n": 2},
+        ]
+    async with SyncServer(port=0, data_dir=None) as on_request:
+        await on_request.create_document({})
+        argv = ["ls", "--url", on_request.url, "--quiet-time", "0.3"]
+        assert await asyncio.to_thread(main, argv) == 0
+        out = capsys.readouterr()
+        assert out.out == "" and "shared no documents" in out.err
+
+
+async def test_an_empty_answer_then_doc_unavailable_says_the_server_lacks_it() -> None:
+    """JS 2.0-2.5 servers send an empty sync and then doc-unavailable: the usual message."""
+    empty = am.Document().generate_sync_message(am.SyncState())
+    assert empty is not None
+
+    async def handler(ws: ServerConnection) -> None:
+        join = decode(await ws.recv())
+        await ws.send(encode(Peer(PeerId("srv"), join.sender_id or PeerId("?"))))
+        request = decode(await ws.recv())
+        assert isinstance(request, Request)
+        client, doc_id = request.sender_id, request.document_id
+        await ws.send(encode(Sync(PeerId("srv"), client, doc_id, empty.encode())))
+        await asyncio.sleep(0.1)
+        await ws.send(encode(DocUnavailable(PeerId("srv"), client, doc_id)))
+        await ws.wait_closed()
+
+    async with fake_server(handler) as url:
+        with pytest.raises(DocumentUnavailable, match="does not have it"):
+            await fetch(url, generate_document_id(), timeout=5)
 
 
 async def test_fetch_reports_a_server_error() -> None:
@@ -304,6 +401,67 @@ async def test_open_unknown_is_unavailable_and_late_arrival_makes_it_ready(
         await server.create_document({"late": True}, doc_id=doc_id)
         await handle.when_ready(timeout=5)
         assert handle.doc.to_py() == {"late": True}
+
+
+async def test_open_of_an_empty_answer_is_unavailable_unless_allowed(
+    auto_creating_server: SyncServer,
+) -> None:
+    """open() raises on an empty answer; with allow_empty the empty document opens ready,
+    and what is written to it reaches the server."""
+    server = auto_creating_server
+    doc_id = generate_document_id()
+    async with connect(server.url) as conn:
+        started = time.monotonic()
+        with pytest.raises(DocumentUnavailable, match="answered with an empty document"):
+            await conn.open(doc_id, timeout=5)
+        assert time.monotonic() - started < 1.5
+        assert doc_id not in conn.handles
+        handle = await conn.open(doc_id, timeout=5, allow_empty=True)
+        assert handle.state == "ready" and handle.doc.to_py() == {}
+        with handle.doc.change() as d:
+            d["written"] = "in python"
+        await handle.flush(timeout=5)
+    assert await server.read_document(doc_id) == {"written": "in python"}
+    assert (await fetch(server.url, doc_id)).to_py() == {"written": "in python"}
+
+
+async def test_reopen_after_an_empty_answer_gets_what_was_written_since(
+    auto_creating_server: SyncServer,
+) -> None:
+    """On the same connection, a second open of an id answered empty still sees
+    changes the server got in between (and an empty answer again without them)."""
+    server = auto_creating_server
+    doc_id = generate_document_id()
+    async with connect(server.url) as conn:
+        for _ in range(2):
+            with pytest.raises(DocumentUnavailable, match="empty document"):
+                await conn.open(doc_id, timeout=5)
+        empty = await conn.open(doc_id, timeout=5, allow_empty=True)
+        await empty.close()
+        assert (await conn.open(doc_id, timeout=5, allow_empty=True)).doc.to_py() == {}
+        await conn.handles[doc_id].close()
+        await server.change_document(doc_id, functools.partial(set_n, n=7))
+        handle = await conn.open(doc_id, timeout=5)
+        assert handle.doc.to_py() == {"n": 7}
+
+
+async def test_blocking_open_takes_allow_empty(auto_creating_server: SyncServer) -> None:
+    """The blocking connection passes allow_empty through."""
+    server = auto_creating_server
+    doc_id = generate_document_id()
+
+    def script() -> Any:
+        with connect_blocking(server.url, timeout=5) as conn:
+            with pytest.raises(DocumentUnavailable):
+                conn.open(generate_document_id())
+            handle = conn.open(doc_id, allow_empty=True)
+            with handle.change() as d:
+                d["n"] = 1
+            handle.flush(timeout=5)
+            return handle.to_py()
+
+    assert await asyncio.to_thread(script) == {"n": 1}
+    assert await server.read_document(doc_id) == {"n": 1}
 
 
 async def test_several_documents_share_one_connection(server: SyncServer) -> None:

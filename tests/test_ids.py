@@ -114,7 +114,7 @@ def test_uuid_vector_both_ways() -> None:
 
 
 def test_generated_ids_are_valid_16_byte_ids() -> None:
-    """generate_document_id makes distinct, valid ids of 16 random bytes."""
+    """generate_document_id makes distinct, valid ids of 16 bytes."""
     ids = [generate_document_id() for _ in range(200)]
     assert len(set(ids)) == len(ids)
     for doc_id in ids:
@@ -123,6 +123,36 @@ def test_generated_ids_are_valid_16_byte_ids() -> None:
         assert bs58check(payload) == doc_id
         assert 22 <= len(doc_id) <= 28
         assert set(doc_id) <= set(ALPHABET)
+
+
+# What automerge-repo up to 2.0.x (uuid@9's validate) accepts as the bytes of a
+# document id: an RFC 4122 UUID of version 1-5, or the nil UUID.
+JS_UUID_VALIDATE = re.compile(
+    r"[0-9a-f]{8}-[0-9a-f]{4}-[1-5][0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}"
+    r"|00000000-0000-0000-0000-000000000000",
+    re.IGNORECASE,
+)
+
+
+def test_generated_ids_are_uuid_v4_bytes() -> None:
+    """Every generated id is a UUID v4's 16 bytes, as automerge-repo 1.x/2.0.x require.
+
+    200 ids of plain random bytes would all pass with probability ~0.08**200.
+    """
+    for _ in range(200):
+        payload = parse_document_id(generate_document_id())
+        as_uuid = uuid.UUID(bytes=payload)
+        assert as_uuid.version == 4 and as_uuid.variant == uuid.RFC_4122, as_uuid
+        assert JS_UUID_VALIDATE.fullmatch(str(as_uuid)), as_uuid
+
+
+def test_ids_that_are_not_uuids_are_still_accepted() -> None:
+    """Ids from peers need not be UUIDs: R makes 16 plain random bytes."""
+    not_a_uuid = bytes(range(16))  # version nibble 0, variant bits 00
+    assert not JS_UUID_VALIDATE.fullmatch(str(uuid.UUID(bytes=not_a_uuid)))
+    doc_id = bs58check(not_a_uuid)
+    assert validate_document_id(doc_id) == doc_id
+    assert parse_automerge_url(f"automerge:{doc_id}") == (doc_id, None)
 
 
 # -- rejection --------------------------------------------------------------------

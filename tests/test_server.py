@@ -16,9 +16,9 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from autosync_jupyter import BackgroundSyncServer, FileStore, MemoryStore, SyncServer
+from autosync_jupyter import AutosyncError, BackgroundSyncServer, FileStore, MemoryStore, SyncServer
 from autosync_jupyter.document import MutableMap
-from autosync_jupyter.ids import DocumentId, PeerId, generate_document_id
+from autosync_jupyter.ids import DocumentId, PeerId, encode_heads, generate_document_id
 from autosync_jupyter.protocol import (
     DocUnavailable,
     Join,
@@ -346,7 +346,7 @@ async def test_repr_is_readable(server: SyncServer) -> None:
     """repr shows URL, data dir, documents and connections."""
     await server.create_document({})
     text = repr(server)
-    assert server.url in text and "1 documents" in text and "0 connections" in text
+    assert server.url in text and "1 document," in text and "0 connections" in text
 
 
 def test_background_server_blocking_api(tmp_path: Path) -> None:
@@ -360,7 +360,19 @@ def test_background_server_blocking_api(tmp_path: Path) -> None:
 
         srv.change_document(doc_id, put)
         assert srv.read_document(doc_id) == {"a": 1, "b": 2}
+        assert srv.url == f"ws://127.0.0.1:{srv.port}"
+
+
+def test_background_server_starts_on_first_use(tmp_path: Path) -> None:
+    """`.url` without start() or `with` used to be a bare AssertionError."""
+    srv = BackgroundSyncServer(port=0, data_dir=None)
+    try:
         assert srv.url.startswith("ws://127.0.0.1:")
+        assert srv.read_document(srv.create_document({"a": 1})) == {"a": 1}
+    finally:
+        srv.close()
+    with pytest.raises(AutosyncError, match="was closed"):
+        srv.create_document({})
 
 
 async def test_create_document_with_existing_id_fails(server: SyncServer) -> None:
@@ -468,6 +480,8 @@ async def test_document_summaries_describe_every_document(tmp_path: Path) -> Non
         assert not rows[stored].loaded and rows[stored].heads == () and rows[stored].size is None
         row = rows[fresh]
         assert row.loaded and len(row.heads) == 1 and row.peers == 0
+        assert row.heads == tuple(encode_heads((await server.get_document(fresh)).heads))
+        assert row.title is None
         assert row.size is not None and row.size > 100
         assert row.last_change is not None and row.last_change.tzinfo is not None
         await server.get_document(stored)  # loading it fills in its heads
@@ -477,6 +491,18 @@ async def test_document_summaries_describe_every_document(tmp_path: Path) -> Non
             await peer.sync_until_quiet(fresh, request=True)
             (busy,) = [r for r in server.document_summaries() if r.document_id == fresh]
             assert busy.peers == 1
+
+
+async def test_summaries_give_a_title(server: SyncServer) -> None:
+    """The `title` (else `name`) field when it is a string or a text; not numbers."""
+    titled = await server.create_document({"title": "draft", "name": "other"})
+    named = await server.create_document({"name": "n" * 300})
+    numbered = await server.create_document({"title": 5})
+    await server.change_document(titled, lambda d: d.splice_text("title", 0, 0, "A "))
+    rows = {row.document_id: row for row in server.document_summaries()}
+    assert rows[titled].title == "A draft"
+    assert rows[named].title == "n" * 200
+    assert rows[numbered].title is None
 
 
 async def test_listeners_hear_changes_and_peers(server: SyncServer) -> None:

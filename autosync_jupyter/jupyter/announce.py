@@ -105,6 +105,7 @@ class ServerAnnouncer:
                 "heads": list(row.heads),
                 "peers": row.peers,
                 "last_change": row.last_change.isoformat() if row.last_change else None,
+                "title": row.title,
             }
             for row in newest
         ]

@@ -30,6 +30,7 @@ from ..errors import AutosyncError
 from ..ids import document_url
 from ..server import SyncServer
 from ..tls import client_ssl_context
+from ..wording import counted
 from .session import KernelSession, current_session
 
 __all__ = ["AutosyncMagics", "ServerStatus"]
@@ -104,6 +105,12 @@ def _parser() -> _Parser:
         )
         p.add_argument("target", nargs="+", metavar="[URL] DOC", help="server URL and document")
         p.add_argument("-o", "--output", metavar="VAR", default=DEFAULT_VARIABLE)
+        p.add_argument(
+            "--allow-empty",
+            action="store_true",
+            help="accept an empty document when the server answers with one (a server "
+            "that creates documents on request) instead of failing",
+        )
         _client_options(p)
 
     docs = command("docs", "show the document browser (this kernel's server, or URL)")
@@ -175,10 +182,11 @@ class ServerStatus:
             return "no autosync server runs in this kernel (`%autosync serve` starts one)"
         lines = [
             f"autosync server at {self.url} (data: {self.data_dir or 'memory'})",
-            f"{len(self.documents)} documents, {len(self.peers)} peers",
+            f"{counted(len(self.documents), 'document')}, {counted(len(self.peers), 'peer')}",
         ]
         lines += [
-            f"  {d.document_id}  {len(d.heads)} heads  {d.peers} peers" for d in self.documents
+            f"  {d.document_id}  {counted(len(d.heads), 'head')}  {counted(d.peers, 'peer')}"
+            for d in self.documents
         ]
         lines += [f"  peer {peer} from {address}" for peer, address in self.peers]
         return "\n".join(lines)
@@ -205,7 +213,7 @@ class ServerStatus:
             f"{html.escape(self.data_dir or 'memory')})"
             f"<table><thead><tr><th>document</th><th>size</th><th>heads</th><th>peers</th>"
             f"</tr></thead><tbody>{rows}</tbody></table>"
-            f"<div>{len(self.peers)} connected peers</div><ul>{peers}</ul></div>"
+            f"<div>{counted(len(self.peers), 'connected peer')}</div><ul>{peers}</ul></div>"
         )
 
 
@@ -233,7 +241,8 @@ class AutosyncMagics(Magics):
     def autosync(self, line: str) -> None:
         """Automerge sync from a notebook; ``%autosync --help`` lists the subcommands."""
         try:
-            args = self._parser.parse_args(shlex.split(line))
+            # A trailing "# ..." is a comment, as on any other line of a cell.
+            args = self._parser.parse_args(shlex.split(line, comments=True))
         except _HelpShown:
             return
         try:
@@ -346,7 +355,8 @@ class AutosyncMagics(Magics):
 
         async def open_live() -> Any:
             conn = await session.connection(url, token=self._token(args), ssl=self._ssl(args))
-            return await conn.open(doc_id, timeout=args.timeout)
+            allow_empty = getattr(args, "allow_empty", False)  # not an option of create
+            return await conn.open(doc_id, timeout=args.timeout, allow_empty=allow_empty)
 
         self._ns[name] = session.run(open_live(), "%autosync open")
         print(f"`{name}` is live: edit with `with {name}.change() as d: ...`")
@@ -355,7 +365,14 @@ class AutosyncMagics(Magics):
         name = _check_variable(args.output)
         url, doc_id = self._url_and_doc(args.target)
         document = self._session.run(
-            fetch(url, doc_id, token=self._token(args), ssl=self._ssl(args), timeout=args.timeout),
+            fetch(
+                url,
+                doc_id,
+                token=self._token(args),
+                ssl=self._ssl(args),
+                timeout=args.timeout,
+                allow_empty=args.allow_empty,
+            ),
             "%autosync fetch",
         )
         self._ns[name] = document

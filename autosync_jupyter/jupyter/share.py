@@ -16,8 +16,10 @@ URL) and ``$AUTOSYNC_JUPYTER_TOKEN`` name another one, as do the
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from ..connection import DocHandle
@@ -39,13 +41,19 @@ def jupyter_server() -> tuple[str, str | None] | None:
     explicit = os.environ.get("AUTOSYNC_JUPYTER_URL")
     if explicit:
         return explicit, os.environ.get("AUTOSYNC_JUPYTER_TOKEN") or None
-    from jupyter_server.serverapp import list_running_servers
+    # Read the parent's runtime file directly: jupyter_server.serverapp's
+    # list_running_servers costs ~3 s of imports (jsonschema grammars) in a
+    # fresh kernel, which the first %autosync serve used to pay.
+    from jupyter_core.paths import jupyter_runtime_dir
 
-    parent = os.getppid()
-    for info in list_running_servers():
-        if info.get("pid") == parent:
-            return str(info["url"]), str(info.get("token") or "") or None
-    return None
+    path = Path(jupyter_runtime_dir()) / f"jpserver-{os.getppid()}.json"
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(info, dict) or not isinstance(info.get("url"), str):
+        return None
+    return info["url"], str(info.get("token") or "") or None
 
 
 def jupyter_sync_url() -> tuple[str, str | None]:

@@ -37,23 +37,26 @@ from typing import Any
 import automerge.core as am
 
 from ..document import Document
+from ..ids import encode_heads
 from ..values import Counter, ObjectRef, Reader
 
 __all__ = ["document_tree", "short_heads", "to_tree"]
 
 #: Integers beyond this lose precision as JavaScript numbers.
 _MAX_SAFE_INT = 2**53 - 1
-#: Hex digits shown per head: enough to tell versions apart by eye.
+#: Characters shown per head: enough to tell versions apart by eye.
 SHORT_HEAD = 8
 
 
 def short_heads(heads: Sequence[bytes | str]) -> list[str]:
-    """The first hex digits of each head hash, sorted, for display.
+    """The first characters of each head in its URL form (bs58check), sorted, for display.
+
+    Heads given as text are taken to be in that form already.
 
     >>> short_heads([bytes.fromhex("ab" * 32)])
-    ['abababab']
+    ['2Jc6VooH']
     """
-    return sorted((h.hex() if isinstance(h, bytes) else h)[:SHORT_HEAD] for h in heads)
+    return sorted((encode_heads([h])[0] if isinstance(h, bytes) else h)[:SHORT_HEAD] for h in heads)
 
 
 def _scalar(value: Any) -> Any:

@@ -10,7 +10,8 @@ route                                  method   answer
                                                 machine only; see ``relay.py``)
 ``autosync/api/documents``             GET      ``{"documents": [{"id", "url", "size",
                                                 "heads", "peers", "loaded",
-                                                "last_change"}]}``
+                                                "last_change", "title",
+                                                "error"}]}``
 ``autosync/api/documents``             POST     body ``{"content": {...}}`` (optional) →
                                                 201 ``{"id", "url"}``
 ``autosync/api/documents/<id>``        GET      ``{"id", "url", "heads", "content"}``;
@@ -68,7 +69,7 @@ from tornado import web
 from tornado.websocket import WebSocketHandler
 
 from ..errors import DocumentUnreadable, InvalidDocumentId
-from ..ids import document_url, interpret_as_document_id, parse_automerge_url
+from ..ids import document_url, encode_heads, interpret_as_document_id, parse_automerge_url
 from ..redact import redact_url
 from ..server import DocumentSummary, SyncServer
 from .peer import TornadoPeer
@@ -282,6 +283,7 @@ def _summary_json(summary: DocumentSummary) -> dict[str, Any]:
         "loaded": summary.loaded,
         "last_change": last.isoformat() if last is not None else None,
         "error": summary.error,
+        "title": summary.title,
     }
 
 
@@ -293,11 +295,13 @@ class DocumentsHandler(_AutosyncAPIHandler):
     async def get(self) -> None:
         """List every document the hub holds, sorted by id.
 
-        ``size`` and ``heads`` are known once a document is loaded (a peer or
-        a read asked for it since the server started; ``loaded`` says
-        which); ``last_change`` is when this server last saw it change (ISO
-        8601, UTC) or null; ``error`` says why a document cannot be read
-        (the others are listed all the same), else null.
+        ``size``, ``heads`` (bs58check, as in ``automerge:`` URLs) and
+        ``title`` (its ``title`` or ``name`` field, if a string) are known
+        once a document is loaded (a peer or a read asked for it since the
+        server started; ``loaded`` says which); ``last_change`` is when
+        this server last saw it change (ISO 8601, UTC) or null; ``error``
+        says why a document cannot be read (the others are listed all the
+        same), else null.
         """
         server = await self.hub_server()
         self.reply({"documents": [_summary_json(s) for s in server.document_summaries()]})
@@ -390,7 +394,7 @@ class DocumentHandler(_AutosyncAPIHandler):
             {
                 "id": doc_id,
                 "url": document_url(doc_id, heads or None),
-                "heads": sorted(head.hex() for head in doc.heads),
+                "heads": sorted(encode_heads(doc.heads)),
                 "content": document_tree(doc),
             }
         )

@@ -133,6 +133,9 @@ def parse_announcement(server_id: str, body: Any) -> KernelServer:
             raise ValueError("document field 'heads' must be a list of strings")
         if last is not None and not isinstance(last, str):
             raise ValueError("document field 'last_change' must be a string or null")
+        title = entry.get("title")
+        if title is not None and not isinstance(title, str):
+            raise ValueError("document field 'title' must be a string or null")
         clean.append(
             {
                 "id": entry["id"][:100],
@@ -141,6 +144,7 @@ def parse_announcement(server_id: str, body: Any) -> KernelServer:
                 "peers": entry["peers"],
                 "heads": [h[:64] for h in heads[:64]],
                 "last_change": last[:64] if last else None,
+                "title": title[:200] if title else None,
             }
         )
     return KernelServer(server_id, url, name, clean, count)

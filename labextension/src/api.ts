@@ -6,14 +6,21 @@
 import { URLExt } from '@jupyterlab/coreutils';
 import { ServerConnection } from '@jupyterlab/services';
 
-/** One row of `GET autosync/api/documents`. */
+/** One row of `GET autosync/api/documents` (and of a kernel server's list). */
 export interface IDocumentSummary {
   id: string;
   url: string;
-  size?: number;
+  /** Bytes of storage, or null when unknown. */
+  size?: number | null;
   heads?: string[];
   peers?: number;
+  loaded?: boolean;
+  /** ISO 8601 (or seconds / milliseconds since the epoch), null when unknown. */
   last_change?: number | string | null;
+  /** The document's top-level `title` (else `name`) text, null when none or not loaded. */
+  title?: string | null;
+  /** Why this one document cannot be read, null when it can. */
+  error?: string | null;
 }
 
 /** The reply of `GET autosync/api/documents/{id}`. */
@@ -83,22 +90,44 @@ export function relaySocketUrl(
   return `${url}?${query}`;
 }
 
+/** How long a REST call may take (ms) before it fails; 0 waits forever. */
+let requestTimeoutMs = 10000;
+
+/** Set the REST timeout (the `requestTimeout` setting). */
+export function setRequestTimeout(ms: number): void {
+  requestTimeoutMs = Number.isFinite(ms) && ms > 0 ? ms : 0;
+}
+
 async function call<T>(
   path: string,
   init: RequestInit,
   settings: ServerConnection.ISettings = serverSettings()
 ): Promise<T> {
   const url = URLExt.join(settings.baseUrl, 'autosync', 'api', path);
+  const timeout = requestTimeoutMs;
+  const controller = new AbortController();
+  const timer = timeout > 0 ? window.setTimeout(() => controller.abort(), timeout) : null;
   let response: Response;
+  let text: string;
   try {
-    response = await ServerConnection.makeRequest(url, init, settings);
+    response = await ServerConnection.makeRequest(
+      url,
+      { ...init, signal: controller.signal },
+      settings
+    );
+    text = await response.text();
   } catch (error) {
     throw new AutosyncApiError(
-      `Cannot reach the Jupyter server: ${String(error)}`,
+      controller.signal.aborted
+        ? `The Jupyter server did not answer within ${timeout / 1000} s`
+        : `Cannot reach the Jupyter server: ${String(error)}`,
       null
     );
+  } finally {
+    if (timer !== null) {
+      window.clearTimeout(timer);
+    }
   }
-  const text = await response.text();
   let body: unknown = null;
   if (text) {
     try {
@@ -125,16 +154,22 @@ async function call<T>(
   return body as T;
 }
 
+function isDocumentSummary(d: unknown): d is IDocumentSummary {
+  return (
+    d !== null &&
+    typeof d === 'object' &&
+    typeof (d as IDocumentSummary).id === 'string' &&
+    typeof (d as IDocumentSummary).url === 'string'
+  );
+}
+
 /** List the documents of the server's hub. */
 export async function listDocuments(): Promise<IDocumentSummary[]> {
   const reply = await call<{ documents?: unknown }>('documents', { method: 'GET' });
   if (!Array.isArray(reply.documents)) {
     throw new AutosyncApiError('Malformed reply from the autosync server extension', 200);
   }
-  return reply.documents.filter(
-    (d): d is IDocumentSummary =>
-      d !== null && typeof d === 'object' && typeof d.id === 'string' && typeof d.url === 'string'
-  );
+  return reply.documents.filter(isDocumentSummary);
 }
 
 /** Create a document with the given content on the server; returns its id and URL. */
@@ -154,17 +189,11 @@ export interface IKernelServer {
   /** Its sync WebSocket, e.g. `ws://127.0.0.1:PORT`. */
   url: string;
   name: string;
+  /** At most the 40 newest documents. */
   documents: IDocumentSummary[];
+  /** How many documents the server really holds. */
+  documentCount: number;
   updated?: string;
-}
-
-function isDocumentSummary(d: unknown): d is IDocumentSummary {
-  return (
-    d !== null &&
-    typeof d === 'object' &&
-    typeof (d as IDocumentSummary).id === 'string' &&
-    typeof (d as IDocumentSummary).url === 'string'
-  );
 }
 
 /**
@@ -194,11 +223,18 @@ export async function listKernelServers(): Promise<IKernelServer[] | null> {
     if (typeof server.url !== 'string' || !server.url) {
       continue;
     }
+    const documents = Array.isArray(server.documents)
+      ? server.documents.filter(isDocumentSummary)
+      : [];
     servers.push({
       id: typeof server.id === 'string' ? server.id : server.url,
       url: server.url,
       name: typeof server.name === 'string' && server.name ? server.name : server.url,
-      documents: Array.isArray(server.documents) ? server.documents.filter(isDocumentSummary) : [],
+      documents,
+      documentCount:
+        typeof server.document_count === 'number' && server.document_count >= documents.length
+          ? server.document_count
+          : documents.length,
       updated: typeof server.updated === 'string' ? server.updated : undefined
     });
   }

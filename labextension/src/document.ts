@@ -1,15 +1,34 @@
 /**
- * A main-area tab showing one Automerge document live, as an editable JSON
- * tree. All document content reaches the DOM through `textContent` only.
+ * A main-area tab showing one Automerge document live, as an editable tree
+ * (keys, values coloured and labelled by type, collapsible maps and lists,
+ * the way JupyterLab's JSON viewer looks). All document content reaches the
+ * DOM through `textContent` only.
+ *
+ * Keyboard: every value is focusable, with an accessible name ("title:
+ * "draft", text"); Enter (or F2) edits it, Enter commits, Escape cancels;
+ * ↑/↓ move from line to line, ←/→ collapse and expand maps and lists.
  */
 import * as A from '@automerge/automerge/slim';
 import type { AutomergeUrl, DocHandle, Repo } from '@automerge/automerge-repo/slim';
+import { Clipboard, MainAreaWidget } from '@jupyterlab/apputils';
+import { nullTranslator, TranslationBundle } from '@jupyterlab/translation';
+import {
+  caretDownIcon,
+  caretRightIcon,
+  copyIcon,
+  Toolbar,
+  ToolbarButton
+} from '@jupyterlab/ui-components';
+import { Message } from '@lumino/messaging';
 import { Widget } from '@lumino/widgets';
 
-import { documentIdOf, repoFor, shortHash, waitForPeer } from './repo';
+import { cleanTitle, shortId as shortDocumentId } from './format';
+import { automergeIcon } from './icon';
+import { documentIdOf, peerHeadsOf, repoFor, shortHash, waitForPeer } from './repo';
 import {
   EditError,
   Path,
+  ValueKind,
   addKey,
   deleteAt,
   displayText,
@@ -22,7 +41,7 @@ import {
 } from './tree';
 import { el } from './dom';
 
-/** The status shown in the tab's header (`autosync-doc-status`). */
+/** The status shown in the tab's toolbar (`autosync-doc-status`). */
 export type DocStatus =
   | 'loading'
   | 'connecting'
@@ -32,8 +51,15 @@ export type DocStatus =
   | 'unreachable'
   | 'error';
 
-/** How long a kernel server's connection may take before the tab says `unreachable`. */
+/** The default of the `kernelServerTimeout` setting (ms). */
 export const KERNEL_SERVER_CONNECT_TIMEOUT_MS = 5000;
+
+let kernelServerTimeoutMs = KERNEL_SERVER_CONNECT_TIMEOUT_MS;
+
+/** How long a kernel server's connection may take before a tab says `unreachable`. */
+export function setKernelServerTimeout(ms: number): void {
+  kernelServerTimeoutMs = Number.isFinite(ms) && ms > 0 ? ms : KERNEL_SERVER_CONNECT_TIMEOUT_MS;
+}
 
 /** The message of the `unreachable` status. */
 export const KERNEL_SERVER_UNREACHABLE =
@@ -41,7 +67,7 @@ export const KERNEL_SERVER_UNREACHABLE =
 
 /** The short name of a document: the first 8 characters of its id. */
 export function shortId(url: AutomergeUrl): string {
-  return documentIdOf(url).slice(0, 8);
+  return shortDocumentId(documentIdOf(url));
 }
 
 /**
@@ -56,7 +82,6 @@ export function documentPanelId(url: AutomergeUrl, serverUrl?: string | null): s
 
 type AnyDoc = Record<string, unknown>;
 
-
 function sameHeads(a: readonly string[], b: readonly string[]): boolean {
   if (a.length !== b.length) {
     return false;
@@ -65,52 +90,92 @@ function sameHeads(a: readonly string[], b: readonly string[]): boolean {
   return b.every(h => set.has(h));
 }
 
-/** The live view of one document. */
-export class DocumentPanel extends Widget {
+/** The document's `title` (else `name`) when it is text: what names its tab. */
+export function documentTitle(doc: unknown): string | null {
+  if (doc === null || typeof doc !== 'object') {
+    return null;
+  }
+  for (const key of ['title', 'name']) {
+    const value = (doc as AnyDoc)[key];
+    const kind = kindOf(value);
+    if (kind === 'text' || kind === 'string') {
+      const title = cleanTitle(displayText(value));
+      if (title) {
+        return title;
+      }
+    }
+  }
+  return null;
+}
+
+/** `title`, `items[0]`, `meta.owner`: a path as people write it. */
+function pathLabel(path: Path): string {
+  let label = '';
+  for (const key of path) {
+    if (typeof key === 'number') {
+      label += `[${key}]`;
+    } else {
+      label += label ? `.${key}` : key;
+    }
+  }
+  return label || 'document';
+}
+
+/** The words shown after a value for its kind. */
+function kindWord(kind: ValueKind): string {
+  return kind === 'unknown' ? 'value' : kind;
+}
+
+/** The view of one document: the content of its `DocumentWidget`. */
+export class DocumentView extends Widget {
   readonly url: AutomergeUrl;
   /** The kernel server this view syncs with; empty for the Jupyter server's hub. */
   readonly serverUrl: string;
+  /** The status pill, shown in the tab's toolbar. */
+  readonly statusNode: HTMLElement;
   private handle: DocHandle<AnyDoc> | null = null;
   private repo: Repo | null = null;
   private status: DocStatus = 'loading';
   private statusDetail = '';
   private editing = false;
   private renderPending = false;
-  private readonly statusNode: HTMLElement;
+  /** The control to focus once the tree is drawn again (`data-focus-key`). */
+  private focusAfterRender: string | null = null;
+  private readonly collapsed = new Set<string>();
   private readonly messageNode: HTMLElement;
   private readonly treeNode: HTMLElement;
   private readonly cleanups: (() => void)[] = [];
-  private peerHeads = new Map<string, string[]>();
+  private readonly trans: TranslationBundle;
 
-  constructor(url: AutomergeUrl, serverUrl = '') {
+  /**
+   * `titleHint` (the title a list showed) names the tab until the document
+   * is there; then its own `title` (or `name`) does, else its short id.
+   */
+  constructor(url: AutomergeUrl, serverUrl = '', trans?: TranslationBundle, titleHint?: string) {
     super();
     this.url = url;
     this.serverUrl = serverUrl;
-    this.id = documentPanelId(url, serverUrl);
-    this.addClass('autosync-doc-panel');
-    this.node.dataset.testid = 'autosync-doc-panel';
-    this.node.dataset.documentId = documentIdOf(url);
-    if (serverUrl) {
-      this.node.dataset.serverUrl = serverUrl;
-    }
-    this.title.label = shortId(url);
-    this.title.caption = serverUrl ? `${url}\non ${serverUrl}` : url;
+    this.trans = trans ?? nullTranslator.load('autosync_jupyter');
+    this.id = `${documentPanelId(url, serverUrl)}-content`;
+    this.addClass('autosync-doc-content');
+    this.node.tabIndex = -1;
+    const hint = cleanTitle(titleHint);
+    this.title.label = hint ?? shortId(url);
+    this.title.icon = automergeIcon;
     this.title.closable = true;
+    this.updateCaption(hint);
 
-    const header = el('div', 'autosync-doc-header');
-    const name = el('span', 'autosync-doc-url', url);
     this.statusNode = el('span', 'autosync-doc-status');
     this.statusNode.dataset.testid = 'autosync-doc-status';
-    header.append(name);
-    if (serverUrl) {
-      header.append(el('span', 'autosync-doc-server', `on ${serverUrl}`));
-    }
-    header.append(this.statusNode);
     this.messageNode = el('div', 'autosync-doc-message');
     this.messageNode.hidden = true;
     this.treeNode = el('div', 'autosync-doc-tree');
     this.treeNode.dataset.testid = 'autosync-doc-tree';
-    this.node.append(header, this.messageNode, this.treeNode);
+    this.treeNode.setAttribute('role', 'group');
+    this.treeNode.setAttribute('aria-label', this.trans.__('Document content'));
+    this.treeNode.addEventListener('keydown', event => this.onTreeKey(event));
+    this.treeNode.append(el('div', 'autosync-doc-placeholder', this.trans.__('Loading…')));
+    this.node.append(this.messageNode, this.treeNode);
     this.setStatus('loading');
     void this.open();
   }
@@ -125,12 +190,37 @@ export class DocumentPanel extends Widget {
     super.dispose();
   }
 
+  /** The current status, for tests and commands. */
+  get currentStatus(): DocStatus {
+    return this.status;
+  }
+
+  /** True while a re-render waits for an open edit input to close. */
+  get hasPendingRender(): boolean {
+    return this.renderPending;
+  }
+
+  protected onActivateRequest(msg: Message): void {
+    super.onActivateRequest(msg);
+    // MainAreaWidget focuses this node first: go on to the tree's first control.
+    const active = document.activeElement;
+    if (active === this.node || !this.node.contains(active)) {
+      const first = this.treeNode.querySelector<HTMLElement>('[data-focus-key]');
+      (first ?? this.node).focus();
+    }
+  }
+
+  private updateCaption(title: string | null): void {
+    const lines = [title, this.url, this.serverUrl ? `on ${this.serverUrl}` : null];
+    this.title.caption = lines.filter(Boolean).join('\n');
+  }
+
   private async open(): Promise<void> {
     let repo: Repo;
     try {
       repo = await repoFor(this.serverUrl);
     } catch (error) {
-      this.setStatus('error', `Automerge could not start: ${String(error)}`);
+      this.setStatus('error', this.trans.__('Automerge could not start: %1', String(error)));
       return;
     }
     if (this.isDisposed) {
@@ -147,7 +237,8 @@ export class DocumentPanel extends Widget {
       handle = await repo.find<AnyDoc>(this.url);
     } catch (error) {
       if (!this.isDisposed) {
-        this.setStatus('unavailable', `Document unavailable: ${String(error)}`);
+        this.setStatus('unavailable', this.trans.__('Document unavailable: %1', String(error)));
+        this.treeNode.replaceChildren();
       }
       return;
     }
@@ -173,13 +264,14 @@ export class DocumentPanel extends Widget {
    */
   private async waitForKernelServer(repo: Repo): Promise<boolean> {
     const cancel = (c: () => void) => this.cleanups.push(c);
-    if (await waitForPeer(repo, KERNEL_SERVER_CONNECT_TIMEOUT_MS, cancel)) {
+    if (await waitForPeer(repo, kernelServerTimeoutMs, cancel)) {
       return !this.isDisposed;
     }
     if (this.isDisposed) {
       return false;
     }
     this.setStatus('unreachable', `${KERNEL_SERVER_UNREACHABLE} (${this.serverUrl})`);
+    this.treeNode.replaceChildren();
     const connected = await waitForPeer(repo, null, cancel);
     if (!connected || this.isDisposed) {
       return false;
@@ -189,29 +281,19 @@ export class DocumentPanel extends Widget {
   }
 
   private watchNetwork(repo: Repo): void {
+    const documentId = documentIdOf(this.url);
     const onPeer = () => this.updateSyncStatus();
-    const onSyncState = (event: {
-      documentId: string;
-      peerId: string;
-      syncState: { theirHeads?: string[] | null };
-    }) => {
-      if (event.documentId !== documentIdOf(this.url)) {
-        return;
-      }
-      this.peerHeads.set(event.peerId, event.syncState.theirHeads ?? []);
-      this.updateSyncStatus();
-    };
-    const onPeerGone = (event: { peerId: string }) => {
-      this.peerHeads.delete(event.peerId);
-      this.updateSyncStatus();
-    };
     repo.networkSubsystem.on('peer', onPeer);
-    repo.networkSubsystem.on('peer-disconnected', onPeerGone);
-    repo.synchronizer.on('sync-state', onSyncState as never);
+    repo.networkSubsystem.on('peer-disconnected', onPeer);
+    const unlisten = peerHeadsOf(repo).listen(changed => {
+      if (changed === documentId) {
+        this.updateSyncStatus();
+      }
+    });
     this.cleanups.push(() => {
       repo.networkSubsystem.off('peer', onPeer);
-      repo.networkSubsystem.off('peer-disconnected', onPeerGone);
-      repo.synchronizer.off('sync-state', onSyncState as never);
+      repo.networkSubsystem.off('peer-disconnected', onPeer);
+      unlisten();
     });
   }
 
@@ -227,32 +309,54 @@ export class DocumentPanel extends Widget {
       return;
     }
     if (this.handle === null) {
-      this.setStatus('loading');
+      if (this.status !== 'unavailable') {
+        this.setStatus('loading');
+      }
       return;
     }
     const ours = A.getHeads(this.handle.doc());
+    const heads = peerHeadsOf(this.repo);
+    const documentId = documentIdOf(this.url);
     const inSync = this.repo.peers.some(peer => {
-      const theirs = this.peerHeads.get(peer);
+      const theirs = heads.of(documentId, peer);
       return theirs !== undefined && sameHeads(ours, theirs);
     });
     this.setStatus(inSync ? 'connected' : 'syncing');
   }
 
   private setStatus(status: DocStatus, detail = ''): void {
+    const changed = this.status !== status || this.statusDetail !== detail;
     this.status = status;
     this.statusDetail = detail;
+    if (!changed && this.statusNode.textContent) {
+      return;
+    }
     this.statusNode.textContent = status;
     this.statusNode.dataset.status = status;
+    this.statusNode.title = this.statusTooltip(status);
     this.messageNode.hidden = detail === '';
     this.messageNode.textContent = detail;
   }
 
-  /** The current status, for tests and commands. */
-  get currentStatus(): DocStatus {
-    return this.status;
+  private statusTooltip(status: DocStatus): string {
+    const where = this.serverUrl
+      ? this.trans.__('the kernel server')
+      : this.trans.__('the Jupyter server');
+    switch (status) {
+      case 'connected':
+        return this.trans.__('In sync with %1', where);
+      case 'syncing':
+        return this.trans.__('Sending or receiving changes with %1', where);
+      case 'connecting':
+        return this.trans.__('Connecting to %1', where);
+      case 'loading':
+        return this.trans.__('Loading the document from %1', where);
+      default:
+        return this.statusDetail || status;
+    }
   }
 
-  /** Apply an edit; errors are shown under the header, never thrown. */
+  /** Apply an edit; errors are shown under the toolbar, never thrown. */
   private change(edit: (draft: AnyDoc) => void): boolean {
     if (this.handle === null) {
       return false;
@@ -262,7 +366,7 @@ export class DocumentPanel extends Widget {
     } catch (error) {
       const message = error instanceof EditError ? error.message : String(error);
       this.messageNode.hidden = false;
-      this.messageNode.textContent = `Edit not applied: ${message}`;
+      this.messageNode.textContent = this.trans.__('Edit not applied: %1', message);
       return false;
     }
     if (this.statusDetail === '') {
@@ -272,7 +376,7 @@ export class DocumentPanel extends Widget {
     return true;
   }
 
-  /** Rebuild the tree; deferred while an edit input is open. */
+  /** Rebuild the tree, keeping the focus on the same control; deferred while an edit input is open. */
   private render(): void {
     if (this.handle === null || this.isDisposed) {
       return;
@@ -282,75 +386,332 @@ export class DocumentPanel extends Widget {
       return;
     }
     this.renderPending = false;
+    // After an edit, the control it names; after a change from elsewhere,
+    // the control that had the focus, where it is now (without scrolling).
+    const active = document.activeElement;
+    const asked = this.focusAfterRender;
+    const focusKey =
+      asked ??
+      (active instanceof HTMLElement && this.treeNode.contains(active)
+        ? (active.dataset.focusKey ?? null)
+        : null);
+    this.focusAfterRender = null;
     const doc = this.handle.doc();
-    this.treeNode.replaceChildren(this.renderValue(doc, []));
+    const title = documentTitle(doc);
+    this.title.label = title ?? shortId(this.url);
+    this.updateCaption(title);
+    this.treeNode.replaceChildren(this.renderRoot(doc));
+    const controls = [...this.treeNode.querySelectorAll<HTMLElement>('[data-focus-key]')];
+    if (focusKey !== null) {
+      const target = controls.find(node => node.dataset.focusKey === focusKey);
+      target?.focus({ preventScroll: asked === null });
+    } else if (active === this.node) {
+      // The tab was activated before its document was there: on to its first control.
+      controls[0]?.focus();
+    }
   }
 
-  private endEdit(): void {
+  private endEdit(focusKey: string | null): void {
     this.editing = false;
+    this.focusAfterRender = focusKey;
     // Always re-render: it drops the edit input and shows the latest state.
     this.render();
   }
 
-  private renderValue(value: unknown, path: Path): HTMLElement {
+  /** The root line ("document  map  3 keys") and the root map's entries. */
+  private renderRoot(doc: AnyDoc): HTMLElement {
+    const root = el('div', 'autosync-doc-root');
+    const count = Object.keys(doc).length;
+    const line = el('div', 'autosync-doc-line autosync-doc-root-line');
+    line.append(
+      el('span', 'autosync-doc-brace', '{}'),
+      el('span', 'autosync-doc-count', this.countText('map', count)),
+      el('span', 'autosync-doc-type', 'map')
+    );
+    const map = this.renderMap(doc, []);
+    if (count === 0) {
+      map.insertBefore(
+        el(
+          'div',
+          'autosync-doc-placeholder',
+          this.trans.__('This document is empty: add a key with “+ key”.')
+        ),
+        map.querySelector(':scope > .autosync-doc-add-key')
+      );
+    }
+    root.append(line, map);
+    return root;
+  }
+
+  private countText(kind: 'map' | 'list', count: number): string {
+    return kind === 'map'
+      ? this.trans._n('%1 key', '%1 keys', count)
+      : this.trans._n('%1 item', '%1 items', count);
+  }
+
+  private renderMap(map: Record<string, unknown>, path: Path): HTMLElement {
+    const container = el('div', 'autosync-doc-map');
+    container.dataset.path = JSON.stringify(path);
+    const entries = el('ul', 'autosync-doc-entries');
+    for (const key of Object.keys(map)) {
+      const label = el('span', 'autosync-doc-key', key);
+      entries.append(this.renderEntry(label, map[key], [...path, key]));
+    }
+    container.append(
+      entries,
+      this.actionButton(
+        'autosync-doc-add-key',
+        this.trans.__('+ key'),
+        this.trans.__('Add a key to %1', pathLabel(path)),
+        path,
+        button => this.startAddKey(button, path)
+      )
+    );
+    return container;
+  }
+
+  private renderList(list: unknown[], path: Path): HTMLElement {
+    const container = el('div', 'autosync-doc-list');
+    container.dataset.path = JSON.stringify(path);
+    const items = el('ul', 'autosync-doc-items');
+    list.forEach((item, index) => {
+      const label = el('span', 'autosync-doc-index', String(index));
+      items.append(this.renderEntry(label, item, [...path, index]));
+    });
+    container.append(
+      items,
+      this.actionButton(
+        'autosync-doc-push',
+        this.trans.__('+ item'),
+        this.trans.__('Append an item to %1', pathLabel(path)),
+        path,
+        button => this.startPush(button, path)
+      )
+    );
+    return container;
+  }
+
+  /**
+   * One key of a map or item of a list: a line with the collapse toggle (for
+   * a map or list), label, value or summary, type and delete button; then
+   * the entries of a map or list unless collapsed.
+   */
+  private renderEntry(label: HTMLElement, value: unknown, path: Path): HTMLElement {
+    const entry = el('li', 'autosync-doc-entry');
+    const line = el('div', 'autosync-doc-line');
+    entry.append(line);
     const kind = kindOf(value);
-    if (kind === 'map') {
-      return this.renderMap(value as Record<string, unknown>, path);
+    const key = JSON.stringify(path);
+    if (kind === 'map' || kind === 'list') {
+      const count =
+        kind === 'map' ? Object.keys(value as object).length : (value as unknown[]).length;
+      const open = !this.collapsed.has(key);
+      line.append(
+        this.toggleButton(path, open, count),
+        this.labelWithColon(label),
+        el('span', 'autosync-doc-brace', kind === 'map' ? '{}' : '[]'),
+        el('span', 'autosync-doc-count', this.countText(kind, count)),
+        el('span', 'autosync-doc-type', kind),
+        this.deleteButton(path)
+      );
+      if (open) {
+        entry.append(
+          kind === 'map'
+            ? this.renderMap(value as Record<string, unknown>, path)
+            : this.renderList(value as unknown[], path)
+        );
+      }
+    } else {
+      line.append(
+        el('span', 'autosync-doc-toggle-space'),
+        this.labelWithColon(label),
+        this.renderScalar(value, path, kind)
+      );
+      if (kind !== 'null') {
+        line.append(el('span', 'autosync-doc-type', kindWord(kind)));
+      }
+      line.append(this.deleteButton(path));
     }
-    if (kind === 'list') {
-      return this.renderList(value as unknown[], path);
+    return entry;
+  }
+
+  private labelWithColon(label: HTMLElement): HTMLElement {
+    const node = el('span', 'autosync-doc-label');
+    node.append(label, el('span', 'autosync-doc-colon', ':'));
+    return node;
+  }
+
+  private toggleButton(path: Path, open: boolean, count: number): HTMLElement {
+    const key = JSON.stringify(path);
+    const button = el('button', 'autosync-doc-toggle');
+    button.type = 'button';
+    button.dataset.path = key;
+    button.dataset.focusKey = `toggle:${key}`;
+    button.setAttribute('aria-expanded', String(open));
+    button.setAttribute(
+      'aria-label',
+      open
+        ? this.trans.__('Collapse %1', pathLabel(path))
+        : this.trans.__('Expand %1 (%2)', pathLabel(path), String(count))
+    );
+    (open ? caretDownIcon : caretRightIcon).element({ container: button, tag: 'span' });
+    button.addEventListener('click', event => {
+      event.stopPropagation();
+      this.setCollapsed(path, open);
+    });
+    return button;
+  }
+
+  private setCollapsed(path: Path, collapsed: boolean): void {
+    const key = JSON.stringify(path);
+    if (collapsed) {
+      this.collapsed.add(key);
+    } else {
+      this.collapsed.delete(key);
     }
+    this.focusAfterRender = `toggle:${key}`;
+    this.render();
+  }
+
+  private renderScalar(value: unknown, path: Path, kind: ValueKind): HTMLElement {
     const node = el('span', `autosync-doc-value autosync-doc-${kind}`);
-    node.dataset.path = JSON.stringify(path);
+    const key = JSON.stringify(path);
+    node.dataset.path = key;
     node.dataset.kind = kind;
+    node.dataset.focusKey = `value:${key}`;
     const text = displayText(value);
     node.textContent = kind === 'text' || kind === 'string' ? JSON.stringify(text) : text;
+    const name = `${pathLabel(path)}: ${node.textContent}, ${kindWord(kind)}`;
+    node.setAttribute('aria-label', name);
     if (isEditable(kind)) {
       node.classList.add('autosync-doc-editable');
-      node.title = 'Click to edit';
+      node.tabIndex = 0;
+      node.setAttribute('role', 'button');
+      node.title = this.trans.__('Click or press Enter to edit');
       node.addEventListener('click', event => {
         event.stopPropagation();
         this.startValueEdit(node, path, kind, text);
       });
+      node.addEventListener('keydown', event => {
+        if (event.key === 'Enter' || event.key === 'F2') {
+          event.preventDefault();
+          event.stopPropagation();
+          this.startValueEdit(node, path, kind, text);
+        }
+      });
+    } else {
+      // Read-only here (counters, dates, bytes): reachable with the arrows.
+      node.tabIndex = -1;
+      node.title = this.trans.__('A %1 cannot be edited here', kindWord(kind));
     }
     return node;
   }
 
-  private startValueEdit(
-    node: HTMLElement,
-    path: Path,
-    kind: ReturnType<typeof kindOf>,
-    text: string
-  ): void {
+  /** ↑/↓: previous/next line; ←/→: collapse/expand (or to the parent line). */
+  private onTreeKey(event: KeyboardEvent): void {
+    const target = event.target;
+    if (!(target instanceof HTMLElement) || target instanceof HTMLInputElement) {
+      return;
+    }
+    const line = target.closest('.autosync-doc-line');
+    if (line === null || !this.treeNode.contains(line)) {
+      return;
+    }
+    const lines = [...this.treeNode.querySelectorAll<HTMLElement>('.autosync-doc-line')].filter(
+      l => l.querySelector('[data-focus-key]') !== null
+    );
+    const index = lines.indexOf(line as HTMLElement);
+    const focusLine = (l: HTMLElement | undefined) => {
+      const first =
+        l?.querySelector<HTMLElement>('.autosync-doc-toggle, .autosync-doc-value') ??
+        l?.querySelector<HTMLElement>('[data-focus-key]');
+      if (first) {
+        event.preventDefault();
+        first.focus();
+      }
+    };
+    const toggle = line.querySelector<HTMLElement>('.autosync-doc-toggle');
+    switch (event.key) {
+      case 'ArrowDown':
+        focusLine(lines[index + 1]);
+        break;
+      case 'ArrowUp':
+        focusLine(lines[index - 1]);
+        break;
+      case 'Home':
+        focusLine(lines[0]);
+        break;
+      case 'End':
+        focusLine(lines[lines.length - 1]);
+        break;
+      case 'ArrowRight':
+        if (toggle?.getAttribute('aria-expanded') === 'false') {
+          event.preventDefault();
+          this.setCollapsed(JSON.parse(toggle.dataset.path ?? '[]'), false);
+        }
+        break;
+      case 'ArrowLeft':
+        if (toggle?.getAttribute('aria-expanded') === 'true') {
+          event.preventDefault();
+          this.setCollapsed(JSON.parse(toggle.dataset.path ?? '[]'), true);
+        } else {
+          const parent = line.parentElement?.closest('.autosync-doc-entry');
+          focusLine(parent?.querySelector<HTMLElement>(':scope > .autosync-doc-line') ?? undefined);
+        }
+        break;
+    }
+  }
+
+  private startValueEdit(node: HTMLElement, path: Path, kind: ValueKind, text: string): void {
     if (this.editing) {
       return;
     }
     this.editing = true;
+    const focusKey = node.dataset.focusKey ?? null;
     const input = this.makeInput('autosync-doc-edit-input', text);
     input.dataset.path = JSON.stringify(path);
+    input.setAttribute(
+      'aria-label',
+      this.trans.__('New value of %1 (Enter to save, Escape to cancel)', pathLabel(path))
+    );
     node.replaceWith(input);
     input.focus();
     input.select();
-    this.bindInput(input, () => {
-      let next: unknown;
-      try {
-        next = parseEdit(kind, input.value);
-      } catch (error) {
-        input.classList.add('autosync-doc-edit-invalid');
-        input.title = error instanceof Error ? error.message : String(error);
-        return false;
-      }
-      return this.change(d => setValue(d, path, next));
-    });
+    this.bindInput(
+      input,
+      () => {
+        let next: unknown;
+        try {
+          next = parseEdit(kind, input.value);
+        } catch (error) {
+          input.classList.add('autosync-doc-edit-invalid');
+          input.setAttribute('aria-invalid', 'true');
+          input.title = error instanceof Error ? error.message : String(error);
+          return false;
+        }
+        return this.change(d => setValue(d, path, next));
+      },
+      () => focusKey,
+      () => focusKey
+    );
   }
 
-  /** Enter commits (when `commit` returns true the input closes), Escape or blur cancels. */
-  private bindInput(input: HTMLInputElement, commit: () => boolean): void {
+  /**
+   * Enter commits (when `commit` returns true the input closes), Escape or
+   * blur cancels; the focus then goes to the control `focusOnCommit` /
+   * `focusOnCancel` name.
+   */
+  private bindInput(
+    input: HTMLInputElement,
+    commit: () => boolean,
+    focusOnCommit: () => string | null,
+    focusOnCancel: () => string | null
+  ): void {
     let done = false;
-    const finish = () => {
+    const finish = (focusKey: string | null) => {
       if (!done) {
         done = true;
-        this.endEdit();
+        this.endEdit(focusKey);
       }
     };
     input.addEventListener('keydown', event => {
@@ -358,19 +719,25 @@ export class DocumentPanel extends Widget {
       if (event.key === 'Enter') {
         event.preventDefault();
         if (commit()) {
-          finish();
+          finish(focusOnCommit());
         }
       } else if (event.key === 'Escape') {
         event.preventDefault();
-        finish();
+        finish(focusOnCancel());
       }
     });
     input.addEventListener('blur', () => {
       // Let a click on a sibling input (the add-key form) move focus first.
       setTimeout(() => {
         const active = document.activeElement;
-        if (!(active instanceof HTMLInputElement && active.dataset.form === input.dataset.form && active.dataset.form)) {
-          finish();
+        if (
+          !(
+            active instanceof HTMLInputElement &&
+            active.dataset.form === input.dataset.form &&
+            active.dataset.form
+          )
+        ) {
+          finish(null);
         }
       }, 0);
     });
@@ -387,57 +754,30 @@ export class DocumentPanel extends Widget {
   }
 
   private deleteButton(path: Path): HTMLElement {
+    const key = JSON.stringify(path);
     const button = el('button', 'autosync-doc-delete', '×');
     button.type = 'button';
-    button.title = 'Delete';
-    button.dataset.path = JSON.stringify(path);
+    button.title = this.trans.__('Delete %1', pathLabel(path));
+    button.setAttribute('aria-label', this.trans.__('Delete %1', pathLabel(path)));
+    button.dataset.path = key;
     button.dataset.testid = 'autosync-doc-delete';
+    button.dataset.focusKey = `delete:${key}`;
     button.addEventListener('click', event => {
       event.stopPropagation();
-      this.change(d => deleteAt(d, path));
+      // Where the focus goes once the line is gone: the parent's "+" button.
+      const parent = JSON.stringify(path.slice(0, -1));
+      const container = this.treeNode.querySelector<HTMLElement>(
+        `.autosync-doc-map[data-path='${CSS.escape(parent)}'], .autosync-doc-list[data-path='${CSS.escape(parent)}']`
+      );
+      const plus = container?.querySelector<HTMLElement>(
+        ':scope > .autosync-doc-add-key, :scope > .autosync-doc-push'
+      );
+      this.focusAfterRender = plus?.dataset.focusKey ?? null;
+      if (!this.change(d => deleteAt(d, path))) {
+        this.focusAfterRender = null;
+      }
     });
     return button;
-  }
-
-  /**
-   * One key of a map or item of a list: label, delete button, value. The
-   * delete button of a nested map or list sits next to its label.
-   */
-  private renderEntry(label: HTMLElement, value: unknown, path: Path): HTMLElement {
-    const row = el('li', 'autosync-doc-entry');
-    row.append(label, el('span', 'autosync-doc-colon', ': '));
-    const kind = kindOf(value);
-    if (kind === 'map' || kind === 'list') {
-      const empty =
-        kind === 'map'
-          ? Object.keys(value as object).length === 0
-          : (value as unknown[]).length === 0;
-      const brace = el(
-        'span',
-        'autosync-doc-brace',
-        kind === 'map' ? (empty ? '{}' : '{…}') : empty ? '[]' : '[…]'
-      );
-      row.append(brace, this.deleteButton(path), this.renderValue(value, path));
-    } else {
-      row.append(this.renderValue(value, path), this.deleteButton(path));
-    }
-    return row;
-  }
-
-  private renderMap(map: Record<string, unknown>, path: Path): HTMLElement {
-    const container = el('div', 'autosync-doc-map');
-    container.dataset.path = JSON.stringify(path);
-    const entries = el('ul', 'autosync-doc-entries');
-    for (const key of Object.keys(map)) {
-      entries.append(this.renderEntry(el('span', 'autosync-doc-key', key), map[key], [...path, key]));
-    }
-    container.append(entries);
-    container.append(
-      this.actionButton('autosync-doc-add-key', '+ key', 'Add a key to this map', path, button =>
-        this.startAddKey(button, path)
-      )
-    );
-    return container;
   }
 
   /** A "+ key" / "+ item" button of the map or list at `path`. */
@@ -451,8 +791,10 @@ export class DocumentPanel extends Widget {
     const button = el('button', className, label);
     button.type = 'button';
     button.title = title;
+    button.setAttribute('aria-label', title);
     button.dataset.path = JSON.stringify(path);
     button.dataset.testid = className;
+    button.dataset.focusKey = `${className}:${JSON.stringify(path)}`;
     button.addEventListener('click', event => {
       event.stopPropagation();
       start(button);
@@ -465,10 +807,20 @@ export class DocumentPanel extends Widget {
       return;
     }
     this.editing = true;
+    const buttonKey = button.dataset.focusKey ?? null;
     const form = el('span', 'autosync-doc-add-key-form');
     const formId = `add-${Math.random().toString(36).slice(2)}`;
-    const name = this.makeInput('autosync-doc-add-key-name', '', 'key');
-    const value = this.makeInput('autosync-doc-add-key-value', '', 'value (JSON or text)');
+    const name = this.makeInput('autosync-doc-add-key-name', '', this.trans.__('key'));
+    const value = this.makeInput(
+      'autosync-doc-add-key-value',
+      '',
+      this.trans.__('value (JSON or text)')
+    );
+    name.setAttribute('aria-label', this.trans.__('New key in %1', pathLabel(path)));
+    value.setAttribute(
+      'aria-label',
+      this.trans.__('Its value, JSON or text (Enter to add, Escape to cancel)')
+    );
     name.dataset.form = formId;
     value.dataset.form = formId;
     form.append(name, value);
@@ -479,26 +831,13 @@ export class DocumentPanel extends Widget {
       const literal = parseLiteral(value.value);
       return this.change(d => addKey(d, path, key, literal));
     };
-    this.bindInput(name, commit);
-    this.bindInput(value, commit);
-  }
-
-  private renderList(list: unknown[], path: Path): HTMLElement {
-    const container = el('div', 'autosync-doc-list');
-    container.dataset.path = JSON.stringify(path);
-    const items = el('ul', 'autosync-doc-items');
-    list.forEach((item, index) => {
-      items.append(
-        this.renderEntry(el('span', 'autosync-doc-index', String(index)), item, [...path, index])
-      );
-    });
-    container.append(items);
-    container.append(
-      this.actionButton('autosync-doc-push', '+ item', 'Append an item to this list', path, button =>
-        this.startPush(button, path)
-      )
-    );
-    return container;
+    const added = () => {
+      const newPath = JSON.stringify([...path, name.value]);
+      const kind = kindOf(parseLiteral(value.value));
+      return kind === 'map' || kind === 'list' ? `toggle:${newPath}` : `value:${newPath}`;
+    };
+    this.bindInput(name, commit, added, () => buttonKey);
+    this.bindInput(value, commit, added, () => buttonKey);
   }
 
   private startPush(button: HTMLElement, path: Path): void {
@@ -506,17 +845,86 @@ export class DocumentPanel extends Widget {
       return;
     }
     this.editing = true;
-    const input = this.makeInput('autosync-doc-push-value', '', 'value (JSON or text)');
+    const buttonKey = button.dataset.focusKey ?? null;
+    const input = this.makeInput(
+      'autosync-doc-push-value',
+      '',
+      this.trans.__('value (JSON or text)')
+    );
+    input.setAttribute(
+      'aria-label',
+      this.trans.__('New item of %1, JSON or text (Enter to add, Escape to cancel)', pathLabel(path))
+    );
     button.replaceWith(input);
     input.focus();
-    this.bindInput(input, () => {
-      const literal = parseLiteral(input.value);
-      return this.change(d => pushTo(d, path, literal));
-    });
+    this.bindInput(
+      input,
+      () => {
+        const literal = parseLiteral(input.value);
+        return this.change(d => pushTo(d, path, literal));
+      },
+      () => buttonKey,
+      () => buttonKey
+    );
+  }
+}
+
+/** A plain widget around a node, for the tab's toolbar. */
+function toolbarText(className: string, text: string, title = text): Widget {
+  const node = el('span', className, text);
+  node.title = title;
+  const widget = new Widget({ node });
+  widget.addClass('autosync-doc-toolbar-text');
+  return widget;
+}
+
+/**
+ * The main-area tab of one document: a `MainAreaWidget` (toolbar: the URL,
+ * the kernel server, the sync status, a copy button) around a `DocumentView`.
+ * Its id is `documentPanelId(url, serverUrl)`.
+ */
+export class DocumentWidget extends MainAreaWidget<DocumentView> {
+  constructor(url: AutomergeUrl, serverUrl = '', trans?: TranslationBundle, titleHint?: string) {
+    const t = trans ?? nullTranslator.load('autosync_jupyter');
+    const content = new DocumentView(url, serverUrl, t, titleHint);
+    super({ content });
+    this.id = documentPanelId(url, serverUrl);
+    this.addClass('autosync-doc-panel');
+    this.node.dataset.testid = 'autosync-doc-panel';
+    this.node.dataset.documentId = documentIdOf(url);
+    if (serverUrl) {
+      this.node.dataset.serverUrl = serverUrl;
+    }
+    const toolbar = this.toolbar;
+    toolbar.addClass('autosync-doc-header');
+    toolbar.addItem('url', toolbarText('autosync-doc-url', url));
+    if (serverUrl) {
+      toolbar.addItem(
+        'server',
+        toolbarText('autosync-doc-server', t.__('on %1', serverUrl), serverUrl)
+      );
+    }
+    toolbar.addItem('spacer', Toolbar.createSpacerItem());
+    const status = new Widget();
+    status.addClass('autosync-doc-status-item');
+    status.node.append(content.statusNode);
+    toolbar.addItem('status', status);
+    toolbar.addItem(
+      'copy',
+      new ToolbarButton({
+        icon: copyIcon,
+        className: 'autosync-doc-copy',
+        tooltip: t.__('Copy the automerge: URL'),
+        onClick: () => Clipboard.copyToSystem(url)
+      })
+    );
   }
 
-  /** True while a re-render waits for an open edit input to close. */
-  get hasPendingRender(): boolean {
-    return this.renderPending;
+  get url(): AutomergeUrl {
+    return this.content.url;
+  }
+
+  get serverUrl(): string {
+    return this.content.serverUrl;
   }
 }

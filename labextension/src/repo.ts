@@ -43,14 +43,81 @@ function initWasm(): Promise<void> {
   return wasmPromise;
 }
 
+/**
+ * What each peer of a `Repo` last said it has of each document (its heads),
+ * recorded from the moment the `Repo` exists: a tab opened again after it was
+ * closed knows at once that the server has its document, although no sync
+ * message goes by then.
+ */
+export class PeerHeads {
+  private readonly heads = new Map<string, Map<string, string[]>>();
+  private readonly listeners = new Set<(documentId: string) => void>();
+
+  constructor(repo: Repo) {
+    repo.synchronizer.on('sync-state', ({ documentId, peerId, syncState }) => {
+      // Automerge's SyncState is opaque in its types; `theirHeads` is what
+      // the peer last said it has.
+      const theirs = (syncState as unknown as { theirHeads?: string[] | null }).theirHeads;
+      let peers = this.heads.get(documentId);
+      if (peers === undefined) {
+        peers = new Map();
+        this.heads.set(documentId, peers);
+      }
+      peers.set(peerId, theirs ?? []);
+      this.emit(documentId);
+    });
+    repo.networkSubsystem.on('peer-disconnected', ({ peerId }) => {
+      for (const [documentId, peers] of this.heads) {
+        if (peers.delete(peerId)) {
+          this.emit(documentId);
+        }
+      }
+    });
+  }
+
+  /** The heads `peerId` has of `documentId`, if it said. */
+  of(documentId: string, peerId: string): string[] | undefined {
+    return this.heads.get(documentId)?.get(peerId);
+  }
+
+  /** Call `listener` with the document id whenever a peer's heads of it change; returns the undo. */
+  listen(listener: (documentId: string) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  private emit(documentId: string): void {
+    for (const listener of [...this.listeners]) {
+      listener(documentId);
+    }
+  }
+}
+
+const peerHeads = new WeakMap<Repo, PeerHeads>();
+
+/** A `Repo` connected through `url`, its `PeerHeads` recording from the start. */
+function makeRepo(url: string): Repo {
+  const repo = new Repo({ network: [new WebSocketClientAdapter(url)] });
+  peerHeads.set(repo, new PeerHeads(repo));
+  return repo;
+}
+
+/** The peers' heads of the documents of a `Repo` made here. */
+export function peerHeadsOf(repo: Repo): PeerHeads {
+  let heads = peerHeads.get(repo);
+  if (heads === undefined) {
+    heads = new PeerHeads(repo);
+    peerHeads.set(repo, heads);
+  }
+  return heads;
+}
+
 /** The shared `Repo`, created (and the WebAssembly initialised) on first use. */
 export function sharedRepo(): Promise<Repo> {
   if (repoPromise === null) {
     repoPromise = (async () => {
       await initWasm();
-      return new Repo({
-        network: [new WebSocketClientAdapter(syncSocketUrl())]
-      });
+      return makeRepo(syncSocketUrl());
     })();
     repoPromise.catch(() => {
       repoPromise = null;
@@ -71,9 +138,7 @@ export function serverRepo(serverUrl: string): Promise<Repo> {
   if (promise === undefined) {
     promise = (async () => {
       await initWasm();
-      return new Repo({
-        network: [new WebSocketClientAdapter(relaySocketUrl(serverUrl))]
-      });
+      return makeRepo(relaySocketUrl(serverUrl));
     })();
     promise.catch(() => {
       serverRepos.delete(serverUrl);

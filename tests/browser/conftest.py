@@ -163,6 +163,9 @@ def _write_lab_config(config_dir: Path) -> None:
             "check_for_updates_class": "jupyterlab.handlers.announcements.NeverCheckForUpdate",
             # No PyPI queries from the extension manager.
             "extension_manager": "readonly",
+            # window.jupyterapp, so that tests can run JupyterLab commands
+            # (lab.run_command), e.g. switch to the dark theme.
+            "expose_app_in_browser": True,
         },
     }
     (config_dir / "jupyter_server_config.json").write_text(json.dumps(server_config))

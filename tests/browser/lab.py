@@ -42,16 +42,20 @@ __all__ = [
     "cell_count",
     "cell_output",
     "cell_output_text",
+    "contrast_ratio",
     "document_value",
     "expect",
     "non_local_requests",
     "notebook_panel",
     "open_automerge_panel",
+    "open_lab",
     "open_notebook",
     "review_screenshot",
     "run_all_cells",
     "run_cell",
+    "run_command",
     "show_tab",
+    "use_theme",
     "wait_for_kernel_idle",
     "wait_in_kernel",
     "write_notebook",
@@ -123,6 +127,93 @@ def open_notebook(page: Page, lab: _Lab, name: str, timeout: float = 90.0) -> No
         page, "<-", "kernel_info_reply", mark, deadline, f"the kernel of {name} to connect"
     )
     wait_for_kernel_idle(page, timeout=_left(deadline) / 1000)
+
+
+def open_lab(page: Page, lab: _Lab, timeout: float = 60.0) -> str:
+    """Load JupyterLab in a fresh workspace (no notebook, no kernel); the workspace's name.
+
+    JupyterLab saves the layout (open tabs, the side panel shown) in that
+    workspace, so ``page.reload()`` brings it back.
+    """
+    workspace = f"test-{secrets.token_hex(6)}"
+    page.goto(f"{lab.url}lab/workspaces/{workspace}?token={lab.token}", timeout=timeout * 1000)
+    expect(page.locator('.jp-SideBar [data-id="autosync-panel"]')).to_be_visible(
+        timeout=timeout * 1000
+    )
+    page.wait_for_function("() => window.jupyterapp !== undefined", timeout=timeout * 1000)
+    return workspace
+
+
+def run_command(page: Page, command: str, args: dict[str, object] | None = None) -> object:
+    """Execute a JupyterLab command in the page (needs ``expose_app_in_browser``); its result.
+
+    The result must be JSON-able; widgets come back as None.
+    """
+    return page.evaluate(
+        """async ([command, args]) => {
+            const result = await window.jupyterapp.commands.execute(command, args);
+            try { return JSON.parse(JSON.stringify(result ?? null)); } catch { return null; }
+        }""",
+        [command, args or {}],
+    )
+
+
+def use_theme(page: Page, name: str) -> None:
+    """Switch JupyterLab's theme ("JupyterLab Light", "JupyterLab Dark") and wait until it applies.
+
+    The choice is saved in the user settings, for every later page of the
+    session: switch back when done.
+    """
+    run_command(page, "apputils:change-theme", {"theme": name})
+    page.wait_for_function(
+        "name => document.body.dataset.jpThemeName === name"
+        " && getComputedStyle(document.body).getPropertyValue('--jp-layout-color0').trim() !== ''",
+        arg=name,
+    )
+    _settle(page)
+
+
+#: WCAG 2 contrast of a node's text against what is painted behind it: the
+#: background colours of the node and its ancestors, composited, and the
+#: text colour (with its alpha) over that. ``pseudo`` reads e.g. "::placeholder".
+_CONTRAST_JS = r"""(node, pseudo) => {
+    const parse = text => {
+        // rgb(r, g, b), rgba(r, g, b, a), or color(srgb r g b / a) with 0..1 channels
+        const m = /^(rgba?|color)\((srgb )?([^)]*)\)$/.exec(text.trim());
+        if (!m || (m[1] === 'color' && !m[2])) throw new Error(`cannot read the colour ${text}`);
+        const p = m[3].split(/[\s,\/]+/).filter(Boolean).map(Number);
+        const scale = m[1] === 'color' ? 255 : 1;
+        return [p[0] * scale, p[1] * scale, p[2] * scale, p.length > 3 ? p[3] : 1];
+    };
+    const over = (top, bottom) => {
+        const a = top[3] + bottom[3] * (1 - top[3]);
+        const mix = i => (top[i] * top[3] + bottom[i] * bottom[3] * (1 - top[3])) / a;
+        return [mix(0), mix(1), mix(2), a];
+    };
+    const layers = [];
+    for (let n = node; n; n = n.parentElement) {
+        const bg = parse(getComputedStyle(n).backgroundColor);
+        if (bg[3] > 0) layers.push(bg);
+        if (bg[3] >= 1) break;
+    }
+    let bg = [255, 255, 255, 1];
+    for (const layer of layers.reverse()) bg = over(layer, bg);
+    const fg = over(parse(getComputedStyle(node, pseudo || null).color), bg);
+    const lum = c => {
+        const [r, g, b] = c.slice(0, 3).map(v => {
+            v /= 255;
+            return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4);
+        });
+        return 0.2126 * r + 0.7152 * g + 0.0722 * b;
+    };
+    const [hi, lo] = [lum(fg), lum(bg)].sort((a, b) => b - a);
+    return (hi + 0.05) / (lo + 0.05);
+}"""
+
+
+def contrast_ratio(locator: Locator, pseudo: str = "") -> float:
+    """The WCAG contrast ratio of the text of ``locator`` against its background (1 to 21)."""
+    return float(locator.evaluate(_CONTRAST_JS, pseudo))
 
 
 def cell(page: Page, index: int) -> Locator:

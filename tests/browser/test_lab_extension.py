@@ -75,7 +75,7 @@ def test_shared_document_is_live_in_the_panel_and_the_kernel(
 
     # Kernel edit -> browser.
     append_and_run(page, "with doc.change() as d:\n    d['n'] = 42")
-    show_tab(page, doc_id[:8])
+    show_tab(page, "from the browser")  # the tab is named by the document's title
     expect(document_value(view, "n")).to_have_text("42")
     review_screenshot(page, "lab-extension")
 

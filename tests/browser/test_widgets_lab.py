@@ -3,7 +3,8 @@
 The document browser lists a kernel server's documents and follows them live,
 the live view follows edits made by an official JavaScript automerge-repo
 peer, and the login button completes a PKCE sign-in in a popup against the
-local test OIDC provider.
+local test OIDC provider. The selected row and the change flash stay readable
+in the light and the dark theme.
 """
 
 from __future__ import annotations
@@ -22,17 +23,19 @@ from .lab import (
     append_and_run,
     cell_output,
     cell_output_text,
+    contrast_ratio,
     expect,
     non_local_requests,
     open_notebook,
     review_screenshot,
     run_all_cells,
     run_cell,
+    use_theme,
     write_notebook,
 )
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Page
+    from playwright.sync_api import Locator, Page
 
 SERVE = "%load_ext autosync_jupyter\n%autosync serve --port 0 --data-dir {name}-data"
 URL_OF_SERVER = "print(autosync_jupyter.jupyter.current_session().server.url)"
@@ -161,3 +164,77 @@ def test_login_popup_completes_against_the_local_provider(
         assert run_cell(page, "print(len(autosync_token.split('.')))") == "3"
         assert "eyJ" not in widget.inner_text()
         assert re.search(r"\bSign out\b", widget.inner_text())
+
+
+#: The selected row and the change flash must stay readable in the dark
+#: theme too, where `--jp-ui-font-color1` is white and `--jp-*-color3` light.
+AA = 4.5
+THEME_SETTINGS = "lab/api/settings/@jupyterlab/apputils-extension:themes"
+
+
+def _flash_ratios(view: Locator) -> dict[str, float]:
+    """Contrast of each text of the flashed line, at the start of the flash (the
+    most coloured moment: the animation is paused at 0)."""
+    flashed = view.locator(".autosync-changed").first
+    expect(flashed).to_be_visible()
+    paused = flashed.evaluate(
+        "n => n.getAnimations().map(a => { a.pause(); a.currentTime = 0; return a.animationName; })"
+    )
+    assert paused, "the changed line does not flash"
+    ratios = {}
+    texts = flashed.locator(":scope > span")
+    for i in range(texts.count()):
+        text = texts.nth(i)
+        if text.inner_text().strip():
+            ratios[f"flash {text.get_attribute('class')}"] = contrast_ratio(text)
+    flashed.evaluate("n => n.getAnimations().forEach(a => a.finish())")
+    return ratios
+
+
+def test_selected_row_and_change_flash_are_readable_in_both_themes(
+    page: Page, lab_server: LabServer
+) -> None:
+    """The document browser's selected row and the live view's change flash keep a
+    WCAG AA contrast (4.5:1) in the light and the dark theme."""
+    write_notebook(
+        lab_server.root_dir,
+        "contrast.ipynb",
+        [
+            SERVE.format(name="contrast"),
+            "import autosync_jupyter\n"
+            "s = autosync_jupyter.jupyter.current_session().server\n"
+            "d = await s.create_document({'title': 'first', 'n': 1})\n"
+            "print(d)",
+            "%autosync docs",
+        ],
+    )
+    open_notebook(page, lab_server, "contrast.ipynb")
+    run_all_cells(page)
+    doc_id = cell_output_text(page, 1).strip().removeprefix("automerge:")
+    widget = cell_output(page, 2)
+    widget.locator(
+        f".autosync-browser-row[data-document-id='{doc_id}'] .autosync-browser-open"
+    ).click()
+    view = widget.locator(".autosync-live-view")
+    expect(view).to_contain_text("first")
+    selected = widget.locator(".autosync-browser-row.autosync-selected")
+    expect(selected).to_have_attribute("data-document-id", doc_id)
+    page.mouse.move(0, 0)  # not hovering the row
+    try:
+        for n, theme in enumerate(("JupyterLab Light", "JupyterLab Dark"), start=2):
+            use_theme(page, theme)
+            ratios = {
+                "selected row id": contrast_ratio(selected.locator(".autosync-browser-id code")),
+                "selected row size": contrast_ratio(selected.locator(".autosync-browser-size")),
+                "selected row peers": contrast_ratio(selected.locator(".autosync-browser-peers")),
+            }
+            # A change from the kernel flashes the changed line.
+            append_and_run(
+                page,
+                f"await s.change_document('{doc_id}', lambda d: d.__setitem__('n', {n}))",
+            )
+            ratios.update(_flash_ratios(view))
+            low = {what: round(ratio, 2) for what, ratio in ratios.items() if ratio < AA}
+            assert not low, f"{theme}: contrast below {AA}:1: {low} (all: {ratios})"
+    finally:
+        lab_server.api("PUT", THEME_SETTINGS, {"raw": "{}"})

@@ -13,6 +13,11 @@ are JSON lines over stdin/stdout; see the header of ``js/peer.mjs``.
 
 Every failed request raises :class:`JSPeerError` with the tail of Node's stderr,
 so a failing test says what the JavaScript side saw.
+
+``JSPeer.start(url, version="1.2.1")`` runs another automerge-repo release than
+the default 2.5.6 (:data:`JS_REPO_VERSIONS`, installed side by side under npm
+aliases, see ``js/versions.mjs``); :func:`js_check_ids` asks a release's own
+validators about document ids.
 """
 
 from __future__ import annotations
@@ -21,24 +26,32 @@ import asyncio
 import base64
 import contextlib
 import datetime as dt
+import functools
 import itertools
 import json
 import os
 import shutil
+import subprocess
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "DEFAULT_JS_REPO_VERSION",
     "JS_DIR",
+    "JS_REPO_VERSIONS",
     "JSPeer",
     "JSPeerError",
     "Op",
+    "js_check_ids",
     "js_value",
     "missing_js_install",
+    "missing_js_release",
     "node_executable",
+    "peer_node_flags",
     "require_js_install",
+    "require_js_release",
 ]
 
 #: The npm project holding peer.mjs, sync-server.mjs and their node_modules.
@@ -46,6 +59,20 @@ JS_DIR = Path(__file__).resolve().parent / "js"
 
 _PEER_SCRIPT = JS_DIR / "peer.mjs"
 INSTALL_HINT = "npm ci --prefix tests/interop/js"
+
+#: The automerge-repo release peers and the JS sync server run unless told otherwise.
+DEFAULT_JS_REPO_VERSION = "2.5.6"
+# Every release installed side by side in js/ and the package (an npm alias
+# for all but the default) holding it; js/versions.mjs has the same table.
+_RELEASE_PACKAGES = {
+    "1.2.1": "repo121",
+    "2.0.8": "repo208",
+    "2.5.6": "@automerge/automerge-repo",
+    "2.6.0-alpha.3": "repo26",
+}
+#: The automerge-repo releases the interop tests can run, oldest first.
+JS_REPO_VERSIONS = tuple(_RELEASE_PACKAGES)
+_VALIDATE_SCRIPT = JS_DIR / "validate-ids.mjs"
 
 
 def missing_js_install() -> str | None:
@@ -55,6 +82,26 @@ def missing_js_install() -> str | None:
     if not (JS_DIR / "node_modules").is_dir():
         return f"tests/interop/js/node_modules is missing (run: {INSTALL_HINT})"
     return None
+
+
+def missing_js_release(version: str) -> str | None:
+    """Why automerge-repo ``version`` cannot run here, or None when it can."""
+    missing = missing_js_install()
+    if missing is not None:
+        return missing
+    package = _RELEASE_PACKAGES.get(version)
+    if package is None:
+        return f"automerge-repo {version} is not one of {', '.join(JS_REPO_VERSIONS)}"
+    if not (JS_DIR / "node_modules" / package / "package.json").is_file():
+        return f"automerge-repo {version} ({package}) is not installed (run: {INSTALL_HINT})"
+    return None
+
+
+def require_js_release(version: str) -> None:
+    """Skip (locally) or fail (in CI) when automerge-repo ``version`` is not installed."""
+    from tests.ci import skip_or_fail
+
+    skip_or_fail(missing_js_release(version))
 
 
 def require_js_install() -> None:
@@ -82,8 +129,65 @@ def node_executable() -> str:
     return node
 
 
+@functools.cache
+def node_major_version() -> int:
+    """The major version of ``node`` (20 for v20.20.2)."""
+    out = subprocess.run(
+        [node_executable(), "--version"], capture_output=True, text=True, check=True
+    ).stdout
+    return int(out.strip().lstrip("v").split(".")[0])
+
+
+def peer_node_flags(version: str | None) -> list[str]:
+    """Node options a client peer of ``version`` needs on this Node.
+
+    The 2.6 client adapter uses the global ``WebSocket``, which Node has
+    unflagged from 22 (2.6 declares node >= 22.13); Node 20 has the same
+    implementation (undici's) behind ``--experimental-websocket``.
+    """
+    if version is not None and version.startswith("2.6") and node_major_version() < 22:
+        return ["--experimental-websocket"]
+    return []
+
+
 class JSPeerError(RuntimeError):
     """A request to the JavaScript peer failed, or the peer process died."""
+
+
+async def js_check_ids(
+    ids: Sequence[str], *, version: str, generate: int = 0, timeout: float = 30.0
+) -> dict[str, Any]:
+    """Check ``ids`` with automerge-repo ``version``'s own validators (``js/validate-ids.mjs``).
+
+    Returns ``{"version", "releases", "results", "generated"}``: per id
+    ``{"id", "url", "documentId", "interpret"}`` (isValidAutomergeUrl,
+    isValidDocumentId, interpretAsDocumentId, which ``repo.find`` runs first),
+    and ``generate`` ids made by that release's ``generateAutomergeUrl``.
+    """
+    proc = await asyncio.create_subprocess_exec(
+        node_executable(),
+        str(_VALIDATE_SCRIPT),
+        "--repo-version",
+        version,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=JS_DIR,
+    )
+    request = json.dumps({"ids": list(ids), "generate": generate}).encode()
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(request), timeout)
+    except asyncio.TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise JSPeerError(f"validate-ids.mjs ({version}) did not answer in {timeout} s") from None
+    if proc.returncode != 0:
+        raise JSPeerError(
+            f"validate-ids.mjs ({version}) exited with status {proc.returncode}:\n"
+            + err.decode("utf-8", "replace")[-4000:]
+        )
+    result: dict[str, Any] = json.loads(out)
+    return result
 
 
 def js_value(value: Any) -> Any:
@@ -192,6 +296,8 @@ class JSPeer:
         self._closed = False
         self.peer_id: str = ""
         self.storage_id: str | None = None
+        #: The automerge-repo release the peer runs (e.g. ``"2.5.6"``).
+        self.version: str = ""
         self._tasks = [
             asyncio.create_task(self._read_stdout(), name="jspeer-stdout"),
             asyncio.create_task(self._read_stderr(), name="jspeer-stderr"),
@@ -214,6 +320,7 @@ class JSPeer:
         wait_connected: bool = True,
         timeout: float = 15.0,
         debug: str | None = None,
+        version: str | None = None,
     ) -> AsyncIterator[JSPeer]:
         """Start a JS client peer connected to ``url`` and stop it on exit.
 
@@ -229,8 +336,10 @@ class JSPeer:
             wait_connected: wait until the server answered ``join`` with ``peer``.
             timeout: seconds to wait for the process and the connection.
             debug: value for the ``DEBUG`` env var (e.g. ``"automerge-repo:*"``).
+            version: the automerge-repo release to run (see :data:`JS_REPO_VERSIONS`;
+                default 2.5.6); the peer refuses to start if another one is installed.
         """
-        argv = [node_executable(), str(_PEER_SCRIPT), "--url", url]
+        argv = [node_executable(), *peer_node_flags(version), str(_PEER_SCRIPT), "--url", url]
         if storage is not None:
             argv += ["--storage", os.fspath(storage)]
         if peer_id is not None:
@@ -240,6 +349,8 @@ class JSPeer:
             argv += ["--retry-interval", str(retry_interval_ms)]
         if trace:
             argv.append("--trace")
+        if version is not None:
+            argv += ["--repo-version", version]
         env = dict(os.environ)
         if ca_file is not None:
             env["NODE_EXTRA_CA_CERTS"] = os.fspath(ca_file)
@@ -259,6 +370,7 @@ class JSPeer:
             ready = await peer.wait_event("ready", timeout=timeout)
             peer.peer_id = ready["peerId"]
             peer.storage_id = ready.get("storageId")
+            peer.version = ready["repoVersion"]
             if wait_connected:
                 await peer.wait_event("peer", timeout=timeout)
             yield peer

@@ -207,6 +207,7 @@ def js_sync_server(
     port: int = 0,
     peer_id: str | None = None,
     debug: str | None = None,
+    version: str | None = None,
     startup_timeout: float = 30.0,
     stop_timeout: float = 10.0,
     require_clean_exit: bool = True,
@@ -220,6 +221,8 @@ def js_sync_server(
             killed server used lets clients reconnect to the same URL.
         peer_id: override ``storage-server-<hostname>``.
         debug: value for ``DEBUG`` (e.g. ``"automerge-repo:*,WebsocketServer"``).
+        version: the automerge-repo release to run (default 2.5.6; see
+            ``jspeer.JS_REPO_VERSIONS``).
         startup_timeout, stop_timeout, require_clean_exit: see :func:`run_server`.
     """
     argv = [node_executable(), str(_SYNC_SERVER_SCRIPT), "--host", "127.0.0.1", "--port", str(port)]
@@ -228,11 +231,13 @@ def js_sync_server(
         argv += ["--tls-cert", str(tls.cert), "--tls-key", str(tls.key)]
     if peer_id is not None:
         argv += ["--peer-id", peer_id]
+    if version is not None:
+        argv += ["--repo-version", version]
     env = dict(os.environ)
     if debug is not None:
         env["DEBUG"] = debug
     return run_server(
-        "js-sync-server",
+        "js-sync-server" if version is None else f"js-sync-server-{version}",
         argv,
         data_dir=data_dir,
         env=env,

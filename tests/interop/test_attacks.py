@@ -16,7 +16,6 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import automerge.core as am
-import base58
 import cbor2
 import psutil
 import pytest
@@ -27,6 +26,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from autosync_jupyter import fetch
+from autosync_jupyter.ids import generate_document_id
 from autosync_jupyter.protocol import (
     Ephemeral,
     Error,
@@ -197,7 +197,7 @@ async def test_a_mime_tag_is_refused_before_any_parsing(server: tuple[ServerProc
 async def test_an_idle_connection_holds_no_frame(server: tuple[ServerProcess, str]) -> None:
     """After two 40 MiB messages, an idle connection keeps no copy of them (+80 MB before)."""
     srv, doc_id = server
-    other = base58.b58encode_check(os.urandom(16)).decode()
+    other = generate_document_id()
     async with raw_peer(srv.url) as mallory:
         baseline = rss(srv)
         for count in (1, 2):
@@ -217,7 +217,7 @@ async def test_made_up_heads_leave_no_memory_behind(server: tuple[ServerProcess,
     for round_ in range(5):
         async with raw_peer(srv.url, f"mallory-{round_}") as mallory:
             for _ in range(4000):
-                other = base58.b58encode_check(os.urandom(16)).decode()
+                other = generate_document_id()
                 await mallory.send(mallory.sync(other, sync_message(heads=[os.urandom(32)])))
             await mallory.settled()
     await asyncio.sleep(0.5)

@@ -7,20 +7,15 @@ before it is pointed at our server.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-import base58
 import pytest
 from jspeer import JSPeer, Op
 from servers import ServerProcess, js_sync_server, make_tls_files
 
+from autosync_jupyter.ids import generate_document_id
+
 pytestmark = pytest.mark.interop
-
-
-def random_document_id() -> str:
-    """A fresh valid document id (bs58check of 16 random bytes), unknown to any server."""
-    return base58.b58encode_check(os.urandom(16)).decode("ascii")
 
 
 async def test_document_created_by_one_peer_is_found_by_another(js_server: ServerProcess) -> None:
@@ -50,7 +45,7 @@ async def test_document_created_by_one_peer_is_found_by_another(js_server: Serve
 async def test_find_unknown_document_is_unavailable_promptly(js_server: ServerProcess) -> None:
     """find() of an unknown id settles as unavailable: request -> sync + doc-unavailable."""
     async with JSPeer.start(js_server.url, trace=True) as peer:
-        doc_id = random_document_id()
+        doc_id = generate_document_id()
         result = await peer.find(doc_id, timeout=10)
         assert result["state"] == "unavailable", result
         # Measured ~15 ms on loopback; anything near the 1 s adapter timeout or
@@ -70,7 +65,7 @@ async def test_late_arrival_turns_unavailable_into_ready(js_server: ServerProces
         source = await alice.create({"late": True})
         binary = await alice.export(source["documentId"])
 
-        doc_id = random_document_id()
+        doc_id = generate_document_id()
         assert (await bob.find(doc_id, timeout=10))["state"] == "unavailable"
 
         imported = await alice.import_doc(binary, doc_id)

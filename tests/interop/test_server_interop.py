@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import base58
 import cbor2
 import pytest
 from jspeer import JSPeer, Op
@@ -18,11 +16,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from autosync_jupyter import SyncServer
-
-
-def random_document_id() -> str:
-    """A fresh valid document id unknown to every server."""
-    return base58.b58encode_check(os.urandom(16)).decode("ascii")
+from autosync_jupyter.ids import generate_document_id
 
 
 def server_storage_ids(peers: dict[str, Any]) -> set[str | None]:
@@ -109,7 +103,7 @@ async def test_ephemeral_reaches_each_other_peer_exactly_once(py_server: ServerP
 async def test_find_unknown_is_unavailable_promptly_then_pushed(py_server: ServerProcess) -> None:
     """find() of an unknown id is unavailable within a second; when it arrives it is pushed."""
     async with JSPeer.start(py_server.url) as alice, JSPeer.start(py_server.url) as bob:
-        doc_id = random_document_id()
+        doc_id = generate_document_id()
         result = await bob.find(doc_id, timeout=10)
         assert result["state"] == "unavailable", result
         assert result["elapsed_ms"] < 1000, result

@@ -71,7 +71,7 @@ def test_create_binds_a_live_handle_and_status_lists_it(kernel: Kernel) -> None:
     out = kernel.run("%autosync status")
     html = out.data("text/html")[0]
     assert kernel.value("d.document_id") in html
-    assert "1 connected peers" in html  # the live handle's connection
+    assert "1 connected peer<" in html  # the live handle's connection
     kernel.run("await d.flush(timeout=5)\ns = autosync_jupyter.jupyter.current_session().server")
     assert kernel.value("await s.read_document(d.document_id)") == {"a": 1, "b": 2}
 

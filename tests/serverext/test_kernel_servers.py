@@ -25,9 +25,10 @@ ANNOUNCEMENT = {
             "id": "4NMNnkMhL8jXrdJ9jamS58PAVdXu",
             "url": "automerge:4NMNnkMhL8jXrdJ9jamS58PAVdXu",
             "size": 120,
-            "heads": ["ab" * 32],
+            "heads": ["2Jc6VooH5wxteNEnVgqR8hNw3Pb58bphqk1myKZpXwrCfzJMhM"],
             "peers": 1,
             "last_change": None,
+            "title": "draft",
         }
     ],
 }

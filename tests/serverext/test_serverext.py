@@ -25,6 +25,7 @@ from tornado.websocket import WebSocketClientConnection, WebSocketClosedError
 from traitlets.config import Config
 
 from autosync_jupyter import ConnectionFailed, Document, PeerId, connect, document_url, fetch
+from autosync_jupyter.ids import decode_heads, encode_heads
 from autosync_jupyter.protocol import Join, decode, encode
 from autosync_jupyter.server import PeerClosed
 from autosync_jupyter.serverext import AutosyncExtension, _jupyter_server_extension_points
@@ -212,6 +213,7 @@ async def test_create_list_read(api: ApiCall, autosync_ext: AutosyncExtension) -
     assert len(row["heads"]) == 1
     assert row["peers"] == 0
     assert row["last_change"] is not None
+    assert row["title"] == "hi" and row["error"] is None
 
     status, read = await api("documents", doc_id)
     assert status == 200
@@ -219,6 +221,7 @@ async def test_create_list_read(api: ApiCall, autosync_ext: AutosyncExtension) -
     assert read["url"] == created["url"]
     assert read["content"] == {"title": "hi", "n": [1, 2.5]}
     assert read["heads"] == row["heads"]
+    assert document_url(doc_id, decode_heads(read["heads"])).endswith("#" + read["heads"][0])
 
     # The same document, named by its automerge: URL (percent-encoded in the path).
     status, by_url = await api("documents", created["url"])
@@ -293,7 +296,7 @@ async def test_read_at_heads(api: ApiCall, autosync_ext: AutosyncExtension) -> N
     status, old = await api("documents", pinned)
     assert status == 200, old
     assert old["content"] == {"v": 1} and old["url"] == pinned
-    assert old["heads"] == sorted(head.hex() for head in first)
+    assert old["heads"] == sorted(encode_heads(first))
     assert (await api("documents", doc_id))[1]["content"] == {"v": 2}
     status, reply = await api("documents", document_url(doc_id, [bytes(32)]))
     assert status == 404 and "no change with the heads" in reply["message"]

@@ -3,10 +3,13 @@
 // tests (driven by tests/interop/jspeer.py).
 //
 // It is the stock client a browser or Node app would use:
-//   new Repo({ network: [new BrowserWebSocketClientAdapter(url)],
+//   new Repo({ network: [new WebSocketClientAdapter(url)],
 //              storage: NodeFSStorageAdapter(dir) (only with --storage),
 //              peerId (only with --peer-id), sharePolicy: async () => share })
 // so what the Python server sees is exactly what real JS clients send.
+// --repo-version (or $AUTOMERGE_REPO_VERSION) picks the release: 2.5.6 by
+// default, or an older or newer one installed under an npm alias (see
+// versions.mjs); "ready" reports the versions actually loaded.
 //
 // Wire protocol over stdio, one JSON object per line:
 //   stdin   {"id": n, "cmd": "...", ...args}
@@ -26,20 +29,7 @@
 import readline from "node:readline"
 import { parseArgs } from "node:util"
 
-import {
-  Counter,
-  Repo,
-  cbor,
-  decodeHeads,
-  isImmutableString,
-  isValidAutomergeUrl,
-  mark,
-  parseAutomergeUrl,
-  splice,
-  unmark,
-} from "@automerge/automerge-repo"
-import { BrowserWebSocketClientAdapter } from "@automerge/automerge-repo-network-websocket"
-import { NodeFSStorageAdapter } from "@automerge/automerge-repo-storage-nodefs"
+import { loadRelease } from "./versions.mjs"
 
 const { values: args } = parseArgs({
   options: {
@@ -53,13 +43,21 @@ const { values: args } = parseArgs({
     "retry-interval": { type: "string", default: "5000" },
     // Emit a "wire" event for every protocol message sent or received.
     trace: { type: "boolean", default: false },
+    // automerge-repo release (versions.mjs); default $AUTOMERGE_REPO_VERSION or 2.5.6.
+    "repo-version": { type: "string" },
   },
   strict: true,
 })
 if (!args.url) {
-  console.error("usage: peer.mjs --url ws://host:port [--storage DIR] [--peer-id ID] [--share true|false] [--trace]")
+  console.error(
+    "usage: peer.mjs --url ws://host:port [--storage DIR] [--peer-id ID] [--share true|false] [--trace] [--repo-version V]",
+  )
   process.exit(2)
 }
+
+const release = await loadRelease(args["repo-version"])
+const { Repo, ClientAdapter, NodeFSStorageAdapter, docOf, headsOf, isImmutableString } = release
+const { Counter, cbor, isValidAutomergeUrl, mark, parseAutomergeUrl, splice, unmark } = release.repo
 
 const log = (...parts) => console.error(`[peer ${args["peer-id"] ?? ""}]`, ...parts)
 
@@ -92,7 +90,7 @@ process.on("unhandledRejection", err => {
 // ---------------------------------------------------------------------------
 // Repo setup
 
-const adapter = new BrowserWebSocketClientAdapter(args.url, Number(args["retry-interval"]))
+const adapter = new ClientAdapter(args.url, Number(args["retry-interval"]))
 const share = args.share === "true"
 const repo = new Repo({
   network: [adapter],
@@ -100,6 +98,9 @@ const repo = new Repo({
   peerId: args["peer-id"] || undefined,
   sharePolicy: async () => share,
 })
+
+// Our own peer id (1.x keeps it on the network subsystem only).
+const peerId = repo.peerId ?? repo.networkSubsystem.peerId
 
 repo.networkSubsystem.on("peer", ({ peerId, peerMetadata }) => {
   emit({ event: "peer", peerId, peerMetadata: plain(peerMetadata ?? null) })
@@ -158,7 +159,7 @@ function track(handle) {
   if (handles.has(handle.documentId)) return handle
   handles.set(handle.documentId, handle)
   handle.on("change", () => {
-    emit({ event: "change", documentId: handle.documentId, heads: handle.isReady() ? handle.heads() : [] })
+    emit({ event: "change", documentId: handle.documentId, heads: handle.isReady() ? headsOf(handle)[0] : [] })
   })
   handle.on("ephemeral-message", ({ senderId, message }) => {
     const record = { documentId: handle.documentId, senderId, message: plain(message), at: Date.now() }
@@ -182,14 +183,15 @@ function knownHandle(req) {
 
 function snapshot(handle) {
   const ready = handle.isReady()
+  const [heads, headsHex] = ready ? headsOf(handle) : [null, null]
   return {
     documentId: handle.documentId,
     url: handle.url,
     state: handle.state,
-    doc: ready ? plain(handle.doc()) : null,
-    heads: ready ? handle.heads() : null,
+    doc: ready ? plain(docOf(handle)) : null,
+    heads,
     // Hex change hashes, as the Automerge core (and Python bindings) print them.
-    headsHex: ready ? decodeHeads(handle.heads()) : null,
+    headsHex,
   }
 }
 
@@ -349,7 +351,9 @@ function canonical(v) {
 const commands = {
   async info() {
     return {
-      peerId: repo.peerId,
+      repoVersion: release.version,
+      installed: release.installed,
+      peerId,
       storageId: (await repo.storageId()) ?? null,
       peers: repo.peers,
       url: args.url,
@@ -370,7 +374,7 @@ const commands = {
     const timeoutMs = req.timeout_ms ?? 10_000
     const start = performance.now()
     const outcome = await withTimeout(
-      repo.find(documentId).then(
+      release.find(repo, documentId).then(
         handle => ({ state: "ready", handle }),
         error => ({ state: /unavailable/.test(String(error?.message)) ? "unavailable" : "failed", error }),
       ),
@@ -393,7 +397,8 @@ const commands = {
   async heads(req) {
     const handle = knownHandle(req)
     if (!handle.isReady()) throw new Error(`document ${handle.documentId} is ${handle.state}`)
-    return { heads: handle.heads(), headsHex: decodeHeads(handle.heads()) }
+    const [heads, headsHex] = headsOf(handle)
+    return { heads, headsHex }
   },
 
   async change(req) {
@@ -403,7 +408,8 @@ const commands = {
     handle.change(d => {
       for (const op of req.ops) applyOp(d, op)
     }, options)
-    return { heads: handle.heads(), headsHex: decodeHeads(handle.heads()) }
+    const [heads, headsHex] = headsOf(handle)
+    return { heads, headsHex }
   },
 
   async wait_for(req) {
@@ -416,13 +422,13 @@ const commands = {
     const check = () => {
       if (req.state !== undefined) return handle.state === req.state
       if (!handle.isReady()) return false
-      if (req.heads !== undefined) return sameSet(handle.heads(), req.heads)
+      if (req.heads !== undefined) return sameSet(headsOf(handle)[0], req.heads)
       if (req.synced) {
         const storageId = req.storageId ?? serverStorageId()
         if (!storageId) throw new Error("the server advertised no storageId; cannot tell what it has")
-        return sameSet(handle.getSyncInfo(storageId)?.lastHeads, handle.heads())
+        return sameSet(release.remoteHeadsOf(handle, storageId), headsOf(handle)[0])
       }
-      const doc = plain(handle.doc())
+      const doc = plain(docOf(handle))
       if (req.doc !== undefined) return deepEqual(doc, req.doc)
       if (req.path !== undefined) {
         let value
@@ -489,7 +495,7 @@ const commands = {
     // the initial connect does.
     const metadata = await repo.networkSubsystem.peerMetadata
     const connected = new Promise(resolve => repo.networkSubsystem.once("peer", resolve))
-    adapter.connect(repo.peerId, metadata)
+    adapter.connect(peerId, metadata)
     if (req.wait ?? true) {
       const result = await withTimeout(connected, req.timeout_ms ?? 10_000)
       if (result === TIMEOUT) throw new Error("reconnect: no peer message from the server")
@@ -499,7 +505,7 @@ const commands = {
 
   async peers() {
     return {
-      peerId: repo.peerId,
+      peerId,
       peers: repo.peers,
       metadata: plain(repo.peerMetadataByPeerId),
     }
@@ -509,8 +515,9 @@ const commands = {
     // What this client believes the server (by storage id) has for a doc.
     const handle = knownHandle(req)
     const storageId = req.storageId ?? serverStorageId()
-    const info = storageId ? handle.getSyncInfo(storageId) : undefined
-    return { storageId: storageId ?? null, lastHeads: info?.lastHeads ?? null, lastSyncTimestamp: info?.lastSyncTimestamp ?? null }
+    const info = storageId && !release.legacy ? handle.getSyncInfo(storageId) : undefined
+    const lastHeads = storageId ? release.remoteHeadsOf(handle, storageId) : undefined
+    return { storageId: storageId ?? null, lastHeads: lastHeads ?? null, lastSyncTimestamp: info?.lastSyncTimestamp ?? null }
   },
 
   async flush() {
@@ -570,7 +577,9 @@ rl.on("close", () => {
 
 emit({
   event: "ready",
-  peerId: repo.peerId,
+  repoVersion: release.version,
+  installed: release.installed,
+  peerId,
   storageId: (await repo.storageId()) ?? null,
   url: args.url,
 })

@@ -16,7 +16,10 @@
 //
 // Usage:
 //   node sync-server.mjs --port 0 --host 127.0.0.1 --data-dir DIR \
-//        [--tls-cert cert.pem --tls-key key.pem] [--peer-id ID]
+//        [--tls-cert cert.pem --tls-key key.pem] [--peer-id ID] \
+//        [--repo-version V]
+// --repo-version (or $AUTOMERGE_REPO_VERSION) picks the automerge-repo
+// release, 2.5.6 by default (versions.mjs); the release is logged to stderr.
 // Prints exactly one stdout line "listening on ws://HOST:PORT" (wss:// with
 // TLS) once connections are accepted. Everything else goes to stderr; run with
 // DEBUG=automerge-repo:*,WebsocketServer for the library's own trace.
@@ -27,10 +30,9 @@ import https from "node:https"
 import os from "node:os"
 import { parseArgs } from "node:util"
 
-import { Repo } from "@automerge/automerge-repo"
-import { WebSocketServerAdapter } from "@automerge/automerge-repo-network-websocket"
-import { NodeFSStorageAdapter } from "@automerge/automerge-repo-storage-nodefs"
 import { WebSocketServer } from "ws"
+
+import { loadRelease } from "./versions.mjs"
 
 const { values: args } = parseArgs({
   options: {
@@ -42,6 +44,7 @@ const { values: args } = parseArgs({
     // Only for tests that need two JS servers with distinct ids on one host;
     // the default is the public server's id.
     "peer-id": { type: "string" },
+    "repo-version": { type: "string" },
   },
   strict: true,
 })
@@ -50,6 +53,9 @@ const log = (...parts) => console.error("[sync-server]", ...parts)
 // automerge-repo logs some swallowed errors with console.log; stdout is
 // reserved for the "listening on" line.
 console.log = (...parts) => console.error("[automerge-repo]", ...parts)
+
+const release = await loadRelease(args["repo-version"])
+const { Repo, ServerAdapter, NodeFSStorageAdapter } = release
 
 const dataDir = args["data-dir"]
 fs.mkdirSync(dataDir, { recursive: true })
@@ -87,7 +93,7 @@ server.on("upgrade", (request, socket, head) => {
 })
 
 const repo = new Repo({
-  network: [new WebSocketServerAdapter(wss)],
+  network: [new ServerAdapter(wss)],
   storage: new NodeFSStorageAdapter(dataDir),
   peerId: args["peer-id"] ?? `storage-server-${os.hostname()}`,
   // A server does not share generously: it only syncs documents a peer asks
@@ -103,7 +109,7 @@ server.on("error", err => {
 server.listen(Number(args.port), args.host, async () => {
   const { address, port } = server.address()
   const host = address.includes(":") ? `[${address}]` : address
-  log(`peerId=${repo.peerId} dataDir=${dataDir}`)
+  log(`automerge-repo ${release.version} peerId=${repo.peerId ?? repo.networkSubsystem.peerId} dataDir=${dataDir}`)
   // The WebSocket adapter only starts handling sockets once the repo has read
   // its storage id (NetworkSubsystem calls adapter.connect() when peerMetadata
   // resolves). A client that joins before that is never answered and is cut

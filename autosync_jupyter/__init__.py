@@ -43,13 +43,17 @@ sign-in in the notebook.
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
-from .auth import AuthConfig
-from .blocking import BlockingConnection, BlockingDocHandle, connect_blocking
-from .client import fetch, fetch_blocking
-from .connection import ChangeStream, Connection, DocHandle, connect
-from .document import (
+from .auth.login import (
+    get_token,
+    get_token_blocking,
+    get_token_device,
+    get_token_device_blocking,
+    get_token_with_redirect,
+)
+from .auth.oidc import AuthConfig
+from .auth.tls import client_ssl_context, make_self_signed_certificate, server_ssl_context
+from .core.hub import Hub, PeerInfo, SharePolicy
+from .crdt.document import (
     ChangeEvent,
     Counter,
     Document,
@@ -60,6 +64,7 @@ from .document import (
     MutableMap,
     MutableText,
 )
+from .crdt.values import to_py
 from .errors import (
     AuthError,
     AutosyncError,
@@ -75,7 +80,6 @@ from .errors import (
     SyncTimeout,
     UnreadableValue,
 )
-from .hub import Hub, PeerInfo, SharePolicy
 from .ids import (
     DocumentId,
     PeerId,
@@ -87,17 +91,12 @@ from .ids import (
     validate_document_id,
 )
 from .jupyter import load_ipython_extension, unload_ipython_extension
-from .login import (
-    get_token,
-    get_token_blocking,
-    get_token_device,
-    get_token_device_blocking,
-    get_token_with_redirect,
-)
-from .server import BackgroundSyncServer, DocumentSummary, SyncServer
+from .runtime.blocking import BlockingConnection, BlockingDocHandle, connect_blocking
+from .runtime.client import fetch, fetch_blocking
+from .runtime.connection import ChangeStream, Connection, DocHandle, connect
+from .runtime.server import BackgroundSyncServer, DocumentSummary, SyncServer
 from .storage import FileStore, MemoryStore, Store
-from .tls import client_ssl_context, make_self_signed_certificate, server_ssl_context
-from .values import to_py
+from .version import __version__
 
 __all__ = [
     "AuthConfig",

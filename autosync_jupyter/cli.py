@@ -21,138 +21,23 @@ import re
 import signal
 import ssl as ssl_module
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from . import __version__
-from .auth import AuthConfig
+from .auth.tls import client_ssl_context
+from .crdt.values import new_document, to_py
 from .errors import AutosyncError, StorageError
 from .ids import document_url, encode_heads, generate_document_id
-from .loading import load_document
-from .server import (
-    DEFAULT_MAX_CONNECTIONS,
-    DEFAULT_MAX_MESSAGE_SIZE,
-    DEFAULT_MAX_QUEUED_BYTES,
-    DEFAULT_MAX_SEND_QUEUE,
-    SyncServer,
-)
+from .runtime.options import add_serve_arguments, server_from_arguments
 from .storage import FileStore, StoreLocked
-from .tls import client_ssl_context, make_self_signed_certificate, server_ssl_context
-from .values import new_document, to_py
+from .storage.salvage import load_document
+from .version import __version__
 from .wording import counted
 
 __all__ = ["main"]
 
 logger = logging.getLogger("autosync_jupyter.cli")
-
-
-def _port(text: str) -> int:
-    port = int(text)
-    if not 0 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"{port} is not a TCP port (0-65535)")
-    return port
-
-
-def add_serve_arguments(serve: argparse.ArgumentParser, *, default_port: int) -> None:
-    """Add the options of ``autosync serve`` (shared with ``%autosync serve``)."""
-    serve.add_argument("--host", default="127.0.0.1", help="interface (default: %(default)s)")
-    serve.add_argument(
-        "--port", type=_port, default=default_port, help="port, 0 for any (default: %(default)s)"
-    )
-    serve.add_argument(
-        "--data-dir", default=".automerge", help="document store directory (default: %(default)s)"
-    )
-    serve.add_argument(
-        "--ephemeral", action="store_true", help="keep documents in memory only; no storage id"
-    )
-    serve.add_argument(
-        "--share",
-        choices=["request", "announce", "deny"],
-        default="request",
-        help="request: documents by id only (default, like the JS sync server); "
-        "announce: push every document to every peer; deny: share nothing",
-    )
-    serve.add_argument(
-        "--create-on-request",
-        action="store_true",
-        help="R-compatible: a request for an unknown id creates an empty document",
-    )
-    tls = serve.add_mutually_exclusive_group()
-    tls.add_argument(
-        "--self-signed",
-        "--tls",
-        dest="self_signed",
-        action="store_true",
-        help="serve wss:// with a new self-signed certificate for localhost and "
-        "--host (written to a temporary directory, whose path is printed)",
-    )
-    tls.add_argument("--cert", help="PEM certificate for wss:// (with --key)")
-    serve.add_argument("--key", help="PEM private key for --cert")
-    serve.add_argument("--path", help="accept upgrades on this URL path only")
-    serve.add_argument("--origin", action="append", help="allowed browser Origin (repeatable)")
-    limits = serve.add_argument_group(
-        "limits", "what peers may cost the server (sizes in bytes, or with KiB/MiB/GiB)"
-    )
-    limits.add_argument(
-        "--max-message-size",
-        type=byte_size,
-        default=DEFAULT_MAX_MESSAGE_SIZE,
-        metavar="SIZE",
-        help="largest message, also the most a message may unpack to (default: 100 MiB)",
-    )
-    limits.add_argument(
-        "--max-connections",
-        type=int,
-        default=DEFAULT_MAX_CONNECTIONS,
-        metavar="N",
-        help="connections served at once; more get HTTP 503 (default: %(default)s)",
-    )
-    limits.add_argument(
-        "--max-queued-bytes",
-        type=byte_size,
-        default=DEFAULT_MAX_QUEUED_BYTES,
-        metavar="SIZE",
-        help="unsent bytes of all peers together; beyond, the slowest reader is "
-        "disconnected (default: 512 MiB)",
-    )
-    limits.add_argument(
-        "--max-send-queue",
-        type=byte_size,
-        default=DEFAULT_MAX_SEND_QUEUE,
-        metavar="SIZE",
-        help="unsent bytes of one peer; beyond, it is disconnected (default: 256 MiB)",
-    )
-    serve.add_argument(
-        "--sync-interval",
-        type=float,
-        default=0.1,
-        help="seconds between two rounds of sync messages for one busy document "
-        "(default: %(default)s; the first change after a quiet spell goes out at once)",
-    )
-    auth = serve.add_argument_group(
-        "authentication", "require an OIDC ID token from every peer (needs TLS)"
-    )
-    auth.add_argument(
-        "--auth",
-        action="store_true",
-        help="check ID tokens (issuer and client id from --oidc-issuer/--oidc-client-id, "
-        "else $OIDC_ISSUER/$OIDC_CLIENT_ID, issuer defaulting to Google)",
-    )
-    auth.add_argument("--oidc-issuer", help="the expected token issuer")
-    auth.add_argument("--oidc-client-id", help="the expected audience (your OAuth client id)")
-    auth.add_argument(
-        "--allow-email", action="append", default=[], help="allowed email (repeatable)"
-    )
-    auth.add_argument(
-        "--allow-domain", action="append", default=[], help="allowed email domain (repeatable)"
-    )
-    auth.add_argument(
-        "--insecure-auth-on-loopback",
-        action="store_true",
-        help="TESTING ONLY: allow --auth without TLS on a loopback host (tokens in clear text)",
-    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -308,72 +193,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-_SIZE_RE = re.compile(r"\s*(\d+)\s*([kmg]i?b?|b)?\s*", re.IGNORECASE)
-_SIZE_UNITS = {"": 1, "b": 1, "k": 1000, "m": 1000**2, "g": 1000**3}
-
-
-def byte_size(text: str) -> int:
-    """A size in bytes from ``100``, ``64KiB``, ``100MiB``, ``1G`` (KiB = 1024, KB = 1000).
-
-    >>> byte_size("100MiB"), byte_size("64k"), byte_size("512")
-    (104857600, 64000, 512)
-    """
-    match = _SIZE_RE.fullmatch(text)
-    if match is None:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 1048576, 64KiB, 100MiB)")
-    number, unit = match.group(1), (match.group(2) or "").lower()
-    scale = 1 << 10 * ("kmg".index(unit[0]) + 1) if "i" in unit else _SIZE_UNITS[unit[:1]]
-    return int(number) * scale
-
-
-def server_from_arguments(args: argparse.Namespace) -> tuple[SyncServer, list[str]]:
-    """Make (not start) the server that ``args`` of :func:`add_serve_arguments` describe.
-
-    Returns it with notes for the user (where a self-signed certificate went).
-    """
-    notes = []
-    ssl_context = None
-    if args.cert or args.key:
-        if not (args.cert and args.key):
-            raise AutosyncError("--cert and --key go together")
-        ssl_context = server_ssl_context(args.cert, args.key)
-    elif args.self_signed:
-        where = Path(tempfile.mkdtemp(prefix="autosync-tls-"))
-        hosts = ["localhost", "127.0.0.1", "::1"]
-        if args.host not in hosts and args.host not in ("0.0.0.0", "::"):
-            hosts.append(args.host)
-        cert, key = make_self_signed_certificate(where / "cert.pem", where / "key.pem", hosts=hosts)
-        ssl_context = server_ssl_context(cert, key)
-        notes.append(f"self-signed certificate: {cert}")
-    auth = None
-    if args.auth:
-        auth = AuthConfig(
-            args.oidc_client_id,
-            args.oidc_issuer,
-            allowed_emails=args.allow_email,
-            allowed_domains=args.allow_domain,
-        )
-    server = SyncServer(
-        auth=auth,
-        insecure_auth_on_loopback=args.insecure_auth_on_loopback,
-        host=args.host,
-        port=args.port,
-        data_dir=None if args.ephemeral else args.data_dir,
-        ephemeral=args.ephemeral,
-        share=args.share,
-        create_on_request=args.create_on_request,
-        ssl=ssl_context,
-        max_message_size=args.max_message_size,
-        max_connections=args.max_connections,
-        max_queued_bytes=args.max_queued_bytes,
-        max_send_queue=args.max_send_queue,
-        sync_interval=args.sync_interval,
-        origins=args.origin,
-        path=args.path,
-    )
-    return server, notes
-
-
 async def _serve(args: argparse.Namespace) -> int:
     server, notes = server_from_arguments(args)
     for note in notes:
@@ -402,7 +221,7 @@ async def _create(args: argparse.Namespace) -> int:
     if initial is not None and not isinstance(initial, dict):
         raise AutosyncError('the initial content must be a JSON object, e.g. \'{"title": "hi"}\'')
     if args.url:
-        from .connection import connect  # the server commands do not pay for the client
+        from .runtime.connection import connect  # the server commands do not pay for the client
 
         async with connect(
             args.url, token=args.token, ssl=_client_ssl(args), timeout=args.timeout
@@ -546,7 +365,7 @@ def _fsck_line(report: dict[str, Any]) -> str:
 
 async def _ls_remote(args: argparse.Namespace) -> int:
     """The documents a running server offers a peer that joins (announced ones)."""
-    from .connection import connect
+    from .runtime.connection import connect
 
     loop = asyncio.get_running_loop()
     out: dict[str, Any] = {}
@@ -583,7 +402,7 @@ def _client_ssl(args: argparse.Namespace) -> ssl_module.SSLContext | None:
 
 
 async def _fetch(args: argparse.Namespace) -> int:
-    from .client import fetch  # the server commands do not pay for the client's imports
+    from .runtime.client import fetch  # the server commands do not pay for the client's imports
 
     doc = await fetch(
         args.url,
@@ -603,7 +422,7 @@ async def _fetch(args: argparse.Namespace) -> int:
 
 
 async def _watch(args: argparse.Namespace) -> int:
-    from .connection import connect
+    from .runtime.connection import connect
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -12,7 +12,7 @@ document and a large one (random bytes, so it stays over 5 MB), then:
   in a warm process, so neither counts interpreter or module start-up.
 * live change round trip: two live connections on one document; A sets
   ``ping``, B answers with ``pong`` as soon as it sees it, A waits for it.
-  Ours: two :class:`~autosync_jupyter.connection.Connection` objects; JS: two
+  Ours: two :class:`~autosync_jupyter.runtime.connection.Connection` objects; JS: two
   Repos.
 
 It prints a markdown table with medians, p90 and ours/JS ratios (below 1 means
@@ -50,8 +50,8 @@ from jspeer import JSPeer, node_executable  # noqa: E402
 from servers import ServerProcess, js_sync_server, py_sync_server  # noqa: E402
 
 from autosync_jupyter import SyncServer  # noqa: E402
-from autosync_jupyter.client import fetch  # noqa: E402
-from autosync_jupyter.connection import connect  # noqa: E402
+from autosync_jupyter.runtime.client import fetch  # noqa: E402
+from autosync_jupyter.runtime.connection import connect  # noqa: E402
 
 JS_BENCH = REPO_ROOT / "bench" / "js_client_bench.mjs"
 LARGE_BYTES = 5_500_000

@@ -61,7 +61,7 @@ from websockets.exceptions import ConnectionClosed  # noqa: E402
 
 from autosync_jupyter import fetch  # noqa: E402
 from autosync_jupyter.ids import PeerId, generate_document_id  # noqa: E402
-from autosync_jupyter.protocol import (  # noqa: E402
+from autosync_jupyter.core.protocol import (  # noqa: E402
     DocUnavailable,
     Ephemeral,
     Error,
@@ -184,7 +184,7 @@ class Target:
 
 def _counter_change(doc: am.Document) -> bytes:
     """root["hits"] = Counter(5), as a JS peer writes it (Python cannot make counters)."""
-    from autosync_jupyter.columns import encode_rle, sleb
+    from autosync_jupyter.crdt.columns import encode_rle, sleb
 
     actor = os.urandom(16)
     start = max(c.max_op for c in doc.get_changes([])) + 1

@@ -56,7 +56,7 @@ from client_bench import py_roundtrip, summary  # noqa: E402
 from server_bench import Shape, machine_info, run_loadgen  # noqa: E402
 from servers import py_sync_server  # noqa: E402
 
-from autosync_jupyter.connection import connect  # noqa: E402
+from autosync_jupyter.runtime.connection import connect  # noqa: E402
 
 
 def free_port() -> int:

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from autosync_jupyter.login import clear_token_cache
+from autosync_jupyter.auth.login import clear_token_cache
 from tests.oidc_provider import OIDCProvider, running_provider
 
 

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import automerge.core as am
 import cbor2
 
-from autosync_jupyter.columns import encode_delta, encode_rle, read_uleb, sleb, uleb
+from autosync_jupyter.crdt.columns import encode_delta, encode_rle, read_uleb, sleb, uleb
 
 MAGIC = b"\x85\x6f\x4a\x83"
 

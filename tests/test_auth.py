@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from autosync_jupyter.auth import AuthConfig, extract_bearer
+from autosync_jupyter.auth.oidc import AuthConfig, extract_bearer
 from autosync_jupyter.errors import AuthError, AutosyncError
 from tests.oidc_provider import CLIENT_ID, OIDCProvider, running_provider
 

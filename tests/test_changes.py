@@ -22,8 +22,8 @@ from hostile import (
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from autosync_jupyter.changes import ChangeRejected, read_change
-from autosync_jupyter.columns import encode_rle, sleb, uleb
+from autosync_jupyter.crdt.changes import ChangeRejected, read_change
+from autosync_jupyter.crdt.columns import encode_rle, sleb, uleb
 
 
 def put_title(value: bytes = b"hi") -> list[tuple[int, bytes]]:

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from autosync_jupyter.crdt.values import new_document
 from autosync_jupyter.errors import DocumentUnavailable
 from autosync_jupyter.ids import generate_document_id
-from autosync_jupyter.values import new_document
 
 REPO = Path(__file__).resolve().parents[1]
 

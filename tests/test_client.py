@@ -21,11 +21,22 @@ import pytest
 from websockets.asyncio.server import ServerConnection, serve
 
 from autosync_jupyter import SyncServer
-from autosync_jupyter.blocking import connect_blocking
+from autosync_jupyter.auth.tls import (
+    client_ssl_context,
+    make_self_signed_certificate,
+    server_ssl_context,
+)
 from autosync_jupyter.cli import main
-from autosync_jupyter.client import fetch, fetch_blocking
-from autosync_jupyter.connection import Connection, connect
-from autosync_jupyter.document import ChangeEvent
+from autosync_jupyter.core.protocol import (
+    DocUnavailable,
+    Error,
+    Peer,
+    Request,
+    Sync,
+    decode,
+    encode,
+)
+from autosync_jupyter.crdt.document import ChangeEvent
 from autosync_jupyter.errors import (
     ConnectionFailed,
     DocumentUnavailable,
@@ -39,12 +50,9 @@ from autosync_jupyter.ids import (
     generate_document_id,
     interpret_as_document_id,
 )
-from autosync_jupyter.protocol import DocUnavailable, Error, Peer, Request, Sync, decode, encode
-from autosync_jupyter.tls import (
-    client_ssl_context,
-    make_self_signed_certificate,
-    server_ssl_context,
-)
+from autosync_jupyter.runtime.blocking import connect_blocking
+from autosync_jupyter.runtime.client import fetch, fetch_blocking
+from autosync_jupyter.runtime.connection import Connection, connect
 
 CONTENT = {"title": "hello", "items": [1, 2.5, "three", {"four": [4]}], "flag": True, "none": None}
 # Reconnect quickly in tests (the defaults are 0.25 s up to 15 s).

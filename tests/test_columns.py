@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from autosync_jupyter.columns import (
+from autosync_jupyter.crdt.columns import (
     ColumnError,
     count_rows,
     decode_boolean,

@@ -10,9 +10,9 @@ import automerge.core as am
 import pytest
 
 from autosync_jupyter import Document, SyncServer, connect, fetch
-from autosync_jupyter.changes import change_header
-from autosync_jupyter.chunks import split_chunks
 from autosync_jupyter.cli import main as cli
+from autosync_jupyter.crdt.changes import change_header
+from autosync_jupyter.crdt.chunks import split_chunks
 from autosync_jupyter.errors import DocumentUnavailable, DocumentUnreadable, StorageError
 from autosync_jupyter.storage import FileStore
 

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from autosync_jupyter.document import (
+from autosync_jupyter.crdt.document import (
     ChangeEvent,
     Counter,
     Document,
@@ -26,13 +26,13 @@ from autosync_jupyter.document import (
     MutableMap,
     MutableText,
 )
+from autosync_jupyter.crdt.values import new_document, to_py
 from autosync_jupyter.errors import (
     AutosyncError,
     CounterNotSupported,
     DocumentError,
     UnreadableValue,
 )
-from autosync_jupyter.values import new_document, to_py
 
 FIXTURES = Path(__file__).parent / "fixtures"
 UTC = dt.timezone.utc
@@ -504,7 +504,7 @@ def test_no_panic_or_backtrace_in_normal_reads(capfd: pytest.CaptureFixture[str]
 
 def test_a_missed_counter_is_an_error_not_a_panic(monkeypatch: pytest.MonkeyPatch) -> None:
     """Should the index ever miss a counter, the binding's panic becomes UnreadableValue."""
-    from autosync_jupyter import _patches
+    from autosync_jupyter.crdt import patches as _patches
 
     doc, _ = js_fixture("js_counters")
     monkeypatch.setattr(_patches.Tracker, "current", lambda self: _patches.SpecialIndex())
@@ -530,7 +530,7 @@ def test_patch_shortcuts_agree_with_the_full_parser(
     name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The regex reading of common patches finds what the full parser finds."""
-    from autosync_jupyter import _patches
+    from autosync_jupyter.crdt import patches as _patches
 
     def unused(self: Any, patch: str, only: Any) -> None:
         raise AssertionError(f"the parser was needed for {patch[:100]}")
@@ -551,7 +551,7 @@ def test_patch_shortcuts_agree_with_the_full_parser(
 
 def test_change_scan_finds_counters_and_errs_on_the_safe_side() -> None:
     """Change bytes reveal counters; bytes the scanner cannot read count as maybe."""
-    from autosync_jupyter._patches import may_hold_special_values
+    from autosync_jupyter.crdt.patches import may_hold_special_values
 
     python_made = Document(EVERY_TYPE).core.get_changes([])
     js_made = js_fixture("js_counters")[0].core.get_changes([])

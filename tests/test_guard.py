@@ -8,10 +8,10 @@ import automerge.core as am
 import pytest
 from hostile import body, chunk, edit_of, mutate, op_columns, reseal, sample_document, sync_message
 
-from autosync_jupyter.binding import is_panic
-from autosync_jupyter.changes import read_change
-from autosync_jupyter.guard import DocumentGuard, Limits, Pending, Rejected, admit
-from autosync_jupyter.sync_message import read_sync_message
+from autosync_jupyter.crdt.binding import is_panic
+from autosync_jupyter.crdt.changes import read_change
+from autosync_jupyter.crdt.guard import DocumentGuard, Limits, Pending, Rejected, admit
+from autosync_jupyter.crdt.sync_message import read_sync_message
 
 LIMITS = Limits.for_message_size(1 << 20)
 

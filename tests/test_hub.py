@@ -8,10 +8,10 @@ from typing import Any
 import automerge.core as am
 import cbor2
 import pytest
+from websockets.frames import CloseCode
 
-from autosync_jupyter.hub import CLOSE_NORMAL, CLOSE_PROTOCOL_ERROR, Effects, Hub, PeerInfo
-from autosync_jupyter.ids import DocumentId, PeerId, generate_document_id
-from autosync_jupyter.protocol import (
+from autosync_jupyter.core.hub import Effects, Hub, PeerInfo
+from autosync_jupyter.core.protocol import (
     DocUnavailable,
     Ephemeral,
     Error,
@@ -23,8 +23,10 @@ from autosync_jupyter.protocol import (
     Sync,
     encode,
 )
-from autosync_jupyter.sync_message import read_sync_message
-from autosync_jupyter.values import new_document, to_py
+from autosync_jupyter.crdt.sync_message import read_sync_message
+from autosync_jupyter.crdt.values import new_document, to_py
+from autosync_jupyter.ids import DocumentId, PeerId, generate_document_id
+from autosync_jupyter.storage.salvage import load_document
 
 
 @dataclass
@@ -113,6 +115,16 @@ class World:
             self.deliver(self.hub.propagate())
 
 
+def stored_into(hub: Hub, doc_id: DocumentId, data: bytes | None) -> Effects:
+    """Hand ``hub`` what a store holding ``data`` gives, as the runtime does."""
+    if not data:
+        return hub.document_loaded(doc_id, None)
+    loaded = load_document(data)
+    if loaded.document is None:
+        return hub.document_load_failed(doc_id, "its stored bytes do not load")
+    return hub.document_loaded(doc_id, loaded.document, waiting=loaded.waiting)
+
+
 def make_world(**options: Any) -> World:
     return World(Hub(peer_id=PeerId("server"), storage_id="server-storage", **options))
 
@@ -157,7 +169,7 @@ def test_unsupported_version_gets_error_and_close() -> None:
     bob.send(Join(PeerId("bob"), supported_protocol_versions=("2",)))
     assert [type(m) for m in bob.inbox] == [Error]
     assert bob.inbox[0].target_id == "bob"
-    assert bob.closed and bob.closed[0][0] == CLOSE_PROTOCOL_ERROR
+    assert bob.closed and bob.closed[0][0] == CloseCode.PROTOCOL_ERROR
 
 
 def test_version_list_containing_one_is_accepted() -> None:
@@ -358,7 +370,7 @@ def test_stored_document_is_loaded_before_any_reply() -> None:
     bob.sync(doc_id, request=True)
     assert world.loads == [doc_id]
     assert not bob.of_type(Sync) and not bob.of_type(DocUnavailable)
-    world.deliver(world.hub.document_loaded(doc_id, stored_doc.save()))
+    world.deliver(stored_into(world.hub, doc_id, stored_doc.save()))
     assert to_py(bob.docs[doc_id]) == {"from": "disk"}
     assert not bob.of_type(DocUnavailable)
 
@@ -372,7 +384,7 @@ def test_messages_behind_a_load_keep_their_order() -> None:
     other = generate_document_id()
     bob.sync(other, request=True)  # parked behind the load
     assert not bob.of_type(DocUnavailable)
-    world.deliver(world.hub.document_loaded(doc_id, new_document({"a": 1}).save()))
+    world.deliver(stored_into(world.hub, doc_id, new_document({"a": 1}).save()))
     assert [m.document_id for m in bob.of_type(DocUnavailable)] == [other]
 
 
@@ -382,7 +394,7 @@ def test_corrupt_stored_document_is_unavailable_and_never_written() -> None:
     world = World(Hub(peer_id=PeerId("server"), storage_id="s", stored={doc_id}))
     bob = world.client("bob")
     bob.sync(doc_id, request=True)
-    world.deliver(world.hub.document_loaded(doc_id, b"\x85oJ\x83garbage"))
+    world.deliver(stored_into(world.hub, doc_id, b"\x85oJ\x83garbage"))
     assert bob.of_type(DocUnavailable)
     alice = world.client("alice")
     alice.docs[doc_id] = new_document({"x": 1})
@@ -400,7 +412,7 @@ def test_reconnect_replaces_old_connection_and_resumes() -> None:
     doc_id = create_doc(alice, n=0)
     bob.sync(doc_id, request=True)
     bob2 = world.reconnect(bob)
-    assert bob.closed and bob.closed[0][0] == CLOSE_NORMAL
+    assert bob.closed and bob.closed[0][0] == CloseCode.NORMAL_CLOSURE
     assert isinstance(bob2.inbox[0], Peer)
     # A message still arriving on the old socket is dropped.
     assert not world.hub.receive(bob.conn, encode(Join(PeerId("bob"))))
@@ -472,7 +484,7 @@ def test_announce_policy_loads_stored_documents_for_a_new_peer() -> None:
     world = World(Hub(peer_id=PeerId("server"), storage_id="s", share="announce", stored={doc_id}))
     bob = world.client("bob")
     assert world.loads == [doc_id]
-    world.deliver(world.hub.document_loaded(doc_id, new_document({"d": 1}).save()))
+    world.deliver(stored_into(world.hub, doc_id, new_document({"d": 1}).save()))
     assert to_py(bob.docs[doc_id]) == {"d": 1}
 
 
@@ -675,7 +687,7 @@ def test_document_missing_a_middle_change_is_salvaged() -> None:
     world = World(Hub(peer_id=PeerId("server"), storage_id="s", stored={doc_id}))
     bob = world.client("bob")
     bob.sync(doc_id, request=True)
-    world.deliver(world.hub.document_loaded(doc_id, first + last))  # "c" needs the lost "b"
+    world.deliver(stored_into(world.hub, doc_id, first + last))  # "c" needs the lost "b"
     assert to_py(bob.docs[doc_id]) == {"a": 0}
     assert not bob.of_type(DocUnavailable)
 

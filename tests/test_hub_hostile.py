@@ -13,14 +13,14 @@ from typing import Any
 import automerge.core as am
 import pytest
 from hostile import bloom, body, chunk, deflate_bomb, op_columns, sync_message
-from test_hub import Client, World, create_doc, edit
+from test_hub import Client, World, create_doc, edit, stored_into
 
-import autosync_jupyter.hub as hub_module
-from autosync_jupyter.guard import Admission, Limits
-from autosync_jupyter.hub import Effects, Hub, HubLimits
+import autosync_jupyter.core.hub as hub_module
+from autosync_jupyter.core.hub import Effects, Hub, HubLimits
+from autosync_jupyter.core.protocol import Ephemeral, Error, Join, PeerMetadata, Request, Sync
+from autosync_jupyter.crdt.guard import Admission, Limits
+from autosync_jupyter.crdt.values import to_py
 from autosync_jupyter.ids import DocumentId, PeerId, generate_document_id
-from autosync_jupyter.protocol import Ephemeral, Error, Join, PeerMetadata, Request, Sync
-from autosync_jupyter.values import to_py
 
 
 class StoredWorld(World):
@@ -32,7 +32,7 @@ class StoredWorld(World):
         super().deliver(fx)
         for doc_id in loads:
             stored = b"".join(data for d, data in self.writes if d == doc_id)
-            self.deliver(self.hub.document_loaded(doc_id, stored or None))
+            self.deliver(stored_into(self.hub, doc_id, stored or None))
 
 
 def make_world(**options: Any) -> StoredWorld:
@@ -337,13 +337,13 @@ def test_messages_wait_while_the_holder_is_pinged() -> None:
 
 
 def hostile_join(name: str) -> bytes:
-    from autosync_jupyter.protocol import encode
+    from autosync_jupyter.core.protocol import encode
 
     return encode(Join(PeerId(name), peer_metadata=PeerMetadata(is_ephemeral=True)))
 
 
 def encode_request(name: str, doc_id: DocumentId, data: bytes) -> bytes:
-    from autosync_jupyter.protocol import encode
+    from autosync_jupyter.core.protocol import encode
 
     return encode(Request(PeerId(name), PeerId("server"), doc_id, data))
 
@@ -390,7 +390,7 @@ def test_a_peers_text_cannot_forge_log_lines(caplog: pytest.LogCaptureFixture) -
 @pytest.mark.parametrize(("verified", "seen"), [(True, True), (False, False), ("true", False)])
 def test_share_policies_see_only_verified_emails(verified: object, seen: bool) -> None:
     """peer.email is the email only when the provider verified it (the JSON true)."""
-    from autosync_jupyter.hub import PeerInfo
+    from autosync_jupyter.core.hub import PeerInfo
 
     peer = PeerInfo(PeerId("p"), identity={"email": "a@b.c", "email_verified": verified})
     assert (peer.email == "a@b.c") is seen

@@ -13,19 +13,19 @@ from pathlib import Path
 import pytest
 
 from autosync_jupyter import SyncServer, fetch
-from autosync_jupyter.auth import AuthConfig
-from autosync_jupyter.errors import AuthError
-from autosync_jupyter.login import (
+from autosync_jupyter.auth.login import (
     get_token,
     get_token_blocking,
     get_token_device,
     get_token_device_blocking,
 )
-from autosync_jupyter.tls import (
+from autosync_jupyter.auth.oidc import AuthConfig
+from autosync_jupyter.auth.tls import (
     client_ssl_context,
     make_self_signed_certificate,
     server_ssl_context,
 )
+from autosync_jupyter.errors import AuthError
 from tests.oidc_provider import CLIENT_ID, OIDCProvider
 
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))

@@ -1,4 +1,4 @@
-"""Unit tests for autosync_jupyter.protocol: the CBOR wire format of automerge-repo.
+"""Unit tests for autosync_jupyter.core.protocol: the CBOR wire format of automerge-repo.
 
 Golden bytes are taken from protocol.md §1.2. ``cborx`` below models the
 JavaScript encoder (cbor-x with ``useRecords: false``: 16-bit map headers,
@@ -21,9 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from autosync_jupyter.errors import ProtocolError
-from autosync_jupyter.ids import DocumentId, PeerId, encode_heads
-from autosync_jupyter.protocol import (
+from autosync_jupyter.core.protocol import (
     PROTOCOL_VERSION,
     DocUnavailable,
     Ephemeral,
@@ -42,6 +40,8 @@ from autosync_jupyter.protocol import (
     decode,
     encode,
 )
+from autosync_jupyter.errors import ProtocolError
+from autosync_jupyter.ids import DocumentId, PeerId, encode_heads
 
 DOC_ID = DocumentId("4NMNnkMhL8jXrdJ9jamS58PAVdXu")
 EMPTY_DOC_SYNC = bytes.fromhex("42000001000000020284")  # §1.2 / §4.1

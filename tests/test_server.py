@@ -17,9 +17,12 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from autosync_jupyter import AutosyncError, BackgroundSyncServer, FileStore, MemoryStore, SyncServer
-from autosync_jupyter.document import MutableMap
-from autosync_jupyter.ids import DocumentId, PeerId, encode_heads, generate_document_id
-from autosync_jupyter.protocol import (
+from autosync_jupyter.auth.tls import (
+    client_ssl_context,
+    make_self_signed_certificate,
+    server_ssl_context,
+)
+from autosync_jupyter.core.protocol import (
     DocUnavailable,
     Join,
     Message,
@@ -30,12 +33,9 @@ from autosync_jupyter.protocol import (
     decode,
     encode,
 )
-from autosync_jupyter.tls import (
-    client_ssl_context,
-    make_self_signed_certificate,
-    server_ssl_context,
-)
-from autosync_jupyter.values import new_document, to_py
+from autosync_jupyter.crdt.document import MutableMap
+from autosync_jupyter.crdt.values import new_document, to_py
+from autosync_jupyter.ids import DocumentId, PeerId, encode_heads, generate_document_id
 
 
 class RawPeer:

@@ -14,15 +14,15 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from autosync_jupyter import SyncServer
-from autosync_jupyter.auth import AuthConfig
-from autosync_jupyter.hub import PeerInfo
-from autosync_jupyter.ids import DocumentId, PeerId
-from autosync_jupyter.protocol import Error, Join, Peer, decode, encode
-from autosync_jupyter.tls import (
+from autosync_jupyter.auth.oidc import AuthConfig
+from autosync_jupyter.auth.tls import (
     client_ssl_context,
     make_self_signed_certificate,
     server_ssl_context,
 )
+from autosync_jupyter.core.hub import PeerInfo
+from autosync_jupyter.core.protocol import Error, Join, Peer, decode, encode
+from autosync_jupyter.ids import DocumentId, PeerId
 from tests.oidc_provider import CLIENT_ID, OIDCProvider, running_provider
 
 

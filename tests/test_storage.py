@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from autosync_jupyter.chunks import chunk_end, scan_chunks
+from autosync_jupyter.crdt.chunks import chunk_end, scan_chunks
 from autosync_jupyter.errors import InvalidDocumentId, StorageError
 from autosync_jupyter.ids import generate_document_id
 from autosync_jupyter.storage import FileStore, MemoryStore, Store, open_store

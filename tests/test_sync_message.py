@@ -10,7 +10,7 @@ from hostile import bloom, sync_message
 from hypothesis import given
 from hypothesis import strategies as st
 
-from autosync_jupyter.sync_message import SyncMessageRejected, read_sync_message
+from autosync_jupyter.crdt.sync_message import SyncMessageRejected, read_sync_message
 
 EMPTY_DOC_SYNC = bytes.fromhex("42000001000000020284")  # §1.2 / §4.1
 

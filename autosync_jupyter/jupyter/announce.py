@@ -22,28 +22,12 @@ from collections.abc import Callable
 from typing import Any
 
 from ..ids import DocumentId, document_url
-from ..server import SyncServer
+from ..runtime.server import SyncServer
+from .discovery import MAX_ANNOUNCEMENT, MAX_DOCUMENTS, SECRET_HEADER, SECRET_VARIABLE
 
-__all__ = [
-    "MAX_ANNOUNCEMENT",
-    "MAX_DOCUMENTS",
-    "SECRET_HEADER",
-    "SECRET_VARIABLE",
-    "ServerAnnouncer",
-]
+__all__ = ["ServerAnnouncer"]
 
 logger = logging.getLogger("autosync_jupyter.jupyter.announce")
-
-#: Most document summaries one announcement carries (the newest; it says
-#: how many there are in ``document_count``).
-MAX_DOCUMENTS = 40
-#: Largest announcement body in bytes (the server extension refuses more).
-MAX_ANNOUNCEMENT = 16 * 1024
-#: The environment variable holding the secret kernels of a Jupyter server
-#: announce with (the server extension sets it; its kernels inherit it).
-SECRET_VARIABLE = "AUTOSYNC_KERNEL_SECRET"
-#: The header carrying it.
-SECRET_HEADER = "X-Autosync-Kernel-Secret"
 
 _HEARTBEAT = 20.0
 _MIN_INTERVAL = 1.0

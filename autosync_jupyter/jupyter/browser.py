@@ -21,14 +21,14 @@ import anywidget
 import ipywidgets  # type: ignore[import-untyped]
 import traitlets
 
-from ..blocking import BlockingConnection
-from ..connection import Connection, DocHandle
-from ..document import ChangeEvent
+from ..crdt.document import ChangeEvent
+from ..crdt.json_tree import short_heads
 from ..errors import AutosyncError, InvalidDocumentId
 from ..ids import DocumentId, document_url, interpret_as_document_id
-from ..server import SyncServer
+from ..runtime.blocking import BlockingConnection
+from ..runtime.connection import Connection, DocHandle
+from ..runtime.server import SyncServer
 from .live_view import STATIC, LiveView, Throttle, in_loop_thread, running_loop
-from .tree import short_heads
 
 __all__ = ["BrowserSource", "DocumentBrowser"]
 

@@ -22,13 +22,13 @@ from typing import Any
 import anywidget
 import traitlets
 
-from ..blocking import BlockingConnection, BlockingDocHandle
-from ..connection import Connection, DocHandle
-from ..document import Document
+from ..crdt.document import Document
+from ..crdt.json_tree import document_tree, short_heads
 from ..errors import AutosyncError
 from ..ids import DocumentId, document_url, interpret_as_document_id
-from ..server import SyncServer
-from .tree import document_tree, short_heads
+from ..runtime.blocking import BlockingConnection, BlockingDocHandle
+from ..runtime.connection import Connection, DocHandle
+from ..runtime.server import SyncServer
 
 __all__ = ["LiveView", "LiveViewSource", "Throttle"]
 

@@ -34,8 +34,8 @@ from typing import Any, Literal
 import anywidget
 import traitlets
 
+from ..auth.login import clear_token_cache, get_token, get_token_device, get_token_with_redirect
 from ..errors import AuthError, AutosyncError, SyncTimeout
-from ..login import clear_token_cache, get_token, get_token_device, get_token_with_redirect
 from .live_view import STATIC, in_loop_thread, running_loop
 
 __all__ = ["LoginFlow", "LoginWidget", "unverified_claims"]

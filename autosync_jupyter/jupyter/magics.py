@@ -22,14 +22,14 @@ from IPython.core.interactiveshell import InteractiveShell
 from IPython.core.magic import Magics, line_magic, magics_class
 from IPython.display import display as _display
 
-from ..cli import add_serve_arguments, server_from_arguments
-from ..client import fetch
-from ..connection import DocHandle
-from ..document import Document
+from ..auth.tls import client_ssl_context
+from ..crdt.document import Document
 from ..errors import AutosyncError
 from ..ids import document_url
-from ..server import SyncServer
-from ..tls import client_ssl_context
+from ..runtime.client import fetch
+from ..runtime.connection import DocHandle
+from ..runtime.options import add_serve_arguments, server_from_arguments
+from ..runtime.server import SyncServer
 from ..wording import counted
 from .session import KernelSession, current_session
 
@@ -293,11 +293,7 @@ class AutosyncMagics(Magics):
     def _serve(self, args: argparse.Namespace) -> None:
         session = self._session
         session.require_kernel("%autosync serve")
-        if session.server is not None and session.server.running:
-            raise AutosyncError(
-                f"a server already runs in this kernel at {session.server.url}; "
-                "`%autosync stop` it first"
-            )
+        session.check_no_server()  # before a certificate is made for nothing
         server, notes = server_from_arguments(args)
         started = time.perf_counter()
         session.run(session.start_server(server), "%autosync serve")

@@ -17,12 +17,12 @@ import logging
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ..client import SSLOption
-from ..connection import Connection, connect
+from ..auth.redact import redact_url
 from ..errors import AutosyncError
 from ..nesting import kernel_loop, run_blocking
-from ..redact import redact_url
-from ..server import SyncServer
+from ..runtime.client import SSLOption
+from ..runtime.connection import Connection, connect
+from ..runtime.server import SyncServer
 
 if TYPE_CHECKING:
     from .announce import ServerAnnouncer
@@ -72,13 +72,17 @@ class KernelSession:
             raise
         return run_blocking(coro, name=what, alternative=f"await ... instead of {what}")
 
-    async def start_server(self, server: SyncServer) -> SyncServer:
-        """Start ``server`` in this loop as the kernel's server (one at a time)."""
+    def check_no_server(self) -> None:
+        """Raise unless this kernel may start a server (one runs at a time)."""
         if self.server is not None and self.server.running:
             raise AutosyncError(
-                f"a server is already running in this kernel at {self.server.url}: "
+                f"a server already runs in this kernel at {self.server.url}; "
                 "`%autosync stop` it first"
             )
+
+    async def start_server(self, server: SyncServer) -> SyncServer:
+        """Start ``server`` in this loop as the kernel's server (one at a time)."""
+        self.check_no_server()
         await server.start()
         self.server = server
         self._announce(server)
@@ -88,7 +92,7 @@ class KernelSession:
         # Under a Jupyter server with the extension, the JupyterLab panel
         # lists this server's documents.
         from .announce import ServerAnnouncer
-        from .share import jupyter_server
+        from .discovery import jupyter_server
 
         try:
             found = jupyter_server()

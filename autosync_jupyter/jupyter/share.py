@@ -16,44 +16,18 @@ URL) and ``$AUTOSYNC_JUPYTER_TOKEN`` name another one, as do the
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
-from ..connection import DocHandle
-from ..document import Document
+from ..crdt.document import Document
 from ..errors import AutosyncError
+from ..runtime.connection import DocHandle
+from .discovery import jupyter_server
 from .session import current_session
 
 __all__ = ["jupyter_server", "jupyter_sync_url", "share"]
 
 _ENDPOINT = "autosync/ws"
-
-
-def jupyter_server() -> tuple[str, str | None] | None:
-    """The URL (``http://host:port/base/``) and token of the Jupyter server that started
-    this kernel, or None (a kernel run by nbclient or a console).
-
-    ``$AUTOSYNC_JUPYTER_URL`` (and ``$AUTOSYNC_JUPYTER_TOKEN``) override it.
-    """
-    explicit = os.environ.get("AUTOSYNC_JUPYTER_URL")
-    if explicit:
-        return explicit, os.environ.get("AUTOSYNC_JUPYTER_TOKEN") or None
-    # Read the parent's runtime file directly: jupyter_server.serverapp's
-    # list_running_servers costs ~3 s of imports (jsonschema grammars) in a
-    # fresh kernel, which the first %autosync serve used to pay.
-    from jupyter_core.paths import jupyter_runtime_dir
-
-    path = Path(jupyter_runtime_dir()) / f"jpserver-{os.getppid()}.json"
-    try:
-        info = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if not isinstance(info, dict) or not isinstance(info.get("url"), str):
-        return None
-    return info["url"], str(info.get("token") or "") or None
 
 
 def jupyter_sync_url() -> tuple[str, str | None]:

@@ -22,16 +22,27 @@ from typing import Any
 from jupyter_server.extension.application import ExtensionApp
 from traitlets import Bool, Callable, Enum, Float, Int, Unicode, Union
 
-from ..server import (
+from ..runtime.server import (
     DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_MESSAGE_SIZE,
     DEFAULT_MAX_QUEUED_BYTES,
     DEFAULT_MAX_SEND_QUEUE,
     SyncServer,
 )
+from .base import ExtensionServices
+from .handlers import (
+    DocumentHandler,
+    DocumentsHandler,
+    NotFoundHandler,
+    OIDCCallbackHandler,
+    ServerHandler,
+    ServersHandler,
+    SyncWebSocketHandler,
+)
 from .registry import SECRET_VARIABLE, KernelServerRegistry
+from .relay import KernelServerRelayHandler
 
-__all__ = ["AutosyncExtension"]
+__all__ = ["AutosyncExtension", "route_table"]
 
 logger = logging.getLogger("autosync_jupyter.serverext.app")
 
@@ -51,6 +62,23 @@ def _log_through_server(serverapp: Any) -> None:
         package.addHandler(handler)
     if package.level == logging.NOTSET:
         package.setLevel(max(server_log.getEffectiveLevel(), logging.INFO))
+
+
+def route_table(extension: ExtensionServices) -> list[tuple[str, type[Any], dict[str, Any]]]:
+    """The extension's routes, relative to the server's base_url."""
+    options = {"extension": extension}
+    return [
+        (r"autosync/ws", SyncWebSocketHandler, options),
+        (r"autosync/relay", KernelServerRelayHandler, options),
+        (r"autosync/api/documents", DocumentsHandler, options),
+        (r"autosync/api/documents/([^/]+)", DocumentHandler, options),
+        (r"autosync/api/servers", ServersHandler, options),
+        (r"autosync/api/servers/([^/]+)", ServerHandler, options),
+        (r"autosync/oidc/callback", OIDCCallbackHandler, {}),
+        # Anything else under autosync/ is a JSON 404 (after authentication,
+        # so probing without a token learns nothing).
+        (r"autosync(?:/.*)?", NotFoundHandler, {}),
+    ]
 
 
 class AutosyncExtension(ExtensionApp):
@@ -167,8 +195,6 @@ class AutosyncExtension(ExtensionApp):
 
     def initialize_handlers(self) -> None:
         """Add the ``autosync/`` routes (the server prefixes its base_url)."""
-        from .handlers import route_table
-
         self.handlers.extend(route_table(self))
 
     async def _start_jupyter_server_extension(self, serverapp: Any) -> None:

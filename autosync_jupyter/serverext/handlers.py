@@ -59,28 +59,29 @@ import hashlib
 import hmac
 import json
 import logging
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
-from jupyter_core.utils import ensure_async
 from jupyter_server.auth.decorator import allow_unauthenticated, authorized
 from jupyter_server.base.handlers import APIHandler, JupyterHandler
-from jupyter_server.base.websocket import WebSocketMixin
 from tornado import web
-from tornado.websocket import WebSocketHandler
+from websockets.frames import CloseCode
 
+from ..auth.redact import redact_url
 from ..errors import DocumentUnreadable, InvalidDocumentId
 from ..ids import document_url, encode_heads, interpret_as_document_id, parse_automerge_url
-from ..redact import redact_url
-from ..server import DocumentSummary, SyncServer
+from ..runtime.server import DocumentSummary, SyncServer
+from .base import (
+    AUTH_RESOURCE,
+    NOT_RUNNING,
+    AuthorizedWebSocketHandler,
+    AutosyncAPIHandler,
+    ExtensionServices,
+    RedactedLogs,
+)
 from .peer import TornadoPeer
 from .registry import MAX_ANNOUNCEMENT, SECRET_HEADER, parse_announcement
 
-if TYPE_CHECKING:
-    from .app import AutosyncExtension
-
 __all__ = [
-    "AUTH_RESOURCE",
-    "AuthorizedWebSocketHandler",
     "DocumentHandler",
     "DocumentsHandler",
     "NotFoundHandler",
@@ -88,47 +89,9 @@ __all__ = [
     "ServerHandler",
     "ServersHandler",
     "SyncWebSocketHandler",
-    "route_table",
 ]
 
 logger = logging.getLogger("autosync_jupyter.serverext.handlers")
-
-#: The resource name Jupyter's authorizer is asked about.
-AUTH_RESOURCE: Final = "autosync"
-
-_NOT_RUNNING = "the autosync hub is not running (see the Jupyter server log)"
-
-
-def route_table(extension: AutosyncExtension) -> list[tuple[str, type[Any], dict[str, Any]]]:
-    """The extension's routes, relative to the server's base_url."""
-    from .relay import KernelServerRelayHandler  # it builds on this module's classes
-
-    options = {"extension": extension}
-    return [
-        (r"autosync/ws", SyncWebSocketHandler, options),
-        (r"autosync/relay", KernelServerRelayHandler, options),
-        (r"autosync/api/documents", DocumentsHandler, options),
-        (r"autosync/api/documents/([^/]+)", DocumentHandler, options),
-        (r"autosync/api/servers", ServersHandler, options),
-        (r"autosync/api/servers/([^/]+)", ServerHandler, options),
-        (r"autosync/oidc/callback", OIDCCallbackHandler, {}),
-        # Anything else under autosync/ is a JSON 404 (after authentication,
-        # so probing without a token learns nothing).
-        (r"autosync(?:/.*)?", NotFoundHandler, {}),
-    ]
-
-
-class RedactedLogs:
-    """Mixin: tornado's log lines about a refused request show its URL without the token.
-
-    (Tornado logs every ``HTTPError`` with the raw request URI, which carries
-    ``?token=...`` for WebSocket clients.)
-    """
-
-    request: Any
-
-    def _request_summary(self) -> str:
-        return f"{self.request.method} {redact_url(self.request.uri)} ({self.request.remote_ip})"
 
 
 def _identity(user: Any) -> dict[str, Any]:
@@ -140,54 +103,6 @@ def _identity(user: Any) -> dict[str, Any]:
 # -- the WebSocket -------------------------------------------------------------------
 
 
-class AuthorizedWebSocketHandler(RedactedLogs, WebSocketMixin, JupyterHandler, WebSocketHandler):
-    """Base of the extension's WebSockets: Jupyter's login, authorizer and Origin check.
-
-    :meth:`authorize` answers 403 unless the request carries Jupyter's login
-    cookie or token and the authorizer allows ``write`` on ``"autosync"``.
-    Jupyter's Origin check (``check_origin`` of :class:`WebSocketMixin`) and
-    keep-alive pings apply as for kernel connections; frames are limited to
-    ``AutosyncExtension.max_message_size`` bytes (larger ones close with
-    1009) and never compressed.
-    """
-
-    auth_resource = AUTH_RESOURCE
-
-    def initialize(self, extension: AutosyncExtension) -> None:
-        self.extension = extension
-
-    @property
-    def max_message_size(self) -> int:  # tornado reads this for every frame
-        return int(self.extension.max_message_size)
-
-    def get_compression_options(self) -> dict[str, Any] | None:
-        # Automerge messages are already compact (and compression costs CPU
-        # and memory per connection): off, as in SyncServer.
-        return None
-
-    def open(self, *args: Any, **kwargs: Any) -> None:
-        """Start keep-alive pings; send each message at once."""
-        super().open(*args, **kwargs)
-        # Sync messages are small and answered one by one: with Nagle's
-        # algorithm on (tornado's default) each reply waited for the peer's
-        # delayed ACK, ~40 ms per hop (measured by bench/relay_bench.py).
-        self.set_nodelay(True)
-
-    async def authorize(self) -> None:
-        """Raise 403 unless a signed-in user may write on ``"autosync"``."""
-        user = self.current_user
-        if user is None:
-            logger.warning(
-                "refused an unauthenticated autosync WebSocket: %s", redact_url(self.request.uri)
-            )
-            raise web.HTTPError(403)
-        allowed = await ensure_async(
-            self.authorizer.is_authorized(self, user, "write", self.auth_resource)
-        )
-        if not allowed:
-            raise web.HTTPError(403, f"not authorized to write on {self.auth_resource}")
-
-
 class SyncWebSocketHandler(AuthorizedWebSocketHandler):
     """``autosync/ws``: an automerge-repo sync connection behind Jupyter's authentication.
 
@@ -197,7 +112,7 @@ class SyncWebSocketHandler(AuthorizedWebSocketHandler):
     ``peer.identity = {"sub": username, "name": name}``.
     """
 
-    def initialize(self, extension: AutosyncExtension) -> None:
+    def initialize(self, extension: ExtensionServices) -> None:
         super().initialize(extension)
         self._server: SyncServer | None = None
         self._peer: TornadoPeer | None = None
@@ -209,7 +124,7 @@ class SyncWebSocketHandler(AuthorizedWebSocketHandler):
         try:
             self._server = await self.extension.ready()
         except Exception:
-            raise web.HTTPError(503, _NOT_RUNNING) from None
+            raise web.HTTPError(503, NOT_RUNNING) from None
         await super().get(*args, **kwargs)
 
     def open(self, *args: Any, **kwargs: Any) -> None:
@@ -230,7 +145,7 @@ class SyncWebSocketHandler(AuthorizedWebSocketHandler):
             if not peer.closed:
                 # The hub is done with this peer (it closed it, or failed):
                 # make sure the socket does not linger.
-                self.close(1011, "internal error")
+                self.close(CloseCode.INTERNAL_ERROR, "internal error")
 
     async def on_message(self, message: str | bytes) -> None:
         # Awaited by tornado before it reads the next frame: backpressure.
@@ -250,28 +165,6 @@ class SyncWebSocketHandler(AuthorizedWebSocketHandler):
 # -- the REST API ----------------------------------------------------------------------
 
 
-class _AutosyncAPIHandler(RedactedLogs, APIHandler):
-    """Base of the JSON routes: authorization resource, the hub, JSON replies."""
-
-    auth_resource = AUTH_RESOURCE
-
-    def initialize(self, extension: AutosyncExtension) -> None:
-        self.extension = extension
-
-    async def hub_server(self) -> SyncServer:
-        """The running hub, or HTTP 503."""
-        try:
-            return await self.extension.ready()
-        except Exception:
-            raise web.HTTPError(503, _NOT_RUNNING) from None
-
-    def reply(self, value: Any, status: int = 200) -> None:
-        """Send ``value`` as JSON."""
-        self.set_status(status)
-        self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps(value))
-
-
 def _summary_json(summary: DocumentSummary) -> dict[str, Any]:
     last = summary.last_change
     return {
@@ -287,7 +180,7 @@ def _summary_json(summary: DocumentSummary) -> dict[str, Any]:
     }
 
 
-class DocumentsHandler(_AutosyncAPIHandler):
+class DocumentsHandler(AutosyncAPIHandler):
     """``autosync/api/documents``: list (GET) and create (POST) documents."""
 
     @web.authenticated
@@ -354,7 +247,7 @@ def _parse_create_body(body: bytes) -> dict[str, Any] | None:
     return content
 
 
-class DocumentHandler(_AutosyncAPIHandler):
+class DocumentHandler(AutosyncAPIHandler):
     """``autosync/api/documents/<id>``: read one document as JSON."""
 
     @web.authenticated
@@ -369,7 +262,7 @@ class DocumentHandler(_AutosyncAPIHandler):
         percent-encoded) reads the document as it was at that version; heads
         it does not have are a 404.
         """
-        from ..jupyter.tree import document_tree
+        from ..crdt.json_tree import document_tree
 
         try:
             if raw_id.startswith("automerge:"):
@@ -400,7 +293,7 @@ class DocumentHandler(_AutosyncAPIHandler):
         )
 
 
-class ServersHandler(_AutosyncAPIHandler):
+class ServersHandler(AutosyncAPIHandler):
     """``autosync/api/servers``: the kernel-hosted servers that announced themselves."""
 
     @web.authenticated
@@ -411,7 +304,7 @@ class ServersHandler(_AutosyncAPIHandler):
         self.reply({"servers": [entry.to_json() for entry in entries]})
 
 
-class ServerHandler(_AutosyncAPIHandler):
+class ServerHandler(AutosyncAPIHandler):
     """``autosync/api/servers/<id>``: a kernel announces (PUT) or withdraws (DELETE) its server."""
 
     @web.authenticated

@@ -19,7 +19,7 @@ from typing import Final
 
 from tornado.websocket import WebSocketClosedError, WebSocketHandler
 
-from ..server import PeerClosed
+from ..runtime.server import PeerClosed
 
 __all__ = ["TornadoPeer"]
 

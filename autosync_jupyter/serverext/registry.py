@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from ..jupyter.announce import MAX_ANNOUNCEMENT, MAX_DOCUMENTS, SECRET_HEADER, SECRET_VARIABLE
+from ..jupyter.discovery import MAX_ANNOUNCEMENT, MAX_DOCUMENTS, SECRET_HEADER, SECRET_VARIABLE
 
 __all__ = [
     "EXPIRY",

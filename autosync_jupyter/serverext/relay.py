@@ -25,18 +25,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 from tornado import web
 from tornado.websocket import WebSocketClosedError
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, WebSocketException
+from websockets.frames import CloseCode
 
-from .handlers import AuthorizedWebSocketHandler
+from .base import AuthorizedWebSocketHandler, ExtensionServices
 from .registry import kernel_server_url
-
-if TYPE_CHECKING:
-    from .app import AutosyncExtension
 
 __all__ = ["KernelServerRelayHandler", "relayable"]
 
@@ -47,7 +45,19 @@ CONNECT_TIMEOUT: Final = 5.0
 
 # Codes a close may carry on the wire; the others (1005, 1006, 1015) only
 # describe what a side observed, and become 1014 ("bad gateway").
-_SENDABLE: Final = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011})
+_SENDABLE: Final = frozenset(
+    {
+        CloseCode.NORMAL_CLOSURE,
+        CloseCode.GOING_AWAY,
+        CloseCode.PROTOCOL_ERROR,
+        CloseCode.UNSUPPORTED_DATA,
+        CloseCode.INVALID_DATA,
+        CloseCode.POLICY_VIOLATION,
+        CloseCode.MESSAGE_TOO_BIG,
+        CloseCode.MANDATORY_EXTENSION,
+        CloseCode.INTERNAL_ERROR,
+    }
+)
 
 
 def relayable(url: str) -> bool:
@@ -70,7 +80,7 @@ def _wire_code(code: int | None) -> int:
 class KernelServerRelayHandler(AuthorizedWebSocketHandler):
     """``autosync/relay?server=<url>``: frames passed between a browser and a kernel's server."""
 
-    def initialize(self, extension: AutosyncExtension) -> None:
+    def initialize(self, extension: ExtensionServices) -> None:
         super().initialize(extension)
         self._upstream: ClientConnection | None = None
         self._opened = False

@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from autosync_jupyter.blocking import _LoopThread
+from autosync_jupyter.runtime.blocking import _LoopThread
 from tests.interop.jspeer import JSPeer, Op, require_js_install
 from tests.oidc_provider import CLIENT_ID, running_provider
 

@@ -26,8 +26,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from autosync_jupyter import fetch
-from autosync_jupyter.ids import generate_document_id
-from autosync_jupyter.protocol import (
+from autosync_jupyter.core.protocol import (
     Ephemeral,
     Error,
     Join,
@@ -37,6 +36,7 @@ from autosync_jupyter.protocol import (
     decode,
     encode,
 )
+from autosync_jupyter.ids import generate_document_id
 
 MiB = 1 << 20
 CANARY = {"title": "canary", "items": [1, 2, 3]}

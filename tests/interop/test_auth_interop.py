@@ -8,8 +8,8 @@ from pathlib import Path
 from jspeer import JSPeer
 
 from autosync_jupyter import SyncServer
-from autosync_jupyter.auth import AuthConfig
-from autosync_jupyter.tls import make_self_signed_certificate, server_ssl_context
+from autosync_jupyter.auth.oidc import AuthConfig
+from autosync_jupyter.auth.tls import make_self_signed_certificate, server_ssl_context
 from tests.oidc_provider import CLIENT_ID, running_provider
 
 

@@ -24,12 +24,12 @@ from jspeer import JSPeer, Op, js_value
 from servers import ServerProcess, TLSFiles, js_sync_server, make_tls_files, py_sync_server
 
 from autosync_jupyter import SyncServer
-from autosync_jupyter.client import fetch
-from autosync_jupyter.connection import connect
-from autosync_jupyter.document import Document
+from autosync_jupyter.auth.tls import client_ssl_context
+from autosync_jupyter.crdt.document import Document
 from autosync_jupyter.errors import DocumentUnavailable
 from autosync_jupyter.ids import generate_document_id
-from autosync_jupyter.tls import client_ssl_context
+from autosync_jupyter.runtime.client import fetch
+from autosync_jupyter.runtime.connection import connect
 
 # Reconnect quickly in tests (the defaults are 0.25 s up to 15 s).
 MIN_BACKOFF, MAX_BACKOFF = 0.05, 0.3

@@ -27,10 +27,10 @@ from jspeer import JS_REPO_VERSIONS, JSPeer, Op, js_check_ids, require_js_releas
 from servers import js_sync_server, py_sync_server
 
 from autosync_jupyter import SyncServer
-from autosync_jupyter.client import fetch
-from autosync_jupyter.connection import connect
 from autosync_jupyter.errors import DocumentUnavailable
 from autosync_jupyter.ids import generate_document_id, parse_document_id
+from autosync_jupyter.runtime.client import fetch
+from autosync_jupyter.runtime.connection import connect
 
 # Documents our side makes per test: with ids of plain random bytes (~8% of
 # which are UUIDs) all of them would pass a 1.x/2.0.x check ~4e-6 of the time.

@@ -22,17 +22,17 @@ from typing import Any
 
 import pytest
 
-from autosync_jupyter.auth import AuthConfig
-from autosync_jupyter.blocking import BlockingConnection
-from autosync_jupyter.connection import connect
-from autosync_jupyter.document import Document
+from autosync_jupyter.auth.oidc import AuthConfig
+from autosync_jupyter.crdt.document import Document
+from autosync_jupyter.crdt.json_tree import document_tree, short_heads, to_tree
 from autosync_jupyter.errors import AutosyncError, SyncTimeout
 from autosync_jupyter.ids import generate_document_id
 from autosync_jupyter.jupyter.browser import BrowserTable, DocumentBrowser
 from autosync_jupyter.jupyter.live_view import STATIC, LiveView, Throttle
 from autosync_jupyter.jupyter.login_widget import LoginWidget, unverified_claims
-from autosync_jupyter.jupyter.tree import document_tree, short_heads, to_tree
-from autosync_jupyter.server import SyncServer
+from autosync_jupyter.runtime.blocking import BlockingConnection
+from autosync_jupyter.runtime.connection import connect
+from autosync_jupyter.runtime.server import SyncServer
 from tests.oidc_provider import CLIENT_ID, OIDCProvider
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"

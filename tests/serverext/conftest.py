@@ -31,7 +31,7 @@ from traitlets.config import Config
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import InvalidStatus
 
-from autosync_jupyter.jupyter.announce import SECRET_HEADER
+from autosync_jupyter.jupyter.discovery import SECRET_HEADER
 from autosync_jupyter.serverext import AutosyncExtension
 
 # The plugin's fixtures (not its hooks): jp_serverapp, jp_fetch, jp_ws_fetch, ...

@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from autosync_jupyter import DocumentSummary, SyncServer, generate_document_id
-from autosync_jupyter.jupyter.announce import MAX_ANNOUNCEMENT, ServerAnnouncer
+from autosync_jupyter.jupyter.announce import ServerAnnouncer
+from autosync_jupyter.jupyter.discovery import MAX_ANNOUNCEMENT
 from autosync_jupyter.serverext import registry
 
 from .conftest import ApiCall

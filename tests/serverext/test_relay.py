@@ -18,9 +18,9 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
 from autosync_jupyter import SyncServer, fetch
-from autosync_jupyter.jupyter.announce import SECRET_HEADER, SECRET_VARIABLE
-from autosync_jupyter.protocol import Peer, decode
-from autosync_jupyter.serverext.handlers import AuthorizedWebSocketHandler
+from autosync_jupyter.core.protocol import Peer, decode
+from autosync_jupyter.jupyter.discovery import SECRET_HEADER, SECRET_VARIABLE
+from autosync_jupyter.serverext.base import AuthorizedWebSocketHandler
 from autosync_jupyter.serverext.relay import relayable
 from tests.interop.jspeer import JSPeer, Op, require_js_install
 

@@ -25,9 +25,9 @@ from tornado.websocket import WebSocketClientConnection, WebSocketClosedError
 from traitlets.config import Config
 
 from autosync_jupyter import ConnectionFailed, Document, PeerId, connect, document_url, fetch
+from autosync_jupyter.core.protocol import Join, decode, encode
 from autosync_jupyter.ids import decode_heads, encode_heads
-from autosync_jupyter.protocol import Join, decode, encode
-from autosync_jupyter.server import PeerClosed
+from autosync_jupyter.runtime.server import PeerClosed
 from autosync_jupyter.serverext import AutosyncExtension, _jupyter_server_extension_points
 from autosync_jupyter.serverext.handlers import CALLBACK_CSP
 from autosync_jupyter.serverext.peer import TornadoPeer

@@ -28,8 +28,8 @@ from typing import Any, TypeAlias
 
 import cbor2
 
-from .errors import InvalidDocumentId, ProtocolError
-from .ids import DocumentId, PeerId, validate_document_id
+from ..errors import InvalidDocumentId, ProtocolError
+from ..ids import DocumentId, PeerId, validate_document_id
 
 __all__ = [
     "DEFAULT_MAX_MESSAGE_SIZE",
@@ -260,9 +260,6 @@ class _Fields:
         if len(value) > max_length:
             raise ProtocolError(f"{self._type} message: {key!r} is longer than {max_length}")
         return value
-
-    def optional_text(self, key: str) -> str | None:
-        return None if self.get(key) is None else self.text(key)
 
     def peer_id(self, key: str) -> PeerId:
         return PeerId(self.text(key))

@@ -58,9 +58,9 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Final, TypeVar
 
-from .chunks import check_chunks, scan_chunks
-from .errors import InvalidDocumentId, StorageError
-from .ids import DocumentId, is_valid_document_id, validate_document_id
+from ..crdt.chunks import check_chunks, scan_chunks
+from ..errors import InvalidDocumentId, StorageError
+from ..ids import DocumentId, is_valid_document_id, validate_document_id
 
 __all__ = [
     "COMPACTION_FLOOR",

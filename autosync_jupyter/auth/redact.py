@@ -6,8 +6,8 @@ a log file. Its records for our connections go through loggers that carry
 :class:`RedactTokens`.
 
 Text a peer chose (its peer id, an error message it sent, an unknown message
-type) goes through :func:`printable` before it is logged, so a newline in it
-cannot start a forged log line.
+type) goes through :func:`~autosync_jupyter.wording.printable` before it is
+logged, so a newline in it cannot start a forged log line.
 """
 
 from __future__ import annotations
@@ -15,27 +15,9 @@ from __future__ import annotations
 import logging
 import re
 
-__all__ = ["RedactTokens", "printable", "redact_url", "websocket_logger"]
+__all__ = ["RedactTokens", "redact_url", "websocket_logger"]
 
 _TOKEN_PARAM = re.compile(r"([?&](?:access_)?token=)[^&#\s]*", re.IGNORECASE)
-
-
-def printable(text: object, limit: int = 200) -> str:
-    """``text`` with control and other non-printable characters escaped, and shortened.
-
-    >>> printable("bad\\nINFO forged line")
-    'bad\\\\nINFO forged line'
-    >>> printable("x" * 10, limit=4)
-    'xxxx…'
-    """
-    text = str(text)
-    if len(text) > limit:
-        text = text[:limit] + "…"
-    if text.isprintable():
-        return text
-    return "".join(
-        c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text
-    )
 
 
 def redact_url(text: str) -> str:

@@ -35,7 +35,7 @@ from joserfc import jws, jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, OKPKey, RSAKey, import_key
 
-from .errors import AuthError
+from ..errors import AuthError
 
 __all__ = [
     "DEFAULT_ISSUER",

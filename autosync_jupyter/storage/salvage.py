@@ -27,11 +27,13 @@ from dataclasses import dataclass, field
 
 import automerge.core as am
 
-from .binding import is_panic
-from .changes import ChangeRejected, change_header
-from .chunks import CHUNK_DOCUMENT, split_chunks
+from ..crdt.binding import is_panic
+from ..crdt.changes import ChangeRejected, change_header
+from ..crdt.chunks import CHUNK_DOCUMENT, split_chunks
+from ..ids import encode_heads
+from ..wording import counted
 
-__all__ = ["Loaded", "load_document"]
+__all__ = ["Loaded", "load_document", "log_salvage"]
 
 logger = logging.getLogger("autosync_jupyter.loading")
 
@@ -197,3 +199,24 @@ def _one_by_one(
         kept.append(change_hash)
         loaded = attempt
     return loaded, kept, refused
+
+
+def log_salvage(doc_id: str, loaded: Loaded) -> None:
+    """One line about what a damaged history left: changes that wait, and on what."""
+    if loaded.unreadable:
+        logger.error(
+            "document %s: %s the core refuses were left out",
+            doc_id,
+            counted(loaded.unreadable, "stored chunk"),
+        )
+    if loaded.waiting:
+        missing = sorted(encode_heads(loaded.missing))
+        logger.warning(
+            "document %s: %s wait for %s it lacks (%s%s); "
+            "kept, and applied when a peer brings them",
+            doc_id,
+            counted(len(loaded.waiting), "stored change"),
+            counted(len(missing), "change"),
+            ", ".join(missing[:3]),
+            ", ..." if len(missing) > 3 else "",
+        )

@@ -41,15 +41,13 @@ from urllib.parse import parse_qs
 import automerge.core as am
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
+from websockets.frames import CloseCode
 from websockets.http11 import Request as HttpRequest
 from websockets.http11 import Response as HttpResponse
 
-from .auth import AuthConfig, extract_bearer
-from .binding import is_panic
-from .document import Document, MutableMap, document_title
-from .errors import AuthError, AutosyncError, DocumentUnreadable, StorageError
-from .hub import (
-    CLOSE_TRY_AGAIN_LATER,
+from ..auth.oidc import AuthConfig, extract_bearer
+from ..auth.redact import websocket_logger
+from ..core.hub import (
     ConnectionId,
     Effects,
     Hub,
@@ -57,14 +55,16 @@ from .hub import (
     PeerInfo,
     SharePolicy,
 )
-from .ids import DocumentId, generate_document_id, validate_document_id
-from .loading import load_document
-from .nesting import wait_blocking
-from .protocol import DEFAULT_MAX_MESSAGE_SIZE, Error, encode
-from .redact import printable, websocket_logger
-from .storage import FileStore, MemoryStore, Store
-from .values import new_document
-from .wording import counted
+from ..core.protocol import DEFAULT_MAX_MESSAGE_SIZE, Error, encode
+from ..crdt.binding import is_panic
+from ..crdt.document import Document, MutableMap, document_title
+from ..crdt.values import new_document
+from ..errors import AuthError, AutosyncError, DocumentUnreadable, StorageError
+from ..ids import DocumentId, generate_document_id, validate_document_id
+from ..nesting import wait_blocking
+from ..storage import FileStore, MemoryStore, Store
+from ..storage.salvage import load_document, log_salvage
+from ..wording import counted, printable
 
 __all__ = [
     "DEFAULT_MAX_CONNECTIONS",
@@ -91,9 +91,6 @@ DEFAULT_MAX_CONNECTIONS = 4096
 #: connection joins with that id (it keeps the id if it answers).
 DEFAULT_TAKEOVER_TIMEOUT = 2.0
 
-_CLOSE_UNSUPPORTED_DATA = 1003
-_CLOSE_POLICY = 1008
-_CLOSE_INTERNAL_ERROR = 1011
 
 T = TypeVar("T")
 
@@ -736,7 +733,7 @@ class SyncServer:
                 hub = self._require_hub()
                 with contextlib.suppress(ConnectionClosed):
                     await ws.send(encode(Error(sender_id=hub.peer_id, message=public)))
-                    await ws.close(_CLOSE_POLICY, public)
+                    await ws.close(CloseCode.POLICY_VIOLATION, public)
                 return
             identity = outcome
         await self.serve_peer(_WebsocketsPeer(ws), identity=identity)
@@ -752,7 +749,7 @@ class SyncServer:
         hub = self._require_hub()
         if len(self._links) >= self._max_connections:
             logger.warning("refused %s: too many connections", peer.remote_address)
-            await peer.close(CLOSE_TRY_AGAIN_LATER, "too many connections, try again later")
+            await peer.close(CloseCode.TRY_AGAIN_LATER, "too many connections, try again later")
             return
         conn_id = hub.open_connection(remote_address=peer.remote_address, identity=identity)
         link = _Link(peer, conn_id)
@@ -763,7 +760,7 @@ class SyncServer:
             async for data in peer:
                 if isinstance(data, str):
                     logger.warning("%s sent a text frame: closing", peer.remote_address)
-                    await peer.close(_CLOSE_UNSUPPORTED_DATA, "binary frames only")
+                    await peer.close(CloseCode.UNSUPPORTED_DATA, "binary frames only")
                     break
                 self._apply(hub.receive(conn_id, data))
                 del data  # an idle connection must not hold on to its last frame
@@ -947,7 +944,7 @@ class SyncServer:
         except PeerClosed:
             pass
         except AutosyncError:
-            await link.ws.close(_CLOSE_INTERNAL_ERROR, "storage failure")
+            await link.ws.close(CloseCode.INTERNAL_ERROR, "storage failure")
 
     async def _drain(self, link: _Link) -> None:
         while link.queue:
@@ -969,37 +966,48 @@ class SyncServer:
         self._loads[doc_id] = future
 
         async def load() -> None:
-            failure: str | None = None
             try:
-                data = await self._store.load(doc_id)
-            except StorageError as exc:
-                logger.error("document %s: %s", doc_id, exc)
-                cause = exc.__cause__
-                detail = cause.strerror if isinstance(cause, OSError) and cause.strerror else None
-                data, failure = None, f"its files cannot be read ({detail or exc})"
-            except Exception:
-                logger.exception("loading document %s failed", doc_id)
-                data, failure = None, "reading its files failed (see the server's log)"
+                self._apply(await self._load(doc_id))
             finally:
                 self._loads.pop(doc_id, None)
-            hub = self._require_hub()
-            if failure is not None:
-                # Not "missing": a peer's edits must not start a new
-                # history over files a later read might still recover.
-                self._apply(hub.document_load_failed(doc_id, failure))
-            else:
-                problem = None
-                if not data and (damage := self._store.damage(doc_id)).damaged_bytes:
-                    problem = (
-                        f"all {damage.damaged_bytes} stored bytes were damaged (set aside "
-                        "under .corrupt/); a peer with a copy restores it"
-                    )
-                self._apply(hub.document_loaded(doc_id, data, problem=problem))
-                del data
-            future.set_result(None)
-            self._resume()
+                future.set_result(None)
+                self._resume()
 
         self._spawn(load())
+
+    async def _load(self, doc_id: DocumentId) -> Effects:
+        """Read ``doc_id`` from the store and hand the hub what it loads to."""
+        hub = self._require_hub()
+        try:
+            data = await self._store.load(doc_id)
+        except StorageError as exc:
+            logger.error("document %s: %s", doc_id, exc)
+            cause = exc.__cause__
+            detail = cause.strerror if isinstance(cause, OSError) and cause.strerror else None
+            # Not "missing": a peer's edits must not start a new history
+            # over files a later read might still recover.
+            return hub.document_load_failed(doc_id, f"its files cannot be read ({detail or exc})")
+        except Exception:
+            logger.exception("loading document %s failed", doc_id)
+            return hub.document_load_failed(
+                doc_id, "reading its files failed (see the server's log)"
+            )
+        if not data:
+            problem = None
+            if (damage := self._store.damage(doc_id)).damaged_bytes:
+                problem = (
+                    f"all {damage.damaged_bytes} stored bytes were damaged (set aside "
+                    "under .corrupt/); a peer with a copy restores it"
+                )
+            return hub.document_loaded(doc_id, None, problem=problem)
+        # Salvage may reload growing prefixes of damaged bytes: off the loop.
+        loaded = await asyncio.to_thread(load_document, data)
+        del data
+        if loaded.document is None:
+            logger.error("document %s: nothing in storage could be loaded", doc_id)
+            return hub.document_load_failed(doc_id, "its stored bytes do not load")
+        log_salvage(doc_id, loaded)
+        return hub.document_loaded(doc_id, loaded.document, waiting=loaded.waiting)
 
     def _maybe_compact(self, doc_id: DocumentId) -> None:
         hub = self._hub

@@ -36,9 +36,9 @@ from typing import Any
 
 import automerge.core as am
 
-from ..document import Document
 from ..ids import encode_heads
-from ..values import Counter, ObjectRef, Reader
+from .document import Document
+from .values import Counter, ObjectRef, Reader
 
 __all__ = ["document_tree", "short_heads", "to_tree"]
 

@@ -29,10 +29,10 @@ from typing import Any
 
 import automerge.core as am
 
-from ._patches import SpecialIndex, Tracker, Unknown, exact_timestamp, obj_key
-from ._patches import _Counter as _IndexedCounter
+from ..errors import CounterNotSupported, UnreadableValue
 from .binding import is_panic
-from .errors import CounterNotSupported, UnreadableValue
+from .patches import SpecialIndex, Tracker, Unknown, exact_timestamp, obj_key
+from .patches import _Counter as _IndexedCounter
 
 __all__ = [
     "Counter",

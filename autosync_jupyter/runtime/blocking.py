@@ -16,11 +16,11 @@ from collections.abc import Callable, Coroutine, Iterator
 from collections.abc import Mapping as MappingABC
 from typing import Any, TypeVar
 
+from ..crdt.document import Document
+from ..errors import SyncTimeout
+from ..ids import DocumentId
+from ..nesting import kernel_loop, wait_blocking
 from .connection import ChangeCallback, Connection, DocHandle, HandleState
-from .document import Document
-from .errors import SyncTimeout
-from .ids import DocumentId
-from .nesting import kernel_loop, wait_blocking
 
 __all__ = [
     "BlockingConnection",

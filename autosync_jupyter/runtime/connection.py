@@ -48,6 +48,34 @@ import cbor2
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
+from ..auth.redact import redact_url
+from ..core.protocol import (
+    DocUnavailable,
+    Ephemeral,
+    Error,
+    Message,
+    Peer,
+    Request,
+    Sync,
+)
+from ..crdt.document import ChangeEvent, Document, MutableMap
+from ..errors import (
+    AutosyncError,
+    ConnectionFailed,
+    DocumentUnavailable,
+    ProtocolError,
+    ServerError,
+    SyncTimeout,
+)
+from ..ids import (
+    DocumentId,
+    PeerId,
+    document_url,
+    encode_heads,
+    generate_document_id,
+    generate_peer_id,
+    interpret_as_document_id,
+)
 from .client import (
     _EMPTY_DOCUMENT_GRACE,
     _HANDSHAKE_TIMEOUT,
@@ -68,34 +96,6 @@ from .client import (
     _verbose_off,
     _verbose_on,
 )
-from .document import ChangeEvent, Document, MutableMap
-from .errors import (
-    AutosyncError,
-    ConnectionFailed,
-    DocumentUnavailable,
-    ProtocolError,
-    ServerError,
-    SyncTimeout,
-)
-from .ids import (
-    DocumentId,
-    PeerId,
-    document_url,
-    encode_heads,
-    generate_document_id,
-    generate_peer_id,
-    interpret_as_document_id,
-)
-from .protocol import (
-    DocUnavailable,
-    Ephemeral,
-    Error,
-    Message,
-    Peer,
-    Request,
-    Sync,
-)
-from .redact import redact_url
 
 __all__ = [
     "MAX_OFFERED",

@@ -57,10 +57,10 @@ from typing import Any, Literal, overload
 
 import automerge.core as am
 
-from ._patches import SpecialIndex, Tracker, obj_key
-from ._patches import _Counter as _IndexedCounter
-from .errors import CounterNotSupported, DocumentError
-from .ids import encode_heads
+from ..errors import CounterNotSupported, DocumentError
+from ..ids import encode_heads
+from .patches import SpecialIndex, Tracker, obj_key
+from .patches import _Counter as _IndexedCounter
 from .values import (
     COUNTER_CREATION_MESSAGE,
     Counter,

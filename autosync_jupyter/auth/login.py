@@ -35,9 +35,9 @@ from typing import Any
 from authlib.common.security import generate_token  # type: ignore[import-untyped]
 from authlib.oauth2.rfc7636 import create_s256_code_challenge  # type: ignore[import-untyped]
 
-from .auth import DEFAULT_ISSUER, _get_json
-from .errors import AuthError
-from .nesting import run_blocking
+from ..errors import AuthError
+from ..nesting import run_blocking
+from .oidc import DEFAULT_ISSUER, _get_json
 
 __all__ = [
     "clear_token_cache",

@@ -48,27 +48,12 @@ import automerge.core as am
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
+from websockets.frames import CloseCode
 
-from . import __version__
-from .binding import is_panic
-from .document import Document
-from .errors import (
-    ConnectionFailed,
-    DocumentUnavailable,
-    ProtocolError,
-    ServerError,
-    SyncTimeout,
-)
-from .guard import Admission, DocumentGuard, Limits, Rejected, admit, verify_applied
-from .ids import (
-    DocumentId,
-    PeerId,
-    generate_peer_id,
-    interpret_as_document_id,
-)
-from .nesting import run_blocking
-from .protocol import (
+from ..auth.redact import redact_url, websocket_logger
+from ..core.protocol import (
     DEFAULT_MAX_MESSAGE_SIZE,
+    PROTOCOL_VERSION,
     DocUnavailable,
     Ephemeral,
     Error,
@@ -81,8 +66,25 @@ from .protocol import (
     decode,
     encode,
 )
-from .redact import redact_url, websocket_logger
-from .sync_message import SyncMessageRejected, read_sync_message
+from ..crdt.binding import is_panic, is_transaction_open
+from ..crdt.document import Document
+from ..crdt.guard import Admission, DocumentGuard, Limits, Rejected, admit, verify_applied
+from ..crdt.sync_message import SyncMessageRejected, read_sync_message
+from ..errors import (
+    ConnectionFailed,
+    DocumentUnavailable,
+    ProtocolError,
+    ServerError,
+    SyncTimeout,
+)
+from ..ids import (
+    DocumentId,
+    PeerId,
+    generate_peer_id,
+    interpret_as_document_id,
+)
+from ..nesting import run_blocking
+from ..version import __version__
 
 __all__ = [
     "DEFAULT_MAX_MESSAGE_SIZE",
@@ -303,7 +305,7 @@ async def _handshake(ws: ClientConnection, peer_id: PeerId, url: str) -> Peer:
         # A server that refuses the peer outright (failed authentication)
         # may close before our join is even sent; its close reason is the
         # same text as its in-band error.
-        if exc.rcvd is not None and exc.rcvd.code == 1008 and exc.rcvd.reason:
+        if exc.rcvd is not None and exc.rcvd.code == CloseCode.POLICY_VIOLATION and exc.rcvd.reason:
             raise ServerError(exc.rcvd.reason, shown) from None
         raise ConnectionFailed(
             f"{shown} closed the connection before answering join ({_close_reason(exc)})"
@@ -313,7 +315,7 @@ async def _handshake(ws: ClientConnection, peer_id: PeerId, url: str) -> Peer:
         raise ServerError(msg.message, shown)
     if not isinstance(msg, Peer):
         raise ProtocolError(f"{shown} answered join with {msg.type!r}; expected a 'peer' message")
-    if msg.selected_protocol_version != "1":
+    if msg.selected_protocol_version != PROTOCOL_VERSION:
         raise ProtocolError(
             f"{shown} selected protocol version {msg.selected_protocol_version!r}; "
             "this client speaks version '1'"
@@ -336,10 +338,8 @@ async def _close_quietly(ws: ClientConnection) -> None:
 # -- one document's conversation (sans-I/O) ------------------------------------------
 
 
-# The binding refuses to sync a document while a change (transaction) is open
-# on it: ``async`` code may await inside ``with doc.change():``. Such work
-# waits and is retried shortly after.
-_TRANSACTION_OPEN = "active transaction"
+# Sync work on a document with an open change waits and is retried shortly
+# after (see crdt.binding.is_transaction_open).
 _RETRY_DELAY = 0.01
 
 
@@ -351,7 +351,7 @@ def _sync_call(call: Callable[[], T]) -> T:
     try:
         return call()
     except Exception as exc:
-        if _TRANSACTION_OPEN in str(exc):
+        if is_transaction_open(exc):
             raise _ChangeOpen() from None
         raise
 

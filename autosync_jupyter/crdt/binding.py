@@ -9,7 +9,7 @@ used again (its lock is poisoned).
 
 from __future__ import annotations
 
-__all__ = ["is_panic"]
+__all__ = ["is_panic", "is_transaction_open"]
 
 
 def is_panic(exc: BaseException) -> bool:
@@ -19,3 +19,20 @@ def is_panic(exc: BaseException) -> bool:
     False
     """
     return type(exc).__name__ == "PanicException"
+
+
+# The binding refuses to sync (or save) a document while a change is open on
+# it and says so only in its message text.
+_TRANSACTION_OPEN = "active transaction"
+
+
+def is_transaction_open(exc: BaseException) -> bool:
+    """Whether ``exc`` is the binding refusing work because a change is open on the document.
+
+    ``async`` code may await inside ``with doc.change():``; sync work on that
+    document must then wait and be retried.
+
+    >>> is_transaction_open(RuntimeError("cannot do that with an active transaction"))
+    True
+    """
+    return _TRANSACTION_OPEN in str(exc)

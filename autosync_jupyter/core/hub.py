@@ -50,11 +50,10 @@ from typing import Any, Literal, TypeAlias
 import automerge.core as am
 from websockets.frames import CloseCode
 
-from .binding import is_panic
-from .changes import ChangeInfo, read_change
-from .chunks import ChunkRejected
-from .errors import ProtocolError
-from .guard import (
+from ..crdt.binding import is_panic
+from ..crdt.changes import ChangeInfo, read_change
+from ..crdt.chunks import ChunkRejected
+from ..crdt.guard import (
     Admission,
     DocumentGuard,
     Failure,
@@ -64,8 +63,10 @@ from .guard import (
     admit,
     verify_applied,
 )
-from .ids import DocumentId, PeerId, encode_heads, generate_peer_id
-from .loading import Loaded, load_document
+from ..crdt.sync_message import SyncMessage, SyncMessageRejected, read_sync_message, sync_message_of
+from ..errors import ProtocolError
+from ..ids import DocumentId, PeerId, encode_heads, generate_peer_id
+from ..wording import counted, printable
 from .protocol import (
     DEFAULT_MAX_MESSAGE_SIZE,
     PROTOCOL_VERSION,
@@ -84,22 +85,14 @@ from .protocol import (
     UnknownMessage,
     decode,
 )
-from .redact import printable
-from .sync_message import SyncMessage, SyncMessageRejected, read_sync_message, sync_message_of
-from .wording import counted
 
 __all__ = [
-    "CLOSE_GOING_AWAY",
-    "CLOSE_NORMAL",
-    "CLOSE_POLICY",
-    "CLOSE_PROTOCOL_ERROR",
-    "CLOSE_TOO_BIG",
-    "CLOSE_TRY_AGAIN_LATER",
     "ConnectionId",
     "DocumentInfo",
     "Effects",
     "Hub",
     "HubLimits",
+    "HubView",
     "PeerInfo",
     "ShareDecision",
     "SharePolicy",
@@ -108,12 +101,6 @@ __all__ = [
 
 logger = logging.getLogger("autosync_jupyter.hub")
 
-CLOSE_NORMAL = CloseCode.NORMAL_CLOSURE
-CLOSE_GOING_AWAY = CloseCode.GOING_AWAY
-CLOSE_PROTOCOL_ERROR = CloseCode.PROTOCOL_ERROR
-CLOSE_POLICY = CloseCode.POLICY_VIOLATION
-CLOSE_TOO_BIG = CloseCode.MESSAGE_TOO_BIG
-CLOSE_TRY_AGAIN_LATER = CloseCode.TRY_AGAIN_LATER
 
 # A close frame's reason holds at most 123 bytes of UTF-8.
 _MAX_CLOSE_REASON = 123
@@ -426,9 +413,20 @@ class Hub:
         return self._take()
 
     def document_loaded(
-        self, doc_id: DocumentId, data: bytes | None, *, problem: str | None = None
+        self,
+        doc_id: DocumentId,
+        document: am.Document | None,
+        *,
+        waiting: dict[bytes, bytes] | None = None,
+        problem: str | None = None,
     ) -> Effects:
-        """Give the hub what the store holds for ``doc_id`` (None: nothing).
+        """Give the hub the document the store holds for ``doc_id`` (None: nothing).
+
+        ``document`` is what the stored bytes load to (the runtime salvages
+        them off the event loop, see :mod:`autosync_jupyter.storage.salvage`);
+        ``waiting`` are stored changes whose dependencies are missing, by
+        hash: they are applied when a peer brings what they lack. Stored
+        bytes that load to nothing at all are :meth:`document_load_failed`.
 
         ``problem`` says why the store has nothing although it listed the
         document (its bytes were damaged and set aside): the document is then
@@ -441,18 +439,11 @@ class Hub:
         doc.guard = None
         doc.waiting = {}
         doc.problem = problem
-        if data:
-            loaded = load_document(data)
-            if loaded.document is None:
-                logger.error("document %s: nothing in storage could be loaded", doc_id)
-                doc.state = _DocState.BROKEN
-                doc.problem = "its stored bytes do not load"
-            else:
-                doc.doc = loaded.document
-                doc.state = _DocState.READY
-                doc.saved_heads = loaded.document.get_heads()
-                doc.waiting = loaded.waiting
-                _log_waiting(doc_id, loaded)
+        if document is not None:
+            doc.doc = document
+            doc.state = _DocState.READY
+            doc.saved_heads = document.get_heads()
+            doc.waiting = dict(waiting or {})
         else:
             doc.state = _DocState.MISSING
         return self._after_load(doc)
@@ -625,7 +616,7 @@ class Hub:
     def shutdown(self, reason: str = "server shutting down") -> Effects:
         """Close every connection (1001) and forget all peers."""
         for conn in list(self._conns.values()):
-            self._fx.close.append((conn.conn_id, CLOSE_GOING_AWAY, reason))
+            self._fx.close.append((conn.conn_id, CloseCode.GOING_AWAY, reason))
             self._forget_peer(conn)
         self._conns.clear()
         return self._take()
@@ -665,7 +656,7 @@ class Hub:
             self._fail(
                 conn,
                 f"senderId {msg.sender_id!r} is not the peer id this connection joined with",
-                code=CLOSE_POLICY,
+                code=CloseCode.POLICY_VIOLATION,
             )
             return
         if isinstance(msg, (Request, Sync)):
@@ -706,7 +697,9 @@ class Hub:
         if holder is not None and holder is not conn:
             if _identity_key(holder.identity) != _identity_key(conn.identity):
                 # Authenticated as someone else: never theirs to take.
-                self._fail(conn, "peer id in use", target=msg.sender_id, code=CLOSE_POLICY)
+                self._fail(
+                    conn, "peer id in use", target=msg.sender_id, code=CloseCode.POLICY_VIOLATION
+                )
                 return
             if conn.identity is None:
                 # Anonymous: the holder keeps its id if it is alive. The
@@ -744,7 +737,9 @@ class Hub:
         logger.info(
             "peer %s reconnected: closing its old connection", printable(holder.peer.peer_id)
         )
-        self._fx.close.append((holder.conn_id, CLOSE_NORMAL, "replaced by a newer connection"))
+        self._fx.close.append(
+            (holder.conn_id, CloseCode.NORMAL_CLOSURE, "replaced by a newer connection")
+        )
         del self._conns[holder.conn_id]
         self._forget_peer(holder)
 
@@ -754,7 +749,9 @@ class Hub:
         if holder is not None and live:
             join = conn.parked.popleft()
             conn.parked.clear()
-            self._fail(conn, "peer id in use", target=join.sender_id, code=CLOSE_POLICY)
+            self._fail(
+                conn, "peer id in use", target=join.sender_id, code=CloseCode.POLICY_VIOLATION
+            )
             return
         if holder is not None:
             self._replace(holder)
@@ -867,7 +864,7 @@ class Hub:
             except Rejected as exc:
                 if created and not doc.has_data():
                     doc.doc, doc.state, doc.guard = None, _DocState.MISSING, None
-                code = CLOSE_TOO_BIG if exc.too_big else CLOSE_PROTOCOL_ERROR
+                code = CloseCode.MESSAGE_TOO_BIG if exc.too_big else CloseCode.PROTOCOL_ERROR
                 self._fail(conn, f"refused changes for {doc.doc_id}: {exc}", code=code)
                 return False
         before = doc.saved_heads
@@ -993,7 +990,7 @@ class Hub:
                 conn,
                 f"more than {self.limits.orphan_bytes} bytes of changes whose dependencies "
                 "never arrived",
-                code=CLOSE_TOO_BIG,
+                code=CloseCode.MESSAGE_TOO_BIG,
             )
             return False
         return True
@@ -1040,7 +1037,7 @@ class Hub:
             self._fail(
                 conn,
                 f"more than {limit} open documents that nobody has sent",
-                code=CLOSE_POLICY,
+                code=CloseCode.POLICY_VIOLATION,
             )
 
     def _unavailable(
@@ -1249,7 +1246,7 @@ class Hub:
         reason: str,
         target: PeerId | None = None,
         *,
-        code: int = CLOSE_PROTOCOL_ERROR,
+        code: int = CloseCode.PROTOCOL_ERROR,
     ) -> None:
         peer_id = conn.peer.peer_id if conn.peer else target
         logger.warning(
@@ -1270,6 +1267,57 @@ class Hub:
         return fx
 
 
+class HubView:
+    """A hub seen only through its queries: what code that must not drive it may use.
+
+    Every method of :class:`Hub` that changes state returns :class:`Effects`
+    that the runtime owning the hub must carry out; calling one from the
+    outside would drop them. :attr:`SyncServer.hub
+    <autosync_jupyter.SyncServer.hub>` therefore hands out this view.
+    """
+
+    def __init__(self, hub: Hub) -> None:
+        self._hub = hub
+
+    @property
+    def peer_id(self) -> PeerId:
+        """The hub's peer id."""
+        return self._hub.peer_id
+
+    @property
+    def storage_id(self) -> str | None:
+        """The storage id announced to peers (None: ephemeral)."""
+        return self._hub.storage_id
+
+    def peers(self) -> list[PeerInfo]:
+        """The peers that have joined."""
+        return self._hub.peers()
+
+    def list_documents(self) -> list[DocumentInfo]:
+        """Summaries of the documents in memory."""
+        return self._hub.list_documents()
+
+    def peer_count(self, doc_id: DocumentId) -> int:
+        """How many peers sync ``doc_id``."""
+        return self._hub.peer_count(doc_id)
+
+    def is_loaded(self, doc_id: DocumentId) -> bool:
+        """Whether ``doc_id`` is in memory."""
+        return self._hub.is_loaded(doc_id)
+
+    def problem(self, doc_id: DocumentId) -> str | None:
+        """Why a stored document cannot be read now (None when it can)."""
+        return self._hub.problem(doc_id)
+
+    def waiting_changes(self, doc_id: DocumentId) -> int:
+        """How many stored changes of ``doc_id`` wait for dependencies it lacks."""
+        return self._hub.waiting_changes(doc_id)
+
+    def save_document(self, doc_id: DocumentId) -> tuple[bytes, list[bytes]]:
+        """What compaction would store for ``doc_id``, and the heads it covers."""
+        return self._hub.save_document(doc_id)
+
+
 def _silences_reply(message: SyncMessage, doc: _Doc) -> bool:
     return not message.has_changes and sorted(message.heads) == sorted(doc.heads())
 
@@ -1279,24 +1327,3 @@ def _identity_key(identity: dict[str, Any] | None) -> tuple[object, ...] | None:
     if identity is None:
         return None
     return (identity.get("iss"), identity.get("sub") or identity.get("email"))
-
-
-def _log_waiting(doc_id: DocumentId, loaded: Loaded) -> None:
-    """One line about what a damaged history left: changes that wait, and on what."""
-    if loaded.unreadable:
-        logger.error(
-            "document %s: %s the core refuses were left out",
-            doc_id,
-            counted(loaded.unreadable, "stored chunk"),
-        )
-    if loaded.waiting:
-        missing = sorted(encode_heads(loaded.missing))
-        logger.warning(
-            "document %s: %s wait for %s it lacks (%s%s); "
-            "kept, and applied when a peer brings them",
-            doc_id,
-            counted(len(loaded.waiting), "stored change"),
-            counted(len(missing), "change"),
-            ", ".join(missing[:3]),
-            ", ..." if len(missing) > 3 else "",
-        )

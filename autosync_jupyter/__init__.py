@@ -43,6 +43,11 @@ sign-in in the notebook.
 
 from __future__ import annotations
 
+# First, before any module imports automerge.core: with another automerge
+# release installed, importing the package fails with what to install.
+from .crdt import binding as _binding  # noqa: F401
+
+# isort: split
 from .auth.login import (
     get_token,
     get_token_blocking,
@@ -94,7 +99,8 @@ from .jupyter import load_ipython_extension, unload_ipython_extension
 from .runtime.blocking import BlockingConnection, BlockingDocHandle, connect_blocking
 from .runtime.client import fetch, fetch_blocking
 from .runtime.connection import ChangeStream, Connection, DocHandle, connect
-from .runtime.server import BackgroundSyncServer, DocumentSummary, SyncServer
+from .runtime.server import BackgroundSyncServer, SyncServer
+from .runtime.sync_runtime import DocumentSummary, SyncRuntime
 from .storage import FileStore, MemoryStore, Store
 from .version import __version__
 
@@ -138,6 +144,7 @@ __all__ = [
     "SharePolicy",
     "StorageError",
     "Store",
+    "SyncRuntime",
     "SyncServer",
     "SyncTimeout",
     "UnreadableValue",

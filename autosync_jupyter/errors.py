@@ -11,6 +11,8 @@ __all__ = [
     "AuthError",
     "AutosyncError",
     "ConnectionFailed",
+    "CounterNotSupported",
+    "DocumentError",
     "DocumentUnavailable",
     "DocumentUnreadable",
     "InvalidDocumentId",
@@ -18,6 +20,7 @@ __all__ = [
     "ServerError",
     "StorageError",
     "SyncTimeout",
+    "UnreadableValue",
 ]
 
 

@@ -60,7 +60,6 @@ from websockets.asyncio.client import ClientConnection, connect  # noqa: E402
 from websockets.exceptions import ConnectionClosed  # noqa: E402
 
 from autosync_jupyter import fetch  # noqa: E402
-from autosync_jupyter.ids import PeerId, generate_document_id  # noqa: E402
 from autosync_jupyter.core.protocol import (  # noqa: E402
     DocUnavailable,
     Ephemeral,
@@ -73,6 +72,7 @@ from autosync_jupyter.core.protocol import (  # noqa: E402
     decode,
     encode,
 )
+from autosync_jupyter.ids import PeerId, generate_document_id  # noqa: E402
 
 KINDS = {"change": 40, "compressed": 10, "orphan": 10, "sync-message": 15, "frame": 25}
 CANARY = {"title": "canary", "items": [1, 2, 3]}

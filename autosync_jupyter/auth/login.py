@@ -45,6 +45,7 @@ __all__ = [
     "get_token_blocking",
     "get_token_device",
     "get_token_device_blocking",
+    "get_token_with_redirect",
 ]
 
 logger = logging.getLogger("autosync_jupyter.login")

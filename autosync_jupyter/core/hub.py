@@ -14,7 +14,7 @@ Rules of ``protocol.md`` that are easy to get wrong, and where they live:
 * a reconnect with a known peer id replaces the old connection and starts
   from fresh sync states (:meth:`Hub._join`);
 * "engaged with a document" is tracked apart from "has a sync state"
-  (``_Doc.peers``), so no peer silently stops receiving changes;
+  (``Doc.peers``), so no peer silently stops receiving changes;
 * a document is loaded from storage before anything is said about it
   (messages for it are parked until :meth:`Hub.document_loaded`);
 * a requester told ``doc-unavailable`` stays registered and is sent the
@@ -35,7 +35,9 @@ Rules of ``protocol.md`` that are easy to get wrong, and where they live:
   joined with, and a live connection's peer id is not taken over by another
   identity (:meth:`Hub._join`, :meth:`Hub.probe_result`);
 * what a peer leaves behind is forgotten: documents it asked for that
-  nobody has, changes whose dependencies never came (:meth:`Hub._forget_peer`).
+  nobody has, changes whose dependencies never came (:meth:`Hub._forget_peer`);
+* a document's state (loading, ready, missing, broken) and a peer's status
+  for it change only in :mod:`.document_state`, by its transition tables.
 """
 
 from __future__ import annotations
@@ -44,14 +46,13 @@ import logging
 from collections import OrderedDict, deque
 from collections.abc import Callable, Container, Iterable, Iterator
 from dataclasses import dataclass, field
-from enum import Enum
 from typing import Any, Literal, TypeAlias
 
 import automerge.core as am
 from websockets.frames import CloseCode
 
 from ..crdt.binding import is_panic
-from ..crdt.changes import ChangeInfo, read_change
+from ..crdt.changes import read_change
 from ..crdt.chunks import ChunkRejected
 from ..crdt.guard import (
     Admission,
@@ -67,6 +68,7 @@ from ..crdt.sync_message import SyncMessage, SyncMessageRejected, read_sync_mess
 from ..errors import ProtocolError
 from ..ids import DocumentId, PeerId, encode_heads, generate_peer_id
 from ..wording import counted, printable
+from .document_state import ConnectionId, Doc, DocEvent, DocState, PeerDoc
 from .protocol import (
     DEFAULT_MAX_MESSAGE_SIZE,
     PROTOCOL_VERSION,
@@ -119,8 +121,6 @@ def close_reason(text: str) -> str:
         return text
     return data[:_MAX_CLOSE_REASON].decode("utf-8", "ignore")
 
-
-ConnectionId: TypeAlias = int
 
 # Ephemeral de-duplication remembers this many (sender, session) pairs; the
 # oldest are forgotten first, so a flood of fresh session ids cannot grow it.
@@ -234,58 +234,6 @@ class DocumentInfo:
     peers: int
 
 
-class _Status(Enum):
-    UNKNOWN = "unknown"
-    HAS = "has"
-    WANTS = "wants"
-    UNAVAILABLE = "unavailable"
-
-
-class _DocState(Enum):
-    LOADING = "loading"  # in the store, not in memory yet
-    READY = "ready"  # in memory (possibly without changes)
-    MISSING = "missing"  # nobody here has it
-    BROKEN = "broken"  # stored bytes Automerge cannot load: never written to
-
-
-@dataclass
-class _PeerDoc:
-    sync_state: am.SyncState = field(default_factory=am.SyncState)
-    status: _Status = _Status.UNKNOWN
-    interacted: bool = False
-    # Generating a sync message is the costliest call on the hot path; it
-    # can only yield something if the document changed since the last call
-    # for this peer or the peer has spoken since.
-    synced_version: int = -1
-    owes_reply: bool = False
-
-
-@dataclass
-class _Doc:
-    doc_id: DocumentId
-    state: _DocState
-    doc: am.Document | None = None
-    saved_heads: list[bytes] = field(default_factory=list)
-    peers: dict[ConnectionId, _PeerDoc] = field(default_factory=dict)
-    version: int = 0  # bumped whenever the heads change
-    # What incoming changes are checked against; built on the first of them.
-    guard: DocumentGuard | None = None
-    # Changes the core holds until their dependencies arrive: who sent them,
-    # and what reading them said (they are checked when they are applied).
-    orphans: dict[bytes, tuple[ConnectionId, ChangeInfo]] = field(default_factory=dict)
-    # Stored changes whose dependencies were lost (damaged on disk): kept, by
-    # hash, and applied once a peer brings what they wait for.
-    waiting: dict[bytes, bytes] = field(default_factory=dict)
-    # Why the stored document could not be read (shown while it is not READY).
-    problem: str | None = None
-
-    def heads(self) -> list[bytes]:
-        return self.doc.get_heads() if self.doc is not None else []
-
-    def has_data(self) -> bool:
-        return self.doc is not None and bool(self.doc.get_heads())
-
-
 @dataclass
 class _Connection:
     conn_id: ConnectionId
@@ -346,7 +294,7 @@ class Hub:
         self._next_conn: ConnectionId = 0
         self._conns: dict[ConnectionId, _Connection] = {}
         self._peers: dict[PeerId, ConnectionId] = {}
-        self._docs: dict[DocumentId, _Doc] = {}
+        self._docs: dict[DocumentId, Doc] = {}
         self._dirty: set[DocumentId] = set()
         self._ephemeral_seen: OrderedDict[tuple[str, str], int] = OrderedDict()
         self._fx = Effects()
@@ -434,18 +382,9 @@ class Hub:
         :meth:`problem` reports the reason until one does.
         """
         doc = self._docs.get(doc_id)
-        if doc is None or doc.state is not _DocState.LOADING:
+        if doc is None or doc.state is not DocState.LOADING:
             return self._take()
-        doc.guard = None
-        doc.waiting = {}
-        doc.problem = problem
-        if document is not None:
-            doc.doc = document
-            doc.state = _DocState.READY
-            doc.saved_heads = document.get_heads()
-            doc.waiting = dict(waiting or {})
-        else:
-            doc.state = _DocState.MISSING
+        doc.finish_load(document, waiting=waiting, problem=problem)
         return self._after_load(doc)
 
     def document_load_failed(self, doc_id: DocumentId, reason: str) -> Effects:
@@ -456,18 +395,17 @@ class Hub:
         they are, so nothing a later read could recover is overwritten.
         """
         doc = self._docs.get(doc_id)
-        if doc is None or doc.state is not _DocState.LOADING:
+        if doc is None or doc.state is not DocState.LOADING:
             return self._take()
-        doc.state, doc.problem = _DocState.BROKEN, reason
+        doc.fail_load(reason)
         return self._after_load(doc)
 
-    def _after_load(self, doc: _Doc) -> Effects:
-        doc.version += 1
+    def _after_load(self, doc: Doc) -> Effects:
         for conn in list(self._conns.values()):
             if conn.waiting_for == doc.doc_id:
                 conn.waiting_for = None
                 self._drain_parked(conn)
-        if doc.state is _DocState.READY:
+        if doc.state is DocState.READY:
             self._announce_to_all(doc)
             if doc.peers:
                 self._dirty.add(doc.doc_id)  # a reload: answer the peers that stayed
@@ -512,13 +450,15 @@ class Hub:
     def add_document(self, doc_id: DocumentId, document: am.Document) -> Effects:
         """Add a document made on the server side; announce it per the policy."""
         existing = self._docs.get(doc_id)
-        if existing is not None and existing.state in (_DocState.READY, _DocState.LOADING):
+        if existing is not None and not existing.can(DocEvent.ADD):  # ready or loading
             raise ValueError(f"document {doc_id} already exists")
         if doc_id in self._stored and existing is None:
             raise ValueError(f"document {doc_id} already exists in storage")
-        doc = existing or _Doc(doc_id, _DocState.READY)
-        doc.state = _DocState.READY
-        doc.doc = document
+        if existing is None:
+            doc = Doc.added(doc_id, document)
+        else:
+            doc = existing
+            doc.add(document)
         self._docs[doc_id] = doc
         self._record_changes(doc)
         self._dirty.add(doc_id)  # late arrival: push to peers that asked before
@@ -567,17 +507,17 @@ class Hub:
     def is_loaded(self, doc_id: DocumentId) -> bool:
         """Tell whether a document is in memory."""
         doc = self._docs.get(doc_id)
-        return doc is not None and doc.state is _DocState.READY
+        return doc is not None and doc.state is DocState.READY
 
     def is_broken(self, doc_id: DocumentId) -> bool:
         """Whether a document's stored bytes could not be loaded at all."""
         doc = self._docs.get(doc_id)
-        return doc is not None and doc.state is _DocState.BROKEN
+        return doc is not None and doc.state is DocState.BROKEN
 
     def problem(self, doc_id: DocumentId) -> str | None:
         """Why a stored document cannot be read now (None when it can, or is not stored)."""
         doc = self._docs.get(doc_id)
-        if doc is None or doc.state in (_DocState.READY, _DocState.LOADING):
+        if doc is None or doc.state in (DocState.READY, DocState.LOADING):
             return None
         return doc.problem
 
@@ -586,12 +526,12 @@ class Hub:
         doc = self._docs.get(doc_id)
         if doc is None:
             return doc_id in self._stored
-        return doc.state is _DocState.LOADING
+        return doc.state is DocState.LOADING
 
     def request_load(self, doc_id: DocumentId) -> Effects:
         """Ask the transport to load a stored document (no-op if not stored)."""
         if doc_id not in self._docs and doc_id in self._stored:
-            self._docs[doc_id] = _Doc(doc_id, _DocState.LOADING)
+            self._docs[doc_id] = Doc.to_load(doc_id)
             self._fx.load.append(doc_id)
         return self._take()
 
@@ -599,7 +539,7 @@ class Hub:
         """Summaries of the documents in memory."""
         out = []
         for doc in self._docs.values():
-            if doc.state is _DocState.READY:
+            if doc.state is DocState.READY:
                 heads = tuple(sorted(encode_heads(doc.heads())))
                 out.append(DocumentInfo(doc.doc_id, True, heads, len(doc.peers)))
         return out
@@ -635,7 +575,7 @@ class Hub:
                     del doc.peers[conn_id]
                     conn.docs.discard(doc.doc_id)
                     self._send(conn_id, DocUnavailable(self.peer_id, conn.peer.peer_id, doc.doc_id))
-            if doc.state is _DocState.READY:
+            if doc.state is DocState.READY:
                 self._announce_to_all(doc)
         return self._take()
 
@@ -772,38 +712,37 @@ class Hub:
         doc = self._docs.get(doc_id)
         if doc is None:
             if doc_id in self._stored:
-                doc = self._docs[doc_id] = _Doc(doc_id, _DocState.LOADING)
+                doc = self._docs[doc_id] = Doc.to_load(doc_id)
                 self._fx.load.append(doc_id)
             else:
-                doc = self._docs[doc_id] = _Doc(doc_id, _DocState.MISSING)
-        if doc.state is _DocState.LOADING:
+                doc = self._docs[doc_id] = Doc.not_found(doc_id)
+        if doc.state is DocState.LOADING:
             conn.parked.appendleft(msg)
             conn.waiting_for = doc_id
             return
         pd = doc.peers.get(conn.conn_id)
         first_contact = pd is None
         if pd is None:
-            pd = doc.peers[conn.conn_id] = _PeerDoc()
+            pd = doc.peers[conn.conn_id] = PeerDoc()
             conn.docs.add(doc_id)
         pd.interacted = True
         brings_data = bool(parsed.heads)
         if isinstance(msg, Request):
-            pd.status = _Status.WANTS
+            pd.requested()
         if brings_data:
-            pd.status = _Status.HAS
+            pd.brought_data()
 
-        if doc.state is _DocState.BROKEN:
+        if doc.state is DocState.BROKEN:
             self._send(conn.conn_id, DocUnavailable(self.peer_id, conn.peer.peer_id, doc_id))
             return
         created = doc.doc is None
         if doc.doc is None:
             if brings_data:
-                doc.doc = am.Document()
-                doc.state = _DocState.READY
+                doc.arrive(am.Document())
             elif self.create_on_request:
-                doc.doc = am.Document()
-                doc.state = _DocState.READY
-                self._fx.writes.append((doc_id, doc.doc.save()))
+                empty = am.Document()
+                doc.arrive(empty)
+                self._fx.writes.append((doc_id, empty.save()))
                 logger.info("document %s created empty on request (R mode)", doc_id)
             else:
                 self._unavailable(conn, doc_id, pd, again=isinstance(msg, Request))
@@ -843,8 +782,8 @@ class Hub:
     def _apply_sync(
         self,
         conn: _Connection,
-        doc: _Doc,
-        pd: _PeerDoc,
+        doc: Doc,
+        pd: PeerDoc,
         data: bytes,
         parsed: SyncMessage,
         *,
@@ -863,7 +802,7 @@ class Hub:
                 admission = admit(doc.guard, parsed, self.limits.message)
             except Rejected as exc:
                 if created and not doc.has_data():
-                    doc.doc, doc.state, doc.guard = None, _DocState.MISSING, None
+                    doc.abandon()
                 code = CloseCode.MESSAGE_TOO_BIG if exc.too_big else CloseCode.PROTOCOL_ERROR
                 self._fail(conn, f"refused changes for {doc.doc_id}: {exc}", code=code)
                 return False
@@ -877,7 +816,7 @@ class Hub:
                 # Poisoned, or holding what this peer sent: back to what was stored.
                 self._rollback(doc, f"the core failed on a message of {conn.peer_id_text()}")
             elif created:
-                doc.doc, doc.state, doc.guard = None, _DocState.MISSING, None  # nothing came of it
+                doc.abandon()  # nothing came of it
             self._fail(conn, f"invalid sync message for {doc.doc_id}: {printable(exc)}")
             return False
         heads = doc.doc.get_heads()
@@ -903,7 +842,7 @@ class Hub:
                 self._announce_to_all(doc)
         return self._hold_orphans(conn, doc, admission)
 
-    def _verify(self, doc: _Doc, before: list[bytes], admission: Admission) -> Failure | None:
+    def _verify(self, doc: Doc, before: list[bytes], admission: Admission) -> Failure | None:
         """Check what the core applied that could not be checked before it did."""
         assert doc.doc is not None
         changes = doc.doc.get_changes(before)
@@ -926,7 +865,7 @@ class Hub:
         assert doc.guard is not None
         return verify_applied(doc.guard, changes, admission, known)
 
-    def _apply_waiting(self, doc: _Doc) -> None:
+    def _apply_waiting(self, doc: Doc) -> None:
         """Apply stored changes whose missing dependencies have arrived (checked first)."""
         assert doc.doc is not None
         if doc.guard is None:
@@ -974,7 +913,7 @@ class Hub:
             len(doc.waiting),
         )
 
-    def _hold_orphans(self, conn: _Connection, doc: _Doc, admission: Admission) -> bool:
+    def _hold_orphans(self, conn: _Connection, doc: Doc, admission: Admission) -> bool:
         """Account for changes the core keeps until their dependencies arrive."""
         if not admission.orphans:
             return True
@@ -995,14 +934,14 @@ class Hub:
             return False
         return True
 
-    def _release_orphan(self, doc: _Doc, change_hash: bytes) -> None:
+    def _release_orphan(self, doc: Doc, change_hash: bytes) -> None:
         held = doc.orphans.pop(change_hash, None)
         if held is not None:
             owner = self._conns.get(held[0])
             if owner is not None:
                 owner.orphan_bytes -= held[1].size
 
-    def _rollback(self, doc: _Doc, reason: str) -> None:
+    def _rollback(self, doc: Doc, reason: str) -> None:
         """Drop a document from memory and reload it from storage.
 
         Everything acknowledged is in the store, so nothing is lost: what
@@ -1013,21 +952,10 @@ class Hub:
         logger.warning("document %s: %s; reloading it from storage", doc.doc_id, reason)
         for change_hash in list(doc.orphans):
             self._release_orphan(doc, change_hash)
-        doc.doc = None
-        doc.guard = None
-        doc.waiting = {}
-        doc.version += 1
-        for pd in doc.peers.values():
-            pd.sync_state = am.SyncState()
-            pd.owes_reply = True
-            pd.synced_version = -1
-        if doc.saved_heads or doc.doc_id in self._stored:
-            doc.state = _DocState.LOADING
+        if doc.roll_back(self._stored):
             self._fx.load.append(doc.doc_id)
-        else:
-            doc.state = _DocState.MISSING
 
-    def _count_dataless(self, conn: _Connection, doc: _Doc) -> None:
+    def _count_dataless(self, conn: _Connection, doc: Doc) -> None:
         """Count an engaged document that holds nothing; refuse a peer beyond the limit."""
         if conn.conn_id not in doc.peers or conn.conn_id not in self._conns:
             return
@@ -1041,20 +969,19 @@ class Hub:
             )
 
     def _unavailable(
-        self, conn: _Connection, doc_id: DocumentId, pd: _PeerDoc, *, again: bool
+        self, conn: _Connection, doc_id: DocumentId, pd: PeerDoc, *, again: bool
     ) -> None:
         # Nobody here has it. The peer stays registered: if the document
         # arrives later it is pushed to it (late arrival). A request is
         # always answered; other messages once.
         assert conn.peer is not None
-        if again or pd.status is not _Status.UNAVAILABLE:
-            pd.status = _Status.UNAVAILABLE
+        if pd.tell_unavailable(again=again):
             self._send(conn.conn_id, DocUnavailable(self.peer_id, conn.peer.peer_id, doc_id))
 
     def _ephemeral(self, conn: _Connection, msg: Ephemeral) -> None:
         assert conn.peer is not None
         doc = self._docs.get(msg.document_id)
-        if doc is None or doc.state is not _DocState.READY:
+        if doc is None or doc.state is not DocState.READY:
             return  # never create or load a document for an ephemeral message
         if self._decide(conn.peer, msg.document_id) is False:
             return
@@ -1068,7 +995,7 @@ class Hub:
             self._ephemeral_seen.popitem(last=False)
         # A presence-only peer is engaged too, so relays reach it.
         if conn.conn_id not in doc.peers:
-            doc.peers[conn.conn_id] = _PeerDoc(interacted=True)
+            doc.peers[conn.conn_id] = PeerDoc(interacted=True)
             conn.docs.add(doc.doc_id)
         targets: Iterable[ConnectionId] = doc.peers
         direct = self._peers.get(msg.target_id)
@@ -1098,7 +1025,7 @@ class Hub:
         doc = self._docs.get(msg.document_id)
         pd = doc.peers.get(conn.conn_id) if doc else None
         if pd is not None:
-            pd.status = _Status.UNAVAILABLE
+            pd.said_unavailable()
 
     # -- helpers ---------------------------------------------------------------
 
@@ -1111,7 +1038,7 @@ class Hub:
         ):
             self._handle(conn, conn.parked.popleft())
 
-    def _record_changes(self, doc: _Doc) -> None:
+    def _record_changes(self, doc: Doc) -> None:
         assert doc.doc is not None
         changes = doc.doc.get_changes(doc.saved_heads)
         if changes:
@@ -1121,7 +1048,7 @@ class Hub:
         doc.saved_heads = doc.doc.get_heads()
         doc.version += 1
 
-    def _sync_to(self, doc: _Doc, conn_id: ConnectionId, pd: _PeerDoc) -> None:
+    def _sync_to(self, doc: Doc, conn_id: ConnectionId, pd: PeerDoc) -> None:
         conn = self._conns.get(conn_id)
         if conn is None or conn.peer is None or doc.doc is None:
             return
@@ -1143,7 +1070,7 @@ class Hub:
         if message is not None:
             self._send(conn_id, Sync(self.peer_id, conn.peer.peer_id, doc.doc_id, message.encode()))
 
-    def _may_receive(self, peer: PeerInfo, doc: _Doc, pd: _PeerDoc | None) -> bool:
+    def _may_receive(self, peer: PeerInfo, doc: Doc, pd: PeerDoc | None) -> bool:
         decision = self._decide(peer, doc.doc_id)
         if decision is False:
             return False
@@ -1154,27 +1081,27 @@ class Hub:
         if self.share == "request" or self.share == "deny":
             return
         for doc in list(self._docs.values()):
-            if doc.state is _DocState.READY and self._decide(conn.peer, doc.doc_id) is True:
+            if doc.state is DocState.READY and self._decide(conn.peer, doc.doc_id) is True:
                 self._engage_and_sync(doc, conn)
         # Stored documents not in memory yet are announced once loaded.
         for doc_id in self._stored_ids():
             if doc_id not in self._docs and self._decide(conn.peer, doc_id) is True:
-                self._docs[doc_id] = _Doc(doc_id, _DocState.LOADING)
+                self._docs[doc_id] = Doc.to_load(doc_id)
                 self._fx.load.append(doc_id)
 
-    def _announce_to_all(self, doc: _Doc) -> None:
+    def _announce_to_all(self, doc: Doc) -> None:
         if self.share == "request" or self.share == "deny" or not doc.heads():
             return
         for conn in self._conns.values():
             if conn.peer is not None and self._decide(conn.peer, doc.doc_id) is True:
                 self._engage_and_sync(doc, conn)
 
-    def _engage_and_sync(self, doc: _Doc, conn: _Connection) -> None:
+    def _engage_and_sync(self, doc: Doc, conn: _Connection) -> None:
         if not doc.heads():
             return
         pd = doc.peers.get(conn.conn_id)
         if pd is None:
-            pd = doc.peers[conn.conn_id] = _PeerDoc()
+            pd = doc.peers[conn.conn_id] = PeerDoc()
             conn.docs.add(doc.doc_id)
             self._sync_to(doc, conn.conn_id, pd)
 
@@ -1204,9 +1131,9 @@ class Hub:
             return False
         return decision
 
-    def _ready(self, doc_id: DocumentId) -> _Doc:
+    def _ready(self, doc_id: DocumentId) -> Doc:
         doc = self._docs.get(doc_id)
-        if doc is None or doc.state is not _DocState.READY:
+        if doc is None or doc.state is not DocState.READY:
             raise KeyError(doc_id)
         return doc
 
@@ -1219,12 +1146,7 @@ class Hub:
             if any(owner == conn.conn_id for owner, _ in doc.orphans.values()):
                 # The changes it left waiting for dependencies go with it.
                 self._rollback(doc, f"{conn.peer_id_text()} left changes it never completed")
-            if (
-                not doc.peers
-                and not doc.saved_heads
-                and doc_id not in self._stored
-                and doc.state in (_DocState.MISSING, _DocState.READY)
-            ):
+            if doc.forgettable(self._stored):
                 del self._docs[doc_id]  # nothing here but what it asked for
                 self._dirty.discard(doc_id)
         conn.docs.clear()
@@ -1318,7 +1240,7 @@ class HubView:
         return self._hub.save_document(doc_id)
 
 
-def _silences_reply(message: SyncMessage, doc: _Doc) -> bool:
+def _silences_reply(message: SyncMessage, doc: Doc) -> bool:
     return not message.has_changes and sorted(message.heads) == sorted(doc.heads())
 
 

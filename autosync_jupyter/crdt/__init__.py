@@ -6,3 +6,8 @@ The byte readers (:mod:`.chunks`, :mod:`.columns`, :mod:`.changes`,
 :mod:`.sync_message`) and :mod:`.guard` check what a peer sent before the
 binding sees it.
 """
+
+from __future__ import annotations
+
+# First, so that a wrong automerge release is reported before anything uses it.
+from . import binding as binding

@@ -37,12 +37,21 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Final, TypeAlias
 
-from .chunks import CHUNK_CHANGE, CHUNK_COMPRESSED, MAGIC, ChunkRejected, inflate_bounded
+from .chunks import (
+    CHUNK_CHANGE,
+    CHUNK_COMPRESSED,
+    COLUMN_DEFLATE,
+    MAGIC,
+    MAX_INFLATED,
+    ChunkRejected,
+    inflate_bounded,
+)
 from .columns import (
     ColumnError,
     decode_boolean,
     decode_delta,
     decode_rle,
+    distinct_values,
     encode_boolean,
     encode_delta,
     encode_maybe_boolean,
@@ -54,9 +63,13 @@ from .columns import (
 )
 
 __all__ = [
+    "VALUE_COUNTER",
+    "VALUE_FIRST_UNKNOWN",
+    "VALUE_TIMESTAMP",
     "ChangeInfo",
     "ChangeRejected",
     "change_header",
+    "change_value_types",
     "read_change",
 ]
 
@@ -105,6 +118,11 @@ _MAKE_MAP, _PUT, _MAKE_LIST, _DELETE, _MAKE_TEXT, _INCREMENT, _MAKE_TABLE, _MARK
 _VALUELESS: Final = frozenset({_MAKE_MAP, _MAKE_LIST, _DELETE, _MAKE_TEXT, _MAKE_TABLE})
 _NULL, _FALSE, _TRUE, _ULEB, _LEB, _FLOAT = range(6)
 _COUNTER, _TIMESTAMP = 8, 9
+#: Value type codes (the low four bits of value metadata): a counter, a
+#: timestamp, and the first code the 0.5 core does not know.
+VALUE_COUNTER: Final = _COUNTER
+VALUE_TIMESTAMP: Final = _TIMESTAMP
+VALUE_FIRST_UNKNOWN: Final = 10
 
 
 class ChangeRejected(ChunkRejected):
@@ -179,7 +197,26 @@ class ChangeInfo:
         return self.start_op + self.num_ops - 1
 
 
-def change_header(chunk: bytes, *, max_inflated: int = 2**30) -> tuple[bytes, tuple[bytes, ...]]:
+def _change_body(chunk: bytes, max_inflated: int) -> tuple[int, int, bytes]:
+    """A change chunk's type, where it ends, and its (inflated) body; nothing checked."""
+    if len(chunk) < 10 or chunk[:4] != MAGIC:
+        raise ChangeRejected("not an automerge chunk (bad magic bytes)")
+    try:
+        length, start = read_uleb(chunk, 9)
+        if chunk[8] == CHUNK_CHANGE:
+            body = chunk[start : start + length]
+        elif chunk[8] == CHUNK_COMPRESSED:
+            body = inflate_bounded(chunk[start : start + length], max_inflated)
+        else:
+            raise ChangeRejected(f"chunk type {chunk[8]} is not a change")
+    except (ColumnError, ChunkRejected) as exc:  # ChangeRejected above included
+        raise ChangeRejected(f"not a sound change chunk: {exc}") from None
+    return chunk[8], start + length, body
+
+
+def change_header(
+    chunk: bytes, *, max_inflated: int = MAX_INFLATED
+) -> tuple[bytes, tuple[bytes, ...]]:
     """A change chunk's hash and dependencies, read without checking the rest.
 
     For bytes this process stored itself (finding what a damaged history
@@ -188,25 +225,45 @@ def change_header(chunk: bytes, *, max_inflated: int = 2**30) -> tuple[bytes, tu
     Raises:
         ChangeRejected: the chunk is not a sound change chunk.
     """
-    if len(chunk) < 10 or chunk[:4] != MAGIC:
-        raise ChangeRejected("not an automerge chunk (bad magic bytes)")
+    chunk_type, end, body = _change_body(chunk, max_inflated)
+    if chunk_type == CHUNK_CHANGE:
+        digest = hashlib.sha256(memoryview(chunk)[8:end]).digest()
+    else:
+        digest = hashlib.sha256(bytes((CHUNK_CHANGE,)) + uleb(len(body)) + body).digest()
     try:
-        length, start = read_uleb(chunk, 9)
-        if chunk[8] == CHUNK_CHANGE:
-            body = chunk[start : start + length]
-            digest = hashlib.sha256(memoryview(chunk)[8 : start + length]).digest()
-        elif chunk[8] == CHUNK_COMPRESSED:
-            body = inflate_bounded(chunk[start : start + length], max_inflated)
-            digest = hashlib.sha256(bytes((CHUNK_CHANGE,)) + uleb(len(body)) + body).digest()
-        else:
-            raise ChangeRejected(f"chunk type {chunk[8]} is not a change")
         count, pos = read_uleb(body, 0)
-    except (ColumnError, ChunkRejected) as exc:
+    except ColumnError as exc:
         raise ChangeRejected(f"not a sound change chunk: {exc}") from None
     deps = tuple(body[pos + 32 * i : pos + 32 * (i + 1)] for i in range(count))
     if pos + 32 * count > len(body):
         raise ChangeRejected("change ends inside its dependencies")
     return digest, deps
+
+
+def change_value_types(chunk: bytes, *, max_inflated: int = MAX_INFLATED) -> set[int]:
+    """The value type codes a change chunk writes (``VALUE_COUNTER``, ...), nothing checked.
+
+    For the changes of a document this process holds (may it hold a
+    counter?); peers' bytes go through :func:`read_change`.
+
+    Raises:
+        ChangeRejected: the chunk or its value column does not decode.
+    """
+    _, _, body = _change_body(chunk, max_inflated)
+    try:
+        header = _read_header(body)
+        pos = header.columns_at
+        for spec, size in header.specs:
+            data, pos = _take(body, pos, size, "columns")
+            if spec & ~COLUMN_DEFLATE == _VAL_META:
+                if spec & COLUMN_DEFLATE:
+                    data = inflate_bounded(data, max_inflated)
+                return {int(meta) & 0x0F for meta in distinct_values(data, "u")}
+    except (ColumnError, ChunkRejected) as exc:
+        if isinstance(exc, ChangeRejected):
+            raise
+        raise ChangeRejected(f"change columns do not decode: {exc}") from None
+    return set()
 
 
 def _take(data: bytes, pos: int, length: int, what: str) -> tuple[bytes, int]:
@@ -259,8 +316,22 @@ def _read_change(chunk: bytes, max_inflated: int, max_ops: int) -> ChangeInfo:
     return _read_body(body, digest, len(chunk), max_ops)
 
 
-def _read_body(body: bytes, digest: bytes, size: int, max_ops: int) -> ChangeInfo:
-    # -- header -------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class _Header:
+    """The fields of a change before its columns, and where the column data starts."""
+
+    deps: tuple[bytes, ...]
+    actor: bytes
+    seq: int
+    start_op: int
+    time: int
+    message: bytes
+    others: list[bytes]
+    specs: list[tuple[int, int]]
+    columns_at: int
+
+
+def _read_header(body: bytes) -> _Header:
     count, pos = read_uleb(body, 0)
     if count * 32 > len(body):
         raise ChangeRejected("change claims more dependencies than it holds")
@@ -289,8 +360,16 @@ def _read_body(body: bytes, digest: bytes, size: int, max_ops: int) -> ChangeInf
         spec, pos = read_uleb(body, pos)
         column_length, pos = read_uleb(body, pos)
         specs.append((spec, column_length))
+    return _Header(deps, actor, seq, start_op, time, message, others, specs, pos)
+
+
+def _read_body(body: bytes, digest: bytes, size: int, max_ops: int) -> ChangeInfo:
+    # -- header -------------------------------------------------------------------
+    header = _read_header(body)
+    deps, actor, seq, start_op = header.deps, header.actor, header.seq, header.start_op
+    time, message, others, pos = header.time, header.message, header.others, header.columns_at
     columns: dict[int, bytes] = {}
-    for spec, column_length in specs:
+    for spec, column_length in header.specs:
         if spec not in _KNOWN_COLUMNS or spec in columns:
             raise ChangeRejected(f"change has an unexpected column (specification {spec})")
         columns[spec], pos = _take(body, pos, column_length, "columns")

@@ -23,7 +23,9 @@ __all__ = [
     "CHUNK_CHANGE",
     "CHUNK_COMPRESSED",
     "CHUNK_DOCUMENT",
+    "COLUMN_DEFLATE",
     "MAGIC",
+    "MAX_INFLATED",
     "ChunkRejected",
     "DocumentChunk",
     "DocumentColumns",
@@ -43,10 +45,12 @@ MAGIC: Final = b"\x85\x6f\x4a\x83"
 CHUNK_DOCUMENT: Final = 0
 CHUNK_CHANGE: Final = 1
 CHUNK_COMPRESSED: Final = 2
-# A compressed change is checksummed over its inflated form; refuse to inflate
-# more than this (a chunk that claims more is treated as damaged).
-_MAX_INFLATED: Final = 1 << 30
-_COLUMN_DEFLATE: Final = 0x08
+#: The most bytes this process inflates from chunks it wrote itself (stored
+#: or its documents' own changes); a chunk that claims more is treated as
+#: damaged. Peers' bytes get the caller's much smaller bounds.
+MAX_INFLATED: Final = 1 << 30
+#: The bit of a column specification that marks the column as raw deflate.
+COLUMN_DEFLATE: Final = 0x08
 _COLUMN_TYPE: Final = 0x07
 _COLUMN_VALUE: Final = 7
 
@@ -108,7 +112,7 @@ def chunk_end(data: bytes, pos: int) -> int | None:
         return None
     if chunk_type == CHUNK_COMPRESSED:
         try:
-            change = inflate_bounded(data[start:end], _MAX_INFLATED)
+            change = inflate_bounded(data[start:end], MAX_INFLATED)
         except ChunkRejected:
             return None
         digest = hashlib.sha256(bytes([CHUNK_CHANGE]) + uleb(len(change)) + change).digest()
@@ -242,7 +246,7 @@ def _check_document_chunk(chunk: bytes, max_inflated: int, max_rows: int) -> Doc
             if len(data) != size:
                 raise ChunkRejected("document chunk ends inside its columns")
             pos += size
-            if spec & _COLUMN_DEFLATE:
+            if spec & COLUMN_DEFLATE:
                 data = inflate_bounded(data, budget)
                 budget -= len(data)
             column_rows = count_rows(data, spec & _COLUMN_TYPE, limit=max_rows)
@@ -290,9 +294,9 @@ def document_columns(chunk: bytes) -> DocumentColumns:
         for spec, size in op_specs:
             data = body[pos : pos + size]
             pos += size
-            if spec & _COLUMN_DEFLATE:
-                data = inflate_bounded(data, _MAX_INFLATED)
-            ops[spec & ~_COLUMN_DEFLATE] = data
+            if spec & COLUMN_DEFLATE:
+                data = inflate_bounded(data, MAX_INFLATED)
+            ops[spec & ~COLUMN_DEFLATE] = data
     except (ColumnError, IndexError) as exc:
         raise ChunkRejected(f"document chunk does not decode: {exc}") from None
     return DocumentColumns(actors, ops)

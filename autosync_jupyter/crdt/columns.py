@@ -37,6 +37,7 @@ __all__ = [
     "decode_boolean",
     "decode_delta",
     "decode_rle",
+    "distinct_values",
     "encode_boolean",
     "encode_delta",
     "encode_maybe_boolean",
@@ -233,6 +234,32 @@ def encode_rle(values: Sequence[int | bytes | None], kind: Kind) -> bytes:
         for item in literal:
             _write_value(out, item, kind)
     return bytes(out)
+
+
+def distinct_values(data: bytes, kind: Kind) -> set[int | bytes]:
+    """The distinct non-null values of an RLE column, read without expanding its runs.
+
+    >>> sorted(distinct_values(bytes.fromhex("02017f0200027f03"), "u"))
+    [1, 2, 3]
+
+    Raises:
+        ColumnError: the bytes do not decode.
+    """
+    values: set[int | bytes] = set()
+    pos = 0
+    end = len(data)
+    while pos < end:
+        count, pos = read_sleb(data, pos)
+        if count > 0:  # a run: one value, repeated
+            value, pos = _read_value(data, pos, kind)
+            values.add(value)
+        elif count < 0:  # -count literal values
+            for _ in range(-count):
+                value, pos = _read_value(data, pos, kind)
+                values.add(value)
+        else:  # a run of nulls
+            _, pos = read_uleb(data, pos)
+    return values
 
 
 def count_rows(data: bytes, column_type: int, *, limit: int) -> int:

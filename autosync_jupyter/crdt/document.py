@@ -59,7 +59,8 @@ import automerge.core as am
 
 from ..errors import CounterNotSupported, DocumentError
 from ..ids import encode_heads
-from .patches import SpecialIndex, Tracker, obj_key
+from .binding import insert_text, obj_key
+from .patches import SpecialIndex, Tracker
 from .patches import _Counter as _IndexedCounter
 from .values import (
     COUNTER_CREATION_MESSAGE,
@@ -69,7 +70,6 @@ from .values import (
     check_int,
     check_key,
     check_value,
-    insert_text,
     new_document,
     put_value,
 )

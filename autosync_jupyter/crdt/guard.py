@@ -34,6 +34,7 @@ from typing import Any
 
 import automerge.core as am
 
+from .binding import object_id
 from .changes import MAP, SEQUENCE, ChangeInfo, OpRef, read_change
 from .chunks import (
     CHUNK_DOCUMENT,
@@ -42,7 +43,7 @@ from .chunks import (
     check_document_chunk,
     document_columns,
 )
-from .columns import ColumnError, decode_boolean, decode_delta, decode_rle, read_uleb, uleb
+from .columns import ColumnError, decode_boolean, decode_delta, decode_rle, read_uleb
 from .sync_message import SyncMessage
 
 __all__ = [
@@ -98,12 +99,6 @@ class Pending:
             if info.start_op <= ref[1] <= info.max_op:
                 return info
         return None
-
-
-def _exid(ref: OpRef) -> bytes:
-    # The binding's external id: tag, actor, actor index hint, counter.
-    actor, counter = ref
-    return b"\x10" + uleb(len(actor)) + actor + b"\x00" + uleb(counter)
 
 
 _ABSENT = object()
@@ -391,7 +386,7 @@ class DocumentGuard:
             made = maker.made.get(obj[1])
         else:
             try:
-                made = _kind(self._core.object_type(_exid(obj)))
+                made = _kind(self._core.object_type(object_id(*obj)))
             except Exception:
                 made = None
         if made is None:

@@ -12,7 +12,7 @@ rest dropped; a naive ``datetime`` is taken as UTC).
 
 Reading never lets a panic of the binding escape: counters (which the binding
 cannot convert) are read from the document's patches instead (see
-``_patches.py``), timestamps come back as aware UTC ``datetime`` (the binding
+:mod:`.patches`), timestamps come back as aware UTC ``datetime`` (the binding
 returns naive local time) and byte arrays as ``bytes`` (not lists of ints).
 
 >>> doc = new_document({"title": "hi", "done": False, "tags": ["a"]})
@@ -30,8 +30,8 @@ from typing import Any
 import automerge.core as am
 
 from ..errors import CounterNotSupported, UnreadableValue
-from .binding import is_panic
-from .patches import SpecialIndex, Tracker, Unknown, exact_timestamp, obj_key
+from .binding import bytes_from_binding, insert_text, is_panic, obj_key, utc_from_binding
+from .patches import SpecialIndex, Tracker, Unknown, exact_timestamp
 from .patches import _Counter as _IndexedCounter
 
 __all__ = [
@@ -153,19 +153,6 @@ def check_value(value: Any) -> None:
         _scalar(value)
 
 
-def insert_text(tx: am.Transaction, text_obj: bytes, index: int, text: str) -> None:
-    """Insert ``text`` into a text object at ``index`` (a code point position).
-
-    The binding has no multi-character splice (a ``str`` given to ``insert``
-    becomes one element), so this inserts one character per call, with the
-    method looked up once.
-    """
-    insert = tx.insert
-    kind = am.ScalarType.Str
-    for offset, char in enumerate(text):
-        insert(text_obj, index + offset, kind, char)
-
-
 def put_value(
     tx: am.Transaction, obj: bytes, prop: Prop, value: Any, *, insert: bool = False
 ) -> None:
@@ -249,7 +236,7 @@ class Reader:
         source: the document, or the transaction open on it (to read the
             transaction's own writes).
         index: where the document's counters and unknown values are, for
-            the state being read (see :class:`~autosync_jupyter._patches.Tracker`).
+            the state being read (see :class:`~autosync_jupyter.crdt.patches.Tracker`).
         heads: read the document as of these heads instead of now.
         document: the document again, when it may be diffed (no transaction
             is open): used to resolve a timestamp in a repeated local hour.
@@ -315,21 +302,18 @@ class Reader:
             return ObjectRef(value, item_id)
         kind, payload = value
         if kind == am.ScalarType.Bytes:
-            return bytes(payload)
+            return bytes_from_binding(payload)
         if kind == am.ScalarType.Timestamp:
             return self._timestamp(obj, prop, payload)
         return payload
 
     def _timestamp(self, obj: bytes, prop: Prop, value: dt.datetime) -> dt.datetime:
-        if value.tzinfo is not None:
-            return value.astimezone(_UTC)
-        # The binding converts to naive local time; turn it back. In a repeated
-        # hour (daylight saving ends) one local time is two instants, and only
-        # the patches say which.
-        first = value.replace(fold=0).astimezone(_UTC)
-        if first == value.replace(fold=1).astimezone(_UTC) or self.document is None:
-            return first
-        return exact_timestamp(self.document, obj, prop) or first
+        instant, ambiguous = utc_from_binding(value)
+        if not ambiguous or self.document is None:
+            return instant
+        # A local time in a repeated hour (daylight saving ends): only the
+        # patches say which of its two instants it is.
+        return exact_timestamp(self.document, obj, prop) or instant
 
     def has(self, obj: bytes, key: str) -> bool:
         """Whether map ``obj`` has ``key``."""

@@ -259,7 +259,7 @@ class DocumentBrowser:
             if doc_id not in self._watching:
                 self._watching[doc_id] = handle.on_change(self._change_listener(doc_id))
             # The connection may apply changes in its own thread: read under its lock.
-            with handle._lock:
+            with handle.locked():
                 heads = handle.doc.heads
                 size = self._size(doc_id, handle, heads)
             rows.append(

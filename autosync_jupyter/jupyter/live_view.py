@@ -220,7 +220,7 @@ class LiveView(anywidget.AnyWidget):
 
     def _attach(self, source: LiveViewSource) -> None:
         if isinstance(source, BlockingDocHandle):
-            source = source._handle
+            source = source.handle
         if isinstance(source, DocHandle):
             self._follow_handle(source)
         elif isinstance(source, Document):
@@ -250,7 +250,7 @@ class LiveView(anywidget.AnyWidget):
         self._read = lambda: handle.doc
         # The connection applies remote changes under this lock, possibly in
         # its own thread (BlockingConnection): read under it too.
-        self._lock = lambda: handle._lock
+        self._lock = handle.locked
         self._detachers.append(handle.on_change(lambda event: self._throttle.poke()))
 
     def _follow_server(self, server: SyncServer, doc_id: DocumentId) -> None:
@@ -294,7 +294,7 @@ class LiveView(anywidget.AnyWidget):
         try:
             if isinstance(conn, BlockingConnection):
                 # Its open() blocks until the document arrives: not in this loop.
-                handle = (await asyncio.to_thread(conn.open, doc_id))._handle
+                handle = (await asyncio.to_thread(conn.open, doc_id)).handle
             else:
                 handle = await conn.open(doc_id)
         except AutosyncError as exc:

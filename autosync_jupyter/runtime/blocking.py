@@ -2,7 +2,7 @@
 
 :func:`connect_blocking` returns a :class:`BlockingConnection` whose
 connection runs in an event loop of its own daemon thread
-(:class:`_LoopThread`); its methods, and those of the
+(:class:`~.loop_thread.LoopThread`); its methods, and those of the
 :class:`BlockingDocHandle` objects it hands out, block until done. Inside a
 running event loop (a notebook cell), ``await connect(...)`` instead.
 """
@@ -11,56 +11,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import threading
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Iterator
 from collections.abc import Mapping as MappingABC
-from typing import Any, TypeVar
+from typing import Any
 
 from ..crdt.document import Document
 from ..errors import SyncTimeout
 from ..ids import DocumentId
-from ..nesting import kernel_loop, wait_blocking
+from ..nesting import kernel_loop
 from .connection import ChangeCallback, Connection, DocHandle, HandleState
+from .loop_thread import LoopThread
 
 __all__ = [
     "BlockingConnection",
     "BlockingDocHandle",
     "connect_blocking",
 ]
-
-T = TypeVar("T")
-
-
-# -- blocking façade -------------------------------------------------------------------
-
-
-class _LoopThread:
-    """An event loop running in a daemon thread, and a way to call into it."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(
-            target=self.loop.run_forever, name="autosync-client", daemon=True
-        )
-        self._thread.start()
-
-    def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
-        return wait_blocking(asyncio.run_coroutine_threadsafe(coro, self.loop), timeout)
-
-    def call(self, fn: Callable[[], T]) -> T:
-        async def call() -> T:
-            return fn()
-
-        return self.run(call())
-
-    def stop(self) -> None:
-        if self.loop.is_closed():
-            return
-        with contextlib.suppress(Exception):
-            self.run(self.loop.shutdown_asyncgens(), timeout=5)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(timeout=10)
-        self.loop.close()
 
 
 class BlockingDocHandle:
@@ -71,9 +37,14 @@ class BlockingDocHandle:
     remote change halfway through your edit.
     """
 
-    def __init__(self, handle: DocHandle, runner: _LoopThread) -> None:
+    def __init__(self, handle: DocHandle, runner: LoopThread) -> None:
         self._handle = handle
         self._runner = runner
+
+    @property
+    def handle(self) -> DocHandle:
+        """The :class:`~autosync_jupyter.DocHandle` this wraps (for ``await`` code in its loop)."""
+        return self._handle
 
     @property
     def document_id(self) -> DocumentId:
@@ -97,13 +68,13 @@ class BlockingDocHandle:
 
     def to_py(self) -> Any:
         """The document's content as plain Python values."""
-        with self._handle._lock:
+        with self._handle.locked():
             return self._handle.doc.to_py()
 
     @contextlib.contextmanager
     def change(self) -> Iterator[Any]:
         """Edit the document; the change is sent when the block ends."""
-        with self._handle._lock, self._handle.doc.change() as d:
+        with self._handle.locked(), self._handle.doc.change() as d:
             yield d
 
     def on_change(self, callback: ChangeCallback) -> Callable[[], None]:
@@ -120,18 +91,7 @@ class BlockingDocHandle:
         Raises:
             SyncTimeout: the condition did not hold within ``timeout`` seconds.
         """
-        handle = self._handle
-        conn = handle._conn
-
-        async def wait() -> Any:
-            def check() -> bool:
-                with handle._lock:
-                    return handle.ready and bool(predicate(handle.doc.to_py()))
-
-            await conn._wait_until(check, timeout, f"a condition on {handle.document_id}")
-            return handle.doc.to_py()
-
-        return self._runner.run(wait())
+        return self._runner.run(self._handle.wait_for(predicate, timeout))
 
     def flush(self, timeout: float | None = None) -> None:
         """See :meth:`DocHandle.flush`."""
@@ -153,7 +113,7 @@ class BlockingConnection:
 
     def __init__(self, url: str, **options: Any) -> None:
         self._conn = Connection(url, **options)
-        self._runner = _LoopThread()
+        self._runner = LoopThread("autosync-client")
         try:
             self._runner.run(self._conn.start())
         except BaseException:

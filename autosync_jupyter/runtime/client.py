@@ -1,11 +1,12 @@
 """Shared client transport, and fetching one document over a throwaway connection.
 
 The pieces every client of an automerge-repo sync server needs: URL and token
-checks, opening the WebSocket, the ``join``/``peer`` handshake, verbose
-logging (with the bearer token redacted) and the sans-I/O sync session of one
-document. :mod:`autosync_jupyter.connection` builds the live
-:class:`~autosync_jupyter.connection.Connection` on them, and
-:mod:`autosync_jupyter.blocking` its blocking twin.
+checks, opening the WebSocket, the ``join``/``peer`` handshake and verbose
+logging (with the bearer token redacted). The rules of the conversation
+about documents are the sans-I/O :class:`~autosync_jupyter.core.peer.ClientPeer`;
+:func:`fetch` here and the live
+:class:`~autosync_jupyter.runtime.connection.Connection` drive it, and
+:mod:`autosync_jupyter.runtime.blocking` is the blocking twin of the latter.
 
 :func:`fetch` opens a throwaway connection, asks for one document and returns
 it as soon as the sync is complete: the server advertised heads this client
@@ -41,8 +42,7 @@ import ssl as ssl_module
 import sys
 import threading
 import time
-from collections.abc import Callable
-from typing import TypeAlias, TypeVar
+from typing import TypeAlias
 
 import automerge.core as am
 from websockets.asyncio.client import ClientConnection
@@ -51,6 +51,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 from websockets.frames import CloseCode
 
 from ..auth.redact import redact_url, websocket_logger
+from ..core.peer import ClientPeer
 from ..core.protocol import (
     DEFAULT_MAX_MESSAGE_SIZE,
     PROTOCOL_VERSION,
@@ -66,9 +67,7 @@ from ..core.protocol import (
     decode,
     encode,
 )
-from ..crdt.binding import is_panic, is_transaction_open
 from ..crdt.document import Document
-from ..crdt.guard import Admission, DocumentGuard, Limits, Rejected, admit, verify_applied
 from ..crdt.sync_message import SyncMessageRejected, read_sync_message
 from ..errors import (
     ConnectionFailed,
@@ -95,21 +94,16 @@ __all__ = [
 
 logger = logging.getLogger("autosync_jupyter.client")
 
-# What one message from a server may unpack to (bytes, operations).
-_LIMITS = Limits.for_message_size(DEFAULT_MAX_MESSAGE_SIZE)
-
 # An R server (or ours with create_on_request), and a JS 2.6 server with other
 # peers connected, answer an unknown id with an empty-heads sync and never say
 # doc-unavailable; JS 2.0-2.5 servers send the same empty sync *and*
 # doc-unavailable within milliseconds. Only in that corner do fetch() and
 # open() wait, this long after the empty answer, for data or doc-unavailable
 # before they conclude the server holds nothing.
-_EMPTY_DOCUMENT_GRACE = 0.5
-_HANDSHAKE_TIMEOUT = 10.0
+EMPTY_DOCUMENT_GRACE = 0.5
+HANDSHAKE_TIMEOUT = 10.0
 _CLOSE_TIMEOUT = 2.0
 _HEX_PREVIEW = 32
-
-T = TypeVar("T")
 
 #: An ``ssl.SSLContext`` to use for ``wss://``; None or True: the system's trust store.
 SSLOption: TypeAlias = "ssl_module.SSLContext | bool | None"
@@ -128,7 +122,7 @@ _verbose_handler: logging.Handler | None = None
 _verbose_saved_level = logging.NOTSET
 
 
-def _verbose_on() -> None:
+def verbose_on() -> None:
     """Make the client logger emit DEBUG records, to stderr unless logging is set up."""
     global _verbose_users, _verbose_handler, _verbose_saved_level
     with _verbose_lock:
@@ -144,7 +138,7 @@ def _verbose_on() -> None:
             _verbose_handler = handler
 
 
-def _verbose_off() -> None:
+def verbose_off() -> None:
     global _verbose_users, _verbose_handler
     with _verbose_lock:
         _verbose_users -= 1
@@ -196,7 +190,7 @@ def _describe(msg: Message, size: int) -> str:
 # -- the socket -------------------------------------------------------------------
 
 
-def _check_url(url: str, ssl: SSLOption) -> None:
+def check_url(url: str, ssl: SSLOption) -> None:
     shown = redact_url(url)  # a Jupyter token may ride in the query
     if not isinstance(url, str) or not url.startswith(("ws://", "wss://")):
         raise ValueError(f"the server URL must start with ws:// or wss://, got {shown!r}")
@@ -204,14 +198,14 @@ def _check_url(url: str, ssl: SSLOption) -> None:
         raise ValueError(f"ssl was given for a plain ws:// URL ({shown}); use wss://")
 
 
-def _check_token(token: str | None) -> None:
+def check_token(token: str | None) -> None:
     if token is not None and (
         not isinstance(token, str) or not token or "\r" in token or "\n" in token
     ):
         raise ValueError("token must be a non-empty string without line breaks")
 
 
-async def _open_socket(
+async def open_socket(
     url: str,
     *,
     token: str | None,
@@ -274,7 +268,7 @@ async def _open_socket(
     return ws
 
 
-def _decode(data: bytes | str, url: str) -> Message:
+def decode_message(data: bytes | str, url: str) -> Message:
     if isinstance(data, str):
         raise ProtocolError(
             f"{redact_url(url)} sent a text frame; the protocol uses binary frames only"
@@ -288,18 +282,18 @@ def _decode(data: bytes | str, url: str) -> Message:
     return msg
 
 
-def _encode(msg: Message) -> bytes:
+def encode_message(msg: Message) -> bytes:
     data = encode(msg)
     if logger.isEnabledFor(logging.DEBUG):
         logger.debug("-> %s", _describe(msg, len(data)))
     return data
 
 
-async def _handshake(ws: ClientConnection, peer_id: PeerId, url: str) -> Peer:
+async def handshake(ws: ClientConnection, peer_id: PeerId, url: str) -> Peer:
     """Send ``join``, return the server's ``peer`` (protocol §2.7)."""
     shown = redact_url(url)  # a Jupyter token may ride in the query
     try:
-        await ws.send(_encode(Join(peer_id, peer_metadata=PeerMetadata(is_ephemeral=True))))
+        await ws.send(encode_message(Join(peer_id, peer_metadata=PeerMetadata(is_ephemeral=True))))
         data = await ws.recv()
     except ConnectionClosed as exc:
         # A server that refuses the peer outright (failed authentication)
@@ -308,9 +302,9 @@ async def _handshake(ws: ClientConnection, peer_id: PeerId, url: str) -> Peer:
         if exc.rcvd is not None and exc.rcvd.code == CloseCode.POLICY_VIOLATION and exc.rcvd.reason:
             raise ServerError(exc.rcvd.reason, shown) from None
         raise ConnectionFailed(
-            f"{shown} closed the connection before answering join ({_close_reason(exc)})"
+            f"{shown} closed the connection before answering join ({describe_close(exc)})"
         ) from None
-    msg = _decode(data, url)
+    msg = decode_message(data, url)
     if isinstance(msg, Error):
         raise ServerError(msg.message, shown)
     if not isinstance(msg, Peer):
@@ -323,163 +317,16 @@ async def _handshake(ws: ClientConnection, peer_id: PeerId, url: str) -> Peer:
     return msg
 
 
-def _close_reason(exc: ConnectionClosed) -> str:
+def describe_close(exc: ConnectionClosed) -> str:
     frame = exc.rcvd
     if frame is None:
         return "no close frame: the connection dropped"
     return f"code {frame.code}" + (f": {frame.reason}" if frame.reason else "")
 
 
-async def _close_quietly(ws: ClientConnection) -> None:
+async def close_quietly(ws: ClientConnection) -> None:
     with contextlib.suppress(Exception):
         await ws.close()
-
-
-# -- one document's conversation (sans-I/O) ------------------------------------------
-
-
-# Sync work on a document with an open change waits and is retried shortly
-# after (see crdt.binding.is_transaction_open).
-_RETRY_DELAY = 0.01
-
-
-class _ChangeOpen(Exception):
-    """The document has an open change; sync work on it must wait."""
-
-
-def _sync_call(call: Callable[[], T]) -> T:
-    try:
-        return call()
-    except Exception as exc:
-        if is_transaction_open(exc):
-            raise _ChangeOpen() from None
-        raise
-
-
-class _SyncSession:
-    """The client side of one document's sync with the server over one connection.
-
-    Holds the Automerge sync state (one per connection: a reconnect starts a
-    fresh one, protocol §4.2) and the heads the server last advertised.
-    """
-
-    __slots__ = ("core", "document_id", "guard", "server_heads", "state")
-
-    def __init__(self, document_id: DocumentId, core: am.Document) -> None:
-        self.document_id = document_id
-        self.core = core
-        self.state = am.SyncState()
-        self.server_heads: list[bytes] | None = None
-        # Checks the server's changes before the core takes them (a server is
-        # a peer like any other: its bytes could make the core panic).
-        self.guard: DocumentGuard | None = None
-
-    def reset(self) -> None:
-        self.state = am.SyncState()
-        self.server_heads = None
-
-    def opening(self, sender: PeerId, target: PeerId) -> Request | Sync:
-        """The first message: ``request`` if we hold nothing, else ``sync`` (announce).
-
-        Raises:
-            _ChangeOpen: a change is open on the document.
-        """
-        message = _sync_call(lambda: self.core.generate_sync_message(self.state))
-        assert message is not None, "a fresh sync state always has something to say"
-        cls = Sync if self.core.get_heads() else Request
-        return cls(sender, target, self.document_id, message.encode())
-
-    def receive(self, data: bytes) -> None:
-        """Apply one sync message from the server.
-
-        Raises:
-            ProtocolError: the bytes are not an Automerge sync message.
-            _ChangeOpen: a change is open on the document.
-        """
-        try:
-            parsed = read_sync_message(data)
-            admission = Admission()
-            if parsed.changes:
-                guard = self.guard
-                if guard is None:
-                    guard = self.guard = _sync_call(lambda: DocumentGuard(self.core))
-                else:
-                    _sync_call(guard.catch_up)
-                admission = admit(guard, parsed, _LIMITS)
-        except (SyncMessageRejected, Rejected) as exc:
-            raise ProtocolError(
-                f"invalid sync message for document {self.document_id}: {exc}"
-            ) from None
-        before = _sync_call(self.core.get_heads)
-        try:
-            _sync_call(lambda: self.core.receive_sync_message(self.state, am.Message.decode(data)))
-        except _ChangeOpen:
-            raise
-        except BaseException as exc:
-            if not is_panic(exc) and not isinstance(exc, Exception):
-                raise
-            raise ProtocolError(
-                f"invalid sync message for document {self.document_id}: {exc}"
-            ) from None
-        if self.guard is not None and self.core.get_heads() != before:
-            if not before and admission.documents:
-                self.guard = None  # a whole document: rebuilt when next needed
-            else:
-                changes = self.core.get_changes(before)
-                failure = verify_applied(self.guard, changes, admission, {})
-                if failure is not None:
-                    raise ProtocolError(
-                        f"the server sent a change that does not check: {failure.reason}"
-                    )
-        self.server_heads = list(parsed.heads)
-
-    def generate(self, sender: PeerId, target: PeerId) -> Sync | None:
-        """The next message for the server, if there is something to say.
-
-        Raises:
-            _ChangeOpen: a change is open on the document.
-        """
-        message = _sync_call(lambda: self.core.generate_sync_message(self.state))
-        if message is None:
-            return None
-        return Sync(sender, target, self.document_id, message.encode())
-
-    def answered_empty(self) -> bool:
-        """The server's last message advertised no heads and nothing has arrived here.
-
-        A server that holds nothing for the id says so. (The message may
-        still carry a change chunk: JS 2.x sends a compressed empty document.)
-        """
-        return self.server_heads is not None and not self.server_heads and not self.core.get_heads()
-
-    def server_answered_empty(self) -> None:
-        """Record that the server advertised no heads on this link (it said so earlier)."""
-        self.server_heads = []
-
-    def holds_server_heads(self) -> bool:
-        """The server advertised heads (non-empty) and every one of them is here."""
-        if not self.server_heads:
-            return False
-        return set(self.server_heads) <= set(self.core.get_heads())
-
-    def server_has(self, heads: list[bytes]) -> bool:
-        """Whether the heads the server advertised include ``heads`` in their history."""
-        if not heads:
-            return True
-        server = self.server_heads
-        if server is None:
-            return False
-        if set(heads) <= set(server):
-            return True
-        if not server:
-            return False
-        # Changes after the server's heads; an unknown server head makes this
-        # return everything, which errs on the side of "not yet".
-        try:
-            newer = {change.hash for change in self.core.get_changes(server)}
-        except Exception:  # a change is open: ask again later
-            return False
-        return not any(head in newer for head in heads)
 
 
 # -- fetch -----------------------------------------------------------------------------
@@ -510,7 +357,7 @@ class _Fetch:
 
     async def run(self) -> Document:
         started = time.perf_counter()
-        ws = await _open_socket(
+        ws = await open_socket(
             self.url,
             token=self.token,
             ssl=self.ssl,
@@ -526,7 +373,7 @@ class _Fetch:
             # that may be the problem.
             ws.transport.abort()
             raise
-        await _close_quietly(ws)
+        await close_quietly(ws)
         logger.debug(
             "fetched %s in %.1f ms (%d head(s))",
             self.doc_id,
@@ -537,11 +384,12 @@ class _Fetch:
 
     async def _sync(self, ws: ClientConnection) -> Document:
         self.waiting_for = f"the server's answer to join from {self.shown}"
-        peer = await _handshake(ws, self.peer_id, self.url)
-        server = peer.sender_id
+        peer = await handshake(ws, self.peer_id, self.url)
         core = am.Document()
-        session = _SyncSession(self.doc_id, core)
-        await ws.send(_encode(session.opening(self.peer_id, server)))
+        engine = ClientPeer(self.peer_id)
+        engine.open(self.doc_id, core)
+        for opening in engine.connected(peer.sender_id).send:
+            await ws.send(encode_message(opening))
         self.waiting_for = f"the server's reply to the request for {self.doc_id}"
         loop = asyncio.get_running_loop()
         empty_since: float | None = None  # when the server answered with nothing
@@ -550,7 +398,7 @@ class _Fetch:
                 if empty_since is None:
                     data = await ws.recv()
                 else:
-                    left = empty_since + _EMPTY_DOCUMENT_GRACE - loop.time()
+                    left = empty_since + EMPTY_DOCUMENT_GRACE - loop.time()
                     if left <= 0:
                         raise asyncio.TimeoutError
                     data = await asyncio.wait_for(ws.recv(), left)
@@ -559,30 +407,24 @@ class _Fetch:
             except ConnectionClosed as exc:
                 raise ConnectionFailed(
                     f"{self.shown} closed the connection while fetching {self.doc_id} "
-                    f"({_close_reason(exc)})"
+                    f"({describe_close(exc)})"
                 ) from None
-            msg = _decode(data, self.url)
-            if isinstance(msg, Error):
-                raise ServerError(msg.message, self.shown)
-            if isinstance(msg, DocUnavailable) and msg.document_id == self.doc_id:
-                if not core.get_heads():
-                    raise DocumentUnavailable(
-                        self.doc_id,
-                        f"document {self.doc_id} is unavailable on {self.shown}: the server "
-                        "does not have it (or may not share it)",
-                    )
-                continue  # data already arrived: keep syncing (protocol §3.9)
-            if not isinstance(msg, (Sync, Request)) or msg.document_id != self.doc_id:
+            fx = engine.receive(decode_message(data, self.url))
+            if fx.server_errors:
+                raise ServerError(fx.server_errors[0], self.shown)
+            if engine.state(self.doc_id) == "unavailable":
+                raise DocumentUnavailable(self.doc_id, unavailable_message(self.doc_id, self.shown))
+            if fx.rejected:
+                raise ProtocolError(fx.rejected[0])
+            for reply in fx.send:
+                await ws.send(encode_message(reply))
+            if self.doc_id not in fx.applied:
                 continue  # ephemeral, gossip, other documents: not ours to handle
-            session.receive(msg.data)
-            reply = session.generate(self.peer_id, server)
-            if reply is not None:
-                await ws.send(_encode(reply))
-            if session.holds_server_heads():
+            if engine.in_sync(self.doc_id):
                 # The server advertised heads we all hold, and we have no
                 # changes it lacks (we made none): the sync is complete.
                 return Document(core=core)
-            if session.answered_empty():
+            if engine.answered_empty(self.doc_id):
                 if empty_since is None:
                     empty_since = loop.time()
                     self.waiting_for = (
@@ -593,14 +435,14 @@ class _Fetch:
                 have = len(core.get_heads())
                 self.waiting_for = (
                     f"the rest of document {self.doc_id} "
-                    f"(the server advertised {len(session.server_heads or [])} head(s); "
-                    f"{have} head(s) here)"
+                    f"(the server advertised {len(engine.server_heads(self.doc_id) or [])} "
+                    f"head(s); {have} head(s) here)"
                 )
 
     def _answered_empty(self, core: am.Document) -> Document:
         """The server answered with an empty document and nothing followed."""
         if not self.allow_empty:
-            raise DocumentUnavailable(self.doc_id, _empty_answer_message(self.doc_id, self.shown))
+            raise DocumentUnavailable(self.doc_id, empty_answer_message(self.doc_id, self.shown))
         logger.debug(
             "%s answered %s with an empty document: returning it (allow_empty)",
             self.shown,
@@ -609,7 +451,15 @@ class _Fetch:
         return Document(core=core)
 
 
-def _empty_answer_message(doc_id: DocumentId, shown_url: str) -> str:
+def unavailable_message(doc_id: DocumentId, shown_url: str) -> str:
+    """The DocumentUnavailable text for a server that said doc-unavailable."""
+    return (
+        f"document {doc_id} is unavailable on {shown_url}: the server does not have it "
+        "(or may not share it)"
+    )
+
+
+def empty_answer_message(doc_id: DocumentId, shown_url: str) -> str:
     """The DocumentUnavailable text for a server that answered with an empty document."""
     return (
         f"document {doc_id} is unavailable on {shown_url}: the server answered with an "
@@ -666,8 +516,8 @@ async def fetch(
         InvalidDocumentId: ``doc_id`` is not a document id or URL.
     """
     document_id = interpret_as_document_id(doc_id)
-    _check_url(url, ssl)
-    _check_token(token)
+    check_url(url, ssl)
+    check_token(token)
     job = _Fetch(
         url,
         document_id,
@@ -677,7 +527,7 @@ async def fetch(
         allow_empty=allow_empty,
     )
     if verbose:
-        _verbose_on()
+        verbose_on()
     try:
         return await asyncio.wait_for(job.run(), timeout)
     except SyncTimeout:
@@ -688,7 +538,7 @@ async def fetch(
         ) from None
     finally:
         if verbose:
-            _verbose_off()
+            verbose_off()
 
 
 def fetch_blocking(

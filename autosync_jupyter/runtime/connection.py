@@ -24,8 +24,12 @@ document without losing edits made while offline.
 ({'title': 'hello'}, 'hello again')
 
 For scripts without an event loop, see :func:`autosync_jupyter.blocking.connect_blocking`.
-The transport (socket, handshake, per-document sync session) lives in
-:mod:`autosync_jupyter.client`.
+The transport (socket, handshake) lives in :mod:`autosync_jupyter.runtime.client`;
+the rules of the conversation (opening, answers, acknowledgement, unavailable
+documents, resync after a reconnect) are the sans-I/O
+:class:`~autosync_jupyter.core.peer.ClientPeer`, which :class:`Connection`
+drives: it feeds it what the server sends and carries out the
+:class:`~autosync_jupyter.core.peer.PeerEffects` it returns.
 """
 
 from __future__ import annotations
@@ -49,15 +53,8 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
 from ..auth.redact import redact_url
-from ..core.protocol import (
-    DocUnavailable,
-    Ephemeral,
-    Error,
-    Message,
-    Peer,
-    Request,
-    Sync,
-)
+from ..core.peer import ClientPeer, PeerEffects
+from ..core.protocol import Message, Peer, Request, Sync
 from ..crdt.document import ChangeEvent, Document, MutableMap
 from ..errors import (
     AutosyncError,
@@ -77,24 +74,22 @@ from ..ids import (
     interpret_as_document_id,
 )
 from .client import (
-    _EMPTY_DOCUMENT_GRACE,
-    _HANDSHAKE_TIMEOUT,
-    _RETRY_DELAY,
     DEFAULT_MAX_MESSAGE_SIZE,
+    EMPTY_DOCUMENT_GRACE,
+    HANDSHAKE_TIMEOUT,
     SSLOption,
-    _ChangeOpen,
-    _check_token,
-    _check_url,
-    _close_quietly,
-    _close_reason,
-    _decode,
-    _empty_answer_message,
-    _encode,
-    _handshake,
-    _open_socket,
-    _SyncSession,
-    _verbose_off,
-    _verbose_on,
+    check_token,
+    check_url,
+    close_quietly,
+    decode_message,
+    describe_close,
+    empty_answer_message,
+    encode_message,
+    handshake,
+    open_socket,
+    unavailable_message,
+    verbose_off,
+    verbose_on,
 )
 
 __all__ = [
@@ -119,6 +114,10 @@ MAX_OFFERED = 100_000
 HandleState = Literal["requesting", "ready", "unavailable", "closed"]
 
 T = TypeVar("T")
+
+# Sync work on a document with an open change waits and is retried this
+# long after (see crdt.binding.is_transaction_open).
+_RETRY_DELAY = 0.01
 
 
 # -- live connection -----------------------------------------------------------------
@@ -145,12 +144,7 @@ class DocHandle:
         self.document_id: DocumentId = document_id
         #: The live document.
         self.doc: Document = doc
-        self._state: HandleState = "requesting"
-        self._session = _SyncSession(document_id, doc.core)
-        # Sync work that waits for an open change to end (see _ChangeOpen).
-        self._parked: deque[bytes] = deque()
-        self._restart = False
-        self._synced_on: _Link | None = None  # the link its sync state belongs to
+        self._closed = False
         self._callbacks: list[ChangeCallback] = []
         self._ephemeral_callbacks: list[EphemeralCallback] = []
         self._queues: list[asyncio.Queue[ChangeEvent | None]] = []
@@ -167,12 +161,14 @@ class DocHandle:
     @property
     def state(self) -> HandleState:
         """``requesting``, ``ready``, ``unavailable`` or ``closed``."""
-        return self._state
+        if self._closed:
+            return "closed"
+        return self._conn._state_of(self.document_id)
 
     @property
     def ready(self) -> bool:
         """Whether the document holds data (from the server or from local edits)."""
-        return self._state == "ready"
+        return self.state == "ready"
 
     def on_change(self, callback: ChangeCallback) -> Callable[[], None]:
         """Call ``callback(event)`` after every change; returns a function that unsubscribes.
@@ -222,7 +218,7 @@ class DocHandle:
 
         Best effort, as in automerge-repo: nothing is sent while disconnected.
         """
-        self._check_open()
+        _check_not_closed(self)
         self._conn._broadcast(self, payload)
 
     async def when_ready(self, timeout: float | None = None) -> None:
@@ -232,7 +228,7 @@ class DocHandle:
             SyncTimeout: not ready within ``timeout`` seconds.
         """
         await self._conn._wait_until(
-            lambda: self._state == "ready" or self._closed_check(),
+            lambda: self.state == "ready" or _check_not_closed(self),
             timeout,
             f"document {self.document_id} to arrive",
         )
@@ -257,7 +253,7 @@ class DocHandle:
         local document. A flush that times out still closes the handle, then
         raises :class:`~autosync_jupyter.errors.SyncTimeout`.
         """
-        if self._state == "closed":
+        if self._closed:
             return
         try:
             if flush and self.ready:
@@ -265,19 +261,33 @@ class DocHandle:
         finally:
             self._conn._forget(self)
 
-    # -- connection side ---------------------------------------------------------
+    def locked(self) -> AbstractContextManager[Any]:
+        """Hold this to read the document from another thread than the connection's.
 
-    def _closed_check(self) -> bool:
-        if self._state == "closed":
-            raise ConnectionFailed(f"the handle of document {self.document_id} is closed")
-        return False
+        The connection applies a server's changes while holding it (in its
+        own thread for a :class:`~autosync_jupyter.BlockingConnection`), so
+        what you read under it is never a change applied halfway.
+        """
+        return self._lock
 
-    def _check_open(self) -> None:
-        self._closed_check()
+    async def wait_for(self, predicate: Callable[[Any], bool], timeout: float | None = None) -> Any:
+        """Wait until ``predicate(content)`` is true for the document's content; return it.
 
-    def _set_state(self, state: HandleState) -> None:
-        if self._state != "closed":
-            self._state = state
+        ``timeout`` defaults to the connection's.
+
+        Raises:
+            SyncTimeout: the condition did not hold in time.
+        """
+
+        def holds() -> bool:
+            with self._lock:
+                return self.ready and bool(predicate(self.doc.to_py()))
+
+        await self._conn._wait_until(holds, timeout, f"a condition on {self.document_id}")
+        with self._lock:
+            return self.doc.to_py()
+
+    # -- what the connection calls: _lock, _deliver_ephemeral, _shutdown ---------
 
     def _on_document_change(self, event: ChangeEvent) -> None:
         # Called by the Document in whatever thread changed it; the
@@ -285,12 +295,10 @@ class DocHandle:
         self._conn._call_in_loop(self._dispatch, event)
 
     def _dispatch(self, event: ChangeEvent) -> None:
-        if self._state == "closed":
+        if self._closed:
             return
         if event.origin == "local":
-            if self._state != "ready" and self.doc.core.get_heads():
-                self._set_state("ready")
-            self._conn._schedule_push(self)
+            self._conn._local_change(self)
         for callback in list(self._callbacks):
             try:
                 callback(event)
@@ -311,7 +319,7 @@ class DocHandle:
                 logger.exception("an ephemeral callback of document %s failed", self.document_id)
 
     def _shutdown(self) -> None:
-        self._state = "closed"
+        self._closed = True
         self._unsubscribe()
         for queue in self._queues:
             queue.put_nowait(None)
@@ -325,13 +333,20 @@ class DocHandle:
         return self.doc.change()
 
     def __repr__(self) -> str:
-        return f"<DocHandle {self.document_id} {self._state}: {self.doc.to_py()!r:.200}>"
+        return f"<DocHandle {self.document_id} {self.state}: {self.doc.to_py()!r:.200}>"
 
     def _repr_html_(self) -> str:
         return (
-            f"<div><code>{html.escape(self.url)}</code> ({html.escape(self._state)})</div>"
+            f"<div><code>{html.escape(self.url)}</code> ({html.escape(self.state)})</div>"
             + self.doc._repr_html_()
         )
+
+
+def _check_not_closed(handle: DocHandle) -> bool:
+    """False, or ConnectionFailed if ``handle`` is closed (for wait conditions)."""
+    if handle.state == "closed":
+        raise ConnectionFailed(f"the handle of document {handle.document_id} is closed")
+    return False
 
 
 class ChangeStream:
@@ -382,11 +397,6 @@ class _Link:
         self.server = server
         self.outbox: deque[bytes] = deque()
         self.wakeup = asyncio.Event()
-        # Documents the server answered with an empty document on this link.
-        # It will not say so again to a new request for one (after its
-        # handle was dropped): its sync state has nothing new for us. It does
-        # send the document if it has gained changes since.
-        self.empty_answers: set[DocumentId] = set()
 
     def send(self, data: bytes) -> None:
         self.outbox.append(data)
@@ -449,8 +459,8 @@ class Connection:
         max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
         verbose: bool = False,
     ) -> None:
-        _check_url(url, ssl)
-        _check_token(token)
+        check_url(url, ssl)
+        check_token(token)
         self.url = url
         # For messages and logs: a Jupyter token may ride in the URL's query.
         self._shown_url = redact_url(url)
@@ -474,14 +484,14 @@ class Connection:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread_id = 0
         self._progress = asyncio.Event()
-        self._to_push: dict[DocumentId, DocHandle] = {}
+        # The rules of the conversation: what to send, when a document is
+        # ready, unavailable or acknowledged.
+        self._peer = ClientPeer(self.peer_id)
         self._push_scheduled = False
         self._retry_scheduled = False
         self._failure: AutosyncError | None = None
         self._closing = False
         self._closed = False
-        self._session_id = generate_peer_id("session").split("-", 1)[1]
-        self._ephemeral_count = 0
         self.reconnects = 0
         """How many times the connection was re-established."""
 
@@ -498,15 +508,15 @@ class Connection:
         self._loop = asyncio.get_running_loop()
         self._thread_id = threading.get_ident()
         if self._verbose:
-            _verbose_on()
+            verbose_on()
         try:
             link = await self._connect_once()
         except BaseException:
             self._closed = True
             if self._verbose:
-                _verbose_off()
+                verbose_off()
             raise
-        self._link = link  # connected from now on; _serve starts reading
+        self._attach(link)  # connected from now on; _serve starts reading
         self._runner = asyncio.ensure_future(self._run(link))
         return self
 
@@ -558,19 +568,20 @@ class Connection:
         self._closing = True
         link = self._link
         if link is not None:
-            await _close_quietly(link.ws)
+            await close_quietly(link.ws)
         if self._runner is not None:
             self._runner.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._runner
         self._link = None
-        for handle in list(self._handles.values()):
+        for doc_id, handle in list(self._handles.items()):
+            self._peer.close(doc_id)
             handle._shutdown()
         self._handles.clear()
         self._closed = True
         self._pulse()
         if self._verbose:
-            _verbose_off()
+            verbose_off()
         logger.debug("connection to %s closed", self._shown_url)
         if pending:
             raise SyncTimeout("closed with unacknowledged changes: " + "; ".join(pending))
@@ -663,42 +674,36 @@ class Connection:
         if handle is None:
             # Document() would make a first (empty) change; a document being
             # requested must have none, or it would be announced instead.
-            handle = DocHandle(self, document_id, Document(core=am.Document()))
-            self._handles[document_id] = handle
-            self._start_sync(handle)
-            link = handle._synced_on
-            if link is not None and document_id in link.empty_answers:
-                handle._session.server_answered_empty()
+            handle = self._add_handle(document_id, Document(core=am.Document()))
         if not wait:
             return handle
         what = f"document {document_id} from {self._shown_url}"
         loop = asyncio.get_running_loop()
         deadline = loop.time() + (self.timeout if timeout is None else timeout)
+        peer = self._peer
 
         def settled() -> bool:
-            return handle._state != "requesting" or handle._closed_check()
+            return handle.state != "requesting"
 
         try:
             await self._wait_until(
-                lambda: settled() or handle._session.answered_empty(), timeout, what
+                lambda: settled() or peer.answered_empty(document_id), timeout, what
             )
             if not settled():
                 # The server answered with an empty document: give data or a
                 # doc-unavailable that may follow a moment to arrive.
                 with contextlib.suppress(SyncTimeout):
                     await self._wait_until(
-                        lambda: settled() or not handle._session.answered_empty(),
-                        min(_EMPTY_DOCUMENT_GRACE, max(0.0, deadline - loop.time())),
+                        lambda: settled() or not peer.answered_empty(document_id),
+                        min(EMPTY_DOCUMENT_GRACE, max(0.0, deadline - loop.time())),
                         what,
                     )
-                if not settled() and handle._session.answered_empty():
-                    if handle._synced_on is not None:
-                        handle._synced_on.empty_answers.add(document_id)
+                if not settled() and peer.answered_empty(document_id):
+                    self._carry_out(peer.conclude_empty(document_id, accept=allow_empty))
                     if not allow_empty:
                         raise DocumentUnavailable(
-                            document_id, _empty_answer_message(document_id, self._shown_url)
+                            document_id, empty_answer_message(document_id, self._shown_url)
                         )
-                    handle._set_state("ready")
                 elif not settled():
                     # More than the empty answer is arriving: wait for it.
                     await self._wait_until(settled, max(0.0, deadline - loop.time()), what)
@@ -710,9 +715,7 @@ class Connection:
             if created:
                 self._forget(handle)
             raise DocumentUnavailable(
-                document_id,
-                f"document {document_id} is unavailable on {self._shown_url}: the server does not "
-                "have it (or may not share it)",
+                document_id, unavailable_message(document_id, self._shown_url)
             )
         return handle
 
@@ -754,11 +757,14 @@ class Connection:
                 tx.put(am.ROOT, "_", am.ScalarType.Null, None)
                 tx.delete(am.ROOT, "_")
             doc.notify("local", before)
-        handle = DocHandle(self, document_id, doc)
-        handle._set_state("ready")
-        self._handles[document_id] = handle
-        self._start_sync(handle)
+        handle = self._add_handle(document_id, doc)  # ready: it holds a change
         await self._flush(handle, timeout)
+        return handle
+
+    def _add_handle(self, document_id: DocumentId, doc: Document) -> DocHandle:
+        handle = DocHandle(self, document_id, doc)
+        self._handles[document_id] = handle
+        self._carry_out(self._peer.open(document_id, doc.core, lock=handle._lock))
         return handle
 
     # -- internals: waiting ------------------------------------------------------------
@@ -796,12 +802,8 @@ class Connection:
         heads = list(handle.doc.core.get_heads())
 
         def acknowledged() -> bool:
-            handle._closed_check()
-            return (
-                self._link is not None
-                and handle.document_id not in self._to_push
-                and handle._session.server_has(heads)
-            )
+            _check_not_closed(handle)
+            return self._link is not None and self._peer.acknowledged(handle.document_id, heads)
 
         await self._wait_until(
             acknowledged,
@@ -813,18 +815,18 @@ class Connection:
     # -- internals: the connection ----------------------------------------------------
 
     async def _connect_once(self) -> _Link:
-        ws = await _open_socket(
+        ws = await open_socket(
             self.url,
             token=self._token,
             ssl=self._ssl,
             max_message_size=self._max_message_size,
-            open_timeout=min(self.timeout, _HANDSHAKE_TIMEOUT),
+            open_timeout=min(self.timeout, HANDSHAKE_TIMEOUT),
             ping_interval=self._ping_interval,
             ping_timeout=self._ping_timeout,
         )
         try:
             peer = await asyncio.wait_for(
-                _handshake(ws, self.peer_id, self.url), min(self.timeout, _HANDSHAKE_TIMEOUT)
+                handshake(ws, self.peer_id, self.url), min(self.timeout, HANDSHAKE_TIMEOUT)
             )
         except asyncio.TimeoutError:
             ws.transport.abort()
@@ -874,102 +876,77 @@ class Connection:
                 logger.warning("reconnected to %s", self._shown_url)
                 break
 
-    async def _serve(self, link: _Link) -> None:
+    def _attach(self, link: _Link) -> None:
+        """Use ``link`` from now on: every open document starts afresh on it."""
         self._link = link
+        self._carry_out(self._peer.connected(link.server))
+
+    async def _serve(self, link: _Link) -> None:
+        if self._link is not link:
+            self._attach(link)  # a reconnect (start() attached the first link)
         pump = asyncio.ensure_future(link.pump())
         try:
-            for handle in list(self._handles.values()):
-                if handle._synced_on is not link:  # not opened since start()
-                    self._start_sync(handle)
             self._pulse()
             async for data in link.ws:
                 if isinstance(data, str):
                     logger.warning("%s sent a text frame: ignored", self._shown_url)
                     continue
                 try:
-                    msg = _decode(data, self.url)
+                    msg = decode_message(data, self.url)
                 except ProtocolError as exc:
                     logger.warning("%s", exc)  # as JS clients do: log and go on
                     continue
-                self._receive(link, msg)
+                self._receive(msg)
         except ConnectionClosed as exc:
-            logger.info("connection to %s closed (%s)", self._shown_url, _close_reason(exc))
+            logger.info("connection to %s closed (%s)", self._shown_url, describe_close(exc))
         finally:
             self._link = None
             pump.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await pump
-            for handle in self._handles.values():
-                if handle._state == "unavailable":
-                    handle._set_state("requesting")  # asked again on the next connection
+            # Unavailable documents are asked for again on the next connection.
+            self._carry_out(self._peer.disconnected())
             self._pulse()
 
-    def _receive(self, link: _Link, msg: Message) -> None:
+    def _receive(self, msg: Message) -> None:
+        handle = None
         if isinstance(msg, (Sync, Request)):
             handle = self._handles.get(msg.document_id)
-            if handle is None:
-                logger.debug("ignoring %s for %s: not open here", msg.type, msg.document_id)
-                if len(self._offered) < MAX_OFFERED:
-                    self._offered[msg.document_id] = None
-                self._pulse()
-                return
-            self._apply(link, handle, msg.data)
-        elif isinstance(msg, DocUnavailable):
-            handle = self._handles.get(msg.document_id)
-            if handle is not None and not handle.doc.core.get_heads():
-                handle._set_state("unavailable")
-        elif isinstance(msg, Ephemeral):
-            handle = self._handles.get(msg.document_id)
-            if handle is not None:
-                handle._deliver_ephemeral(msg.sender_id, msg.data)
-        elif isinstance(msg, Error):
-            logger.warning("%s reported an error: %s", self._shown_url, msg.message)
+        if handle is None:
+            fx = self._peer.receive(msg)
+            if fx.offered:
+                logger.debug("ignoring %s for %s: not open here", msg.type, fx.offered[0])
+            self._carry_out(fx)
+        else:
+            # Listeners hear of a remote change before an edit from another
+            # thread can slip in.
+            with handle._lock:
+                self._carry_out(self._peer.receive(msg))
         self._pulse()
 
-    def _apply(self, link: _Link, handle: DocHandle, data: bytes) -> None:
-        if handle._parked or handle._restart:
-            handle._parked.append(data)  # in order, behind what already waits
-            return
-        try:
-            self._apply_now(link, handle, data)
-        except _ChangeOpen:
-            handle._parked.append(data)
-            self._schedule_retry()
-
-    def _apply_now(self, link: _Link, handle: DocHandle, data: bytes) -> None:
-        with handle._lock:
-            core = handle.doc.core
-            before = core.get_heads()
-            try:
-                handle._session.receive(data)
-            except ProtocolError as exc:
-                logger.warning("%s: %s", self._shown_url, exc)
-                return
-            after = core.get_heads()
-            if after and handle._state != "ready":
-                handle._set_state("ready")
-            reply = handle._session.generate(self.peer_id, link.server)
-            if reply is not None:
-                link.send(_encode(reply))
-            if after != before:
-                handle.doc.notify("remote", before)
-
-    def _start_sync(self, handle: DocHandle) -> None:
+    def _carry_out(self, fx: PeerEffects) -> None:
+        """Do what the peer asked: send, notify listeners, log, schedule a retry."""
         link = self._link
-        if link is None:
-            return
-        with handle._lock:
-            handle._synced_on = link
-            handle._session.reset()
-            handle._parked.clear()
-            try:
-                opening = handle._session.opening(self.peer_id, link.server)
-            except _ChangeOpen:
-                handle._restart = True
-                self._schedule_retry()
-                return
-            handle._restart = False
-            link.send(_encode(opening))
+        if link is not None:
+            for msg in fx.send:
+                link.send(encode_message(msg))
+        for doc_id in fx.offered:
+            if len(self._offered) < MAX_OFFERED:
+                self._offered[doc_id] = None
+        for text in fx.rejected:
+            logger.warning("%s: %s", self._shown_url, text)
+        for doc_id, before in fx.changed:
+            handle = self._handles.get(doc_id)
+            if handle is not None:
+                handle.doc.notify("remote", before)
+        for doc_id, sender, data in fx.ephemeral:
+            handle = self._handles.get(doc_id)
+            if handle is not None:
+                handle._deliver_ephemeral(sender, data)
+        for text in fx.server_errors:
+            logger.warning("%s reported an error: %s", self._shown_url, text)
+        if fx.retry:
+            self._schedule_retry()
 
     def _schedule_retry(self) -> None:
         # Only while a change is open across an await (rare): try again soon.
@@ -979,23 +956,7 @@ class Connection:
 
     def _retry(self) -> None:
         self._retry_scheduled = False
-        link = self._link
-        for handle in list(self._handles.values()):
-            if link is None:
-                break  # a new connection starts every document afresh
-            if handle._restart:
-                self._start_sync(handle)
-                if handle._restart:
-                    continue
-            while handle._parked:
-                try:
-                    self._apply_now(link, handle, handle._parked[0])
-                except _ChangeOpen:
-                    self._schedule_retry()
-                    break
-                handle._parked.popleft()
-        if self._to_push:
-            self._push()
+        self._carry_out(self._peer.retry())
         self._pulse()
 
     def _call_in_loop(self, fn: Callable[[T], None], arg: T) -> None:
@@ -1005,57 +966,32 @@ class Connection:
         elif not loop.is_closed():
             loop.call_soon_threadsafe(fn, arg)
 
-    def _schedule_push(self, handle: DocHandle) -> None:
+    def _state_of(self, document_id: DocumentId) -> HandleState:
+        return self._peer.state(document_id) or "closed"
+
+    def _local_change(self, handle: DocHandle) -> None:
         # Local edits go out on the next loop turn, so a burst of changes
         # made in one go becomes one message instead of one per change.
-        self._to_push[handle.document_id] = handle
+        self._carry_out(self._peer.local_change(handle.document_id))
         if not self._push_scheduled and self._loop is not None:
             self._push_scheduled = True
             self._loop.call_soon(self._push)
 
     def _push(self) -> None:
         self._push_scheduled = False
-        pending, self._to_push = self._to_push, {}
-        link = self._link
-        if link is None:
-            return  # resent from a fresh sync state on reconnect
-        for handle in pending.values():
-            if handle._state == "closed" or handle._restart:
-                continue  # a pending opening message carries everything
-            try:
-                with handle._lock:
-                    message = handle._session.generate(self.peer_id, link.server)
-            except _ChangeOpen:
-                self._to_push[handle.document_id] = handle
-                self._schedule_retry()
-                continue
-            if message is not None:
-                link.send(_encode(message))
+        self._carry_out(self._peer.push())
         self._pulse()
 
     def _broadcast(self, handle: DocHandle, payload: Any) -> None:
-        link = self._link
-        if link is None:
+        if self._link is None:
             logger.debug("not connected: ephemeral message for %s dropped", handle.document_id)
             return
-        self._ephemeral_count += 1
-        link.send(
-            _encode(
-                Ephemeral(
-                    sender_id=self.peer_id,
-                    target_id=link.server,
-                    document_id=handle.document_id,
-                    session_id=self._session_id,
-                    count=self._ephemeral_count,
-                    data=cbor2.dumps(payload),
-                )
-            )
-        )
+        self._carry_out(self._peer.broadcast(handle.document_id, cbor2.dumps(payload)))
 
     def _forget(self, handle: DocHandle) -> None:
         if self._handles.get(handle.document_id) is handle:
             del self._handles[handle.document_id]
-        self._to_push.pop(handle.document_id, None)
+            self._peer.close(handle.document_id)
         handle._shutdown()
         self._pulse()
 

@@ -22,12 +22,12 @@ from typing import Any
 from jupyter_server.extension.application import ExtensionApp
 from traitlets import Bool, Callable, Enum, Float, Int, Unicode, Union
 
-from ..runtime.server import (
+from ..core.protocol import DEFAULT_MAX_MESSAGE_SIZE
+from ..runtime.sync_runtime import (
     DEFAULT_MAX_CONNECTIONS,
-    DEFAULT_MAX_MESSAGE_SIZE,
     DEFAULT_MAX_QUEUED_BYTES,
     DEFAULT_MAX_SEND_QUEUE,
-    SyncServer,
+    SyncRuntime,
 )
 from .base import ExtensionServices
 from .handlers import (
@@ -168,8 +168,8 @@ class AutosyncExtension(ExtensionApp):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.sync_server: SyncServer | None = None
-        self._starting: asyncio.Future[SyncServer] | None = None
+        self.sync_runtime: SyncRuntime | None = None
+        self._starting: asyncio.Future[SyncRuntime] | None = None
         #: Servers of kernels (``%autosync serve``) that announced themselves.
         self.kernel_servers = KernelServerRegistry()
         # Kernels this server starts inherit its environment, and with it the
@@ -182,7 +182,7 @@ class AutosyncExtension(ExtensionApp):
     def initialize_settings(self) -> None:
         """Create (not yet start: the server's loop is not running) the sync hub."""
         _log_through_server(self.serverapp)
-        self.sync_server = SyncServer(
+        self.sync_runtime = SyncRuntime(
             data_dir=None if self.ephemeral else self.resolved_data_dir(),
             ephemeral=self.ephemeral,
             share=self.share,
@@ -206,13 +206,13 @@ class AutosyncExtension(ExtensionApp):
 
     async def stop_extension(self) -> None:
         """Flush every document and close every connection (1001) as the server stops."""
-        if self._starting is None or self.sync_server is None:
+        if self._starting is None or self.sync_runtime is None:
             return
         try:
             await self._starting
         except Exception:
             return
-        await self.sync_server.close()
+        await self.sync_runtime.close()
         logger.info("autosync hub stopped")
 
     # -- for the handlers ------------------------------------------------------------
@@ -225,7 +225,7 @@ class AutosyncExtension(ExtensionApp):
             path = os.path.join(root, path)
         return os.path.abspath(path)
 
-    async def ready(self) -> SyncServer:
+    async def ready(self) -> SyncRuntime:
         """The running hub, started at the first call (later calls share that start).
 
         Raises whatever opening the store raised (it is logged once); the
@@ -235,16 +235,16 @@ class AutosyncExtension(ExtensionApp):
             self._starting = asyncio.ensure_future(self._start_hub())
         return await asyncio.shield(self._starting)
 
-    async def _start_hub(self) -> SyncServer:
-        server = self.sync_server
-        if server is None:
+    async def _start_hub(self) -> SyncRuntime:
+        runtime = self.sync_runtime
+        if runtime is None:
             raise RuntimeError("the autosync extension was not initialized")
         try:
-            await server.start(listen=False)
+            await runtime.start()
         except Exception:
             logger.exception(
                 "the autosync hub could not start (data: %s); its routes answer 503",
-                server.data_dir or "memory",
+                runtime.data_dir or "memory",
             )
             raise
-        return server
+        return runtime

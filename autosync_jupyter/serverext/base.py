@@ -19,7 +19,7 @@ from tornado import web
 from tornado.websocket import WebSocketHandler
 
 from ..auth.redact import redact_url
-from ..runtime.server import SyncServer
+from ..runtime.sync_runtime import SyncRuntime
 from .registry import KernelServerRegistry
 
 __all__ = [
@@ -55,7 +55,7 @@ class ExtensionServices(Protocol):
     def kernel_secret(self) -> str:
         """The secret kernels of this server announce with."""
 
-    async def ready(self) -> SyncServer:
+    async def ready(self) -> SyncRuntime:
         """The running hub (started at the first call); raises if it cannot start."""
 
 
@@ -128,7 +128,7 @@ class AutosyncAPIHandler(RedactedLogs, APIHandler):
     def initialize(self, extension: ExtensionServices) -> None:
         self.extension = extension
 
-    async def hub_server(self) -> SyncServer:
+    async def hub_server(self) -> SyncRuntime:
         """The running hub, or HTTP 503."""
         try:
             return await self.extension.ready()

@@ -69,7 +69,7 @@ from websockets.frames import CloseCode
 from ..auth.redact import redact_url
 from ..errors import DocumentUnreadable, InvalidDocumentId
 from ..ids import document_url, encode_heads, interpret_as_document_id, parse_automerge_url
-from ..runtime.server import DocumentSummary, SyncServer
+from ..runtime.sync_runtime import DocumentSummary, SyncRuntime
 from .base import (
     AUTH_RESOURCE,
     NOT_RUNNING,
@@ -114,7 +114,7 @@ class SyncWebSocketHandler(AuthorizedWebSocketHandler):
 
     def initialize(self, extension: ExtensionServices) -> None:
         super().initialize(extension)
-        self._server: SyncServer | None = None
+        self._server: SyncRuntime | None = None
         self._peer: TornadoPeer | None = None
         self._serving: asyncio.Task[None] | None = None
 
@@ -136,7 +136,9 @@ class SyncWebSocketHandler(AuthorizedWebSocketHandler):
         identity = _identity(self.current_user)
         self._serving = asyncio.ensure_future(self._serve(self._server, peer, identity))
 
-    async def _serve(self, server: SyncServer, peer: TornadoPeer, identity: dict[str, Any]) -> None:
+    async def _serve(
+        self, server: SyncRuntime, peer: TornadoPeer, identity: dict[str, Any]
+    ) -> None:
         try:
             await server.serve_peer(peer, identity=identity)
         except Exception:

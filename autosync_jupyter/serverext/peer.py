@@ -1,6 +1,6 @@
-"""A tornado WebSocket handler seen as a :class:`~autosync_jupyter.server.PeerSocket`.
+"""A tornado WebSocket handler seen as a :class:`~autosync_jupyter.runtime.transport.PeerSocket`.
 
-:class:`SyncServer.serve_peer <autosync_jupyter.server.SyncServer.serve_peer>`
+:meth:`SyncRuntime.serve_peer <autosync_jupyter.runtime.sync_runtime.SyncRuntime.serve_peer>`
 drives one peer through four operations (iterate messages, send, close,
 abort). Tornado pushes messages into callbacks instead, so :class:`TornadoPeer`
 turns them into a bounded queue: the handler's ``on_message`` awaits
@@ -19,7 +19,7 @@ from typing import Final
 
 from tornado.websocket import WebSocketClosedError, WebSocketHandler
 
-from ..runtime.server import PeerClosed
+from ..runtime.transport import PeerClosed
 
 __all__ = ["TornadoPeer"]
 
@@ -44,7 +44,7 @@ _CLOSED: Final = _Closed()
 
 
 class TornadoPeer:
-    """One tornado WebSocket connection, as the sync server wants to see it.
+    """One tornado WebSocket connection, as the sync runtime wants to see it.
 
     Args:
         handler: the open WebSocket handler (the adapter only calls

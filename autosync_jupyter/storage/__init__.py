@@ -5,9 +5,29 @@ changes; :class:`FileStore` writes the layout of the JS sync server's
 ``NodeFSStorageAdapter``, :class:`MemoryStore` keeps nothing. The salvage
 reader turns whatever bytes a store holds into the largest loadable
 document. Storage knows nothing of peers or the protocol.
+
+Modules, one job each:
+
+- :mod:`.base`: the :class:`Store` contract, :class:`Damage`,
+  :class:`StoreLocked`, :data:`COMPACTION_FLOOR`, the id check;
+- :mod:`.memory`: :class:`MemoryStore`;
+- :mod:`.files`: :class:`FileStore`, the event-loop side (queues, group
+  commit, the I/O thread) and the on-disk layout it keeps;
+- :mod:`.disk`: that layout's file operations, run on the I/O thread;
+- :mod:`.fileio`: crash-safe file primitives (fsync'd writes, atomic
+  replacement, reads that refuse anything but regular files);
+- :mod:`.lock`: the lock file, one open store per directory;
+- :mod:`.quarantine`: damaged bytes set aside and cut out of their files;
+- :mod:`.salvage`: loading damaged bytes into the largest loadable document.
 """
 
-from .files import COMPACTION_FLOOR, Damage, FileStore, MemoryStore, Store, StoreLocked, open_store
+from __future__ import annotations
+
+import os
+
+from .base import COMPACTION_FLOOR, Damage, Store, StoreLocked
+from .files import FileStore
+from .memory import MemoryStore
 
 __all__ = [
     "COMPACTION_FLOOR",
@@ -18,3 +38,11 @@ __all__ = [
     "StoreLocked",
     "open_store",
 ]
+
+
+def open_store(data_dir: str | os.PathLike[str] | None) -> Store:
+    """Return a :class:`FileStore` over ``data_dir``, or a :class:`MemoryStore` for None.
+
+    The store is not opened yet: ``await store.open()`` before using it.
+    """
+    return MemoryStore() if data_dir is None else FileStore(data_dir)

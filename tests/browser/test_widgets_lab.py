@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from autosync_jupyter.runtime.blocking import _LoopThread
+from autosync_jupyter.runtime.loop_thread import LoopThread
 from tests.interop.jspeer import JSPeer, Op, require_js_install
 from tests.oidc_provider import CLIENT_ID, running_provider
 
@@ -42,9 +42,9 @@ URL_OF_SERVER = "print(autosync_jupyter.jupyter.current_session().server.url)"
 
 
 @contextlib.contextmanager
-def js_peer(url: str) -> Iterator[tuple[_LoopThread, JSPeer]]:
+def js_peer(url: str) -> Iterator[tuple[LoopThread, JSPeer]]:
     """An official JS automerge-repo peer, driven from this (synchronous) test."""
-    runner = _LoopThread()
+    runner = LoopThread("js-peer")
     manager = JSPeer.start(url)
     try:
         peer = runner.run(manager.__aenter__(), timeout=60)

@@ -34,7 +34,7 @@ from autosync_jupyter.errors import (
     UnreadableValue,
 )
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).parents[1] / "fixtures"
 UTC = dt.timezone.utc
 
 

@@ -16,12 +16,20 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from autosync_jupyter import AutosyncError, BackgroundSyncServer, FileStore, MemoryStore, SyncServer
+from autosync_jupyter import (
+    AutosyncError,
+    BackgroundSyncServer,
+    FileStore,
+    MemoryStore,
+    SyncRuntime,
+    SyncServer,
+)
 from autosync_jupyter.auth.tls import (
     client_ssl_context,
     make_self_signed_certificate,
     server_ssl_context,
 )
+from autosync_jupyter.core.hub import HubView, PeerInfo
 from autosync_jupyter.core.protocol import (
     DocUnavailable,
     Join,
@@ -36,6 +44,7 @@ from autosync_jupyter.core.protocol import (
 from autosync_jupyter.crdt.document import MutableMap
 from autosync_jupyter.crdt.values import new_document, to_py
 from autosync_jupyter.ids import DocumentId, PeerId, encode_heads, generate_document_id
+from autosync_jupyter.runtime.transport import PeerClosed
 
 
 class RawPeer:
@@ -580,3 +589,117 @@ async def test_a_peer_leaving_during_a_flush_does_not_stall_the_others() -> None
         assert isinstance(msg, Sync)
         b.docs[doc_id].receive_sync_message(b.states[doc_id], am.Message.decode(msg.data))
         assert to_py(b.docs[doc_id]) == {"v": 2}
+
+
+# -- the transport-neutral runtime ----------------------------------------------------
+
+
+class MemoryPeer:
+    """A `PeerSocket` in memory: the test feeds its messages and may hold its sends."""
+
+    remote_address = "memory"
+
+    def __init__(self) -> None:
+        self.incoming: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self.sent: list[Message] = []
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self.closed: tuple[int, str] | None = None
+
+    async def __aiter__(self) -> AsyncIterator[bytes | str]:
+        while (data := await self.incoming.get()) is not None:
+            yield data
+
+    async def send(self, data: bytes) -> None:
+        await self.gate.wait()
+        if self.closed is not None:
+            raise PeerClosed("closed")
+        self.sent.append(decode(data))
+
+    async def close(self, code: int, reason: str) -> None:
+        self.closed = (code, reason)
+        self.incoming.put_nowait(None)
+
+    def abort(self) -> None:
+        self.incoming.put_nowait(None)
+
+    async def ping(self, timeout: float) -> bool:
+        return self.closed is None
+
+
+async def test_runtime_serves_a_peer_without_a_socket() -> None:
+    """`SyncRuntime.serve_peer` over an in-memory transport: join, then a document."""
+    async with SyncRuntime(data_dir=None, share="announce") as runtime:
+        peer = MemoryPeer()
+        serving = asyncio.create_task(runtime.serve_peer(peer))
+        peer.incoming.put_nowait(encode(Join(PeerId("mem"))))
+        doc_id = await runtime.create_document({"n": 1})
+        for _ in range(100):
+            if any(isinstance(m, Sync) and m.document_id == doc_id for m in peer.sent):
+                break
+            await asyncio.sleep(0.01)
+        assert isinstance(peer.sent[0], Peer)
+        assert any(isinstance(m, Sync) and m.document_id == doc_id for m in peer.sent)
+        assert [p.peer_id for p in runtime.peers()] == ["mem"]
+    assert peer.closed is not None and peer.closed[0] == 1001
+    await asyncio.wait_for(serving, 5)
+
+
+async def test_drain_wakes_when_the_last_message_is_sent() -> None:
+    """Draining a connection waits on the send path's signal, not on a polling timer."""
+    async with SyncRuntime(data_dir=None) as runtime:
+        peer = MemoryPeer()
+        peer.gate.clear()  # the transport holds every send
+        serving = asyncio.create_task(runtime.serve_peer(peer))
+        peer.incoming.put_nowait(encode(Join(PeerId("mem"))))
+        for _ in range(100):
+            if runtime.peers():
+                break
+            await asyncio.sleep(0.01)
+        (link,) = runtime._links.values()
+        drained = asyncio.create_task(runtime._drain(link))
+        await asyncio.sleep(0.05)
+        assert not drained.done()  # the `peer` reply is still being sent
+        peer.gate.set()
+        # A few loop turns, no clock: a 10 ms poll would not have looked yet.
+        for _ in range(10):
+            if drained.done():
+                break
+            await asyncio.sleep(0)
+        assert drained.done()
+        assert [type(m) for m in peer.sent] == [Peer]
+    await asyncio.wait_for(serving, 5)
+
+
+async def test_policy_changed_revokes_a_document() -> None:
+    """A peer loses a document once the share policy, changed, says so through `policy_changed`."""
+    blocked: set[str] = set()
+
+    def policy(peer: PeerInfo, doc_id: DocumentId) -> bool | None:
+        return False if peer.peer_id in blocked else None
+
+    async with (
+        SyncServer(port=0, data_dir=None, share=policy, sync_interval=0) as srv,
+        raw_peer(srv.url, "bob") as bob,
+    ):
+        doc_id = await srv.create_document({"n": 1})
+        await bob.sync_until_quiet(doc_id, request=True)
+        assert to_py(bob.docs[doc_id]) == {"n": 1}
+        blocked.add("bob")
+        srv.policy_changed()
+        while not isinstance(msg := await bob.recv(), DocUnavailable):
+            assert isinstance(msg, Sync)  # a late reply of the sync above
+        assert msg.document_id == doc_id
+        await srv.change_document(doc_id, lambda d: d.__setitem__("n", 2))
+        # Bob's acknowledgement of the first sync may still be answered
+        # doc-unavailable; the change itself must not reach him.
+        with pytest.raises(asyncio.TimeoutError):
+            while True:
+                assert isinstance(await bob.recv(timeout=0.5), DocUnavailable)
+
+
+async def test_hub_is_handed_out_read_only(server: SyncServer) -> None:
+    """`server.hub` answers queries; nothing there can drop the hub's effects."""
+    assert isinstance(server.hub, HubView)
+    assert server.hub.peer_id == server.peer_id
+    assert not hasattr(server.hub, "receive")

@@ -1,0 +1,892 @@
+"""`SyncRuntime`: the hub on an asyncio loop, a store and any transport.
+
+The runtime carries out what the sans-I/O :class:`~autosync_jupyter.core.hub.Hub`
+asks for (its :class:`~autosync_jupyter.core.hub.Effects`): it appends the
+hub's writes to the store and sends the hub's messages — each message only
+after every change written before it is durable (group commit: all writes of
+one loop turn share one flush). It loads documents the hub needs, compacts
+stored ones, throttles sync rounds of busy documents, and offers the
+document API (create, read, change, list, listeners).
+
+It owns no socket: a transport hands it each connected peer as a
+:class:`~autosync_jupyter.runtime.transport.PeerSocket` through
+:meth:`SyncRuntime.serve_peer`. :class:`~autosync_jupyter.runtime.server.SyncServer`
+is this runtime behind its own ``websockets`` server; the Jupyter server
+extension uses the runtime directly, behind tornado. Each connection has a
+bounded send queue, so a peer that does not read is dropped instead of
+growing the process.
+
+>>> async def main():
+...     async with SyncRuntime(data_dir=None) as runtime:
+...         doc_id = await runtime.create_document({"title": "hello"})
+...         return doc_id in runtime.list_documents()
+>>> asyncio.run(main())
+True
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import logging
+import os
+from collections import deque
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, TypeVar
+
+import automerge.core as am
+from websockets.frames import CloseCode
+
+from ..core.hub import (
+    ConnectionId,
+    Effects,
+    Hub,
+    HubLimits,
+    HubView,
+    PeerInfo,
+    SharePolicy,
+)
+from ..core.protocol import DEFAULT_MAX_MESSAGE_SIZE, encode
+from ..crdt.binding import is_panic
+from ..crdt.document import Document, MutableMap, document_title
+from ..crdt.values import new_document
+from ..errors import AutosyncError, DocumentUnreadable, StorageError
+from ..ids import DocumentId, generate_document_id, validate_document_id
+from ..storage import FileStore, MemoryStore, Store
+from ..storage.salvage import load_document, log_salvage
+from ..wording import counted
+from .transport import PeerClosed, PeerSocket
+
+__all__ = [
+    "DEFAULT_MAX_CONNECTIONS",
+    "DEFAULT_MAX_QUEUED_BYTES",
+    "DEFAULT_MAX_SEND_QUEUE",
+    "DEFAULT_TAKEOVER_TIMEOUT",
+    "DocumentSummary",
+    "ServerListener",
+    "SyncRuntime",
+]
+
+# The server's logger: the runtime logs what SyncServer always logged, and
+# log configurations (and the server extension's) name this logger.
+logger = logging.getLogger("autosync_jupyter.server")
+
+#: A connection whose unsent messages exceed this many bytes is dropped.
+DEFAULT_MAX_SEND_QUEUE = 256 * 1024 * 1024
+#: All connections' unsent messages together: beyond, the slowest reader goes.
+DEFAULT_MAX_QUEUED_BYTES = 512 * 1024 * 1024
+#: Connections served at once; more are refused (HTTP 503, or close 1013).
+DEFAULT_MAX_CONNECTIONS = 4096
+#: How long a connection holding a peer id has to answer a ping when another
+#: connection joins with that id (it keeps the id if it answers).
+DEFAULT_TAKEOVER_TIMEOUT = 2.0
+
+_R = TypeVar("_R", bound="SyncRuntime")
+
+#: Called in the runtime's loop with the ids of documents whose content just
+#: changed (an empty set when only the connected peers changed).
+ServerListener = Callable[[frozenset[DocumentId]], None]
+
+
+@dataclass(frozen=True)
+class DocumentSummary:
+    """One row of :meth:`SyncRuntime.document_summaries`.
+
+    Attributes:
+        document_id: the document's id.
+        loaded: whether it is in memory (a stored document is loaded when a
+            peer or the API first asks for it; until then its heads and size
+            are unknown).
+        heads: its current heads in automerge-repo's URL form (bs58check,
+            as after ``#`` in ``automerge:`` URLs), sorted; empty if not
+            loaded. ``Document.heads`` gives the raw bytes.
+        size: bytes of its compact saved form (None if not loaded).
+        peers: connected peers syncing it.
+        last_change: when this server last received or made a change to it
+            (None if not since the server started).
+        error: why the document cannot be read (its stored bytes do not
+            load), else None.
+        title: what a person calls it: the text of its top-level ``title``
+            (else ``name``) field when that is a string or a text, at most
+            200 characters; None when it has neither or is not loaded.
+    """
+
+    document_id: DocumentId
+    loaded: bool
+    heads: tuple[str, ...]
+    size: int | None
+    peers: int
+    last_change: datetime.datetime | None
+    error: str | None = None
+    title: str | None = None
+
+
+@dataclass
+class _Link:
+    """One peer connection and what waits to be sent on it."""
+
+    ws: PeerSocket
+    conn_id: ConnectionId
+    queue: deque[tuple[asyncio.Future[None] | None, bytes]] = field(default_factory=deque)
+    queued_bytes: int = 0
+    wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+    # Set while nothing waits to be sent and nothing is being sent.
+    idle: asyncio.Event = field(default_factory=asyncio.Event)
+    # Set when the hub may have stopped waiting for a load or a probe.
+    resume: asyncio.Event = field(default_factory=asyncio.Event)
+    closing: bool = False
+    close_task: asyncio.Future[None] | None = None
+
+    def __post_init__(self) -> None:
+        self.idle.set()
+
+
+class _SyncThrottle:
+    """When each changed document's next round of sync messages goes out.
+
+    Per document: at once after a quiet spell, else at the end of the
+    interval since its last round (leading and trailing edge). ``run_round``
+    is called with the documents whose round is due.
+    """
+
+    def __init__(self, interval: float, run_round: Callable[[set[DocumentId]], None]) -> None:
+        self.interval = interval
+        self._run_round = run_round
+        self._soon = False
+        self._due: set[DocumentId] = set()
+        self._last: dict[DocumentId, float] = {}
+        self._timers: dict[DocumentId, asyncio.TimerHandle] = {}
+
+    def schedule(self, hub: Hub) -> None:
+        """Plan a round for each of the hub's changed documents that has none planned."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        for doc_id in hub.dirty_documents():
+            if doc_id in self._due or doc_id in self._timers:
+                continue
+            # With one peer there is nothing to gather: answer it at once.
+            interval = self.interval if hub.peer_count(doc_id) > 1 else 0.0
+            wait = self._last.get(doc_id, -1e9) + interval - now
+            if wait <= 0:
+                self._due.add(doc_id)
+            else:
+                self._timers[doc_id] = loop.call_later(wait, self._later, doc_id)
+        if self._due and not self._soon:
+            self._soon = True
+            loop.call_soon(self._now)
+
+    def cancel(self) -> None:
+        """Drop the rounds planned for later (the caller propagates everything itself)."""
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
+
+    def _now(self) -> None:
+        self._soon = False
+        due, self._due = self._due, set()
+        self._round(due)
+
+    def _later(self, doc_id: DocumentId) -> None:
+        self._timers.pop(doc_id, None)
+        self._round({doc_id})
+
+    def _round(self, doc_ids: set[DocumentId]) -> None:
+        now = asyncio.get_running_loop().time()
+        if len(self._last) > 10_000:  # forget documents that went quiet
+            horizon = now - self.interval
+            self._last = {d: t for d, t in self._last.items() if t > horizon}
+        for doc_id in doc_ids:
+            self._last[doc_id] = now
+        self._run_round(doc_ids)
+
+
+class _GroupCommit:
+    """Every write of one loop turn shares one flush of the store (group commit).
+
+    A message may leave only after every change written before it is
+    durable (the hub's :class:`~autosync_jupyter.core.hub.Effects` contract):
+    it waits on :attr:`barrier`, the flush pending when it was queued.
+    ``flushed`` is called with the documents a successful flush made durable.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        spawn: Callable[[Coroutine[Any, Any, None]], object],
+        flushed: Callable[[set[DocumentId]], None],
+    ) -> None:
+        self._store = store
+        self._spawn = spawn
+        self._flushed = flushed
+        self._barrier: asyncio.Future[None] | None = None
+        self._next: asyncio.Future[None] | None = None
+        self._written: set[DocumentId] = set()
+
+    def wrote(self, doc_id: DocumentId) -> None:
+        """``doc_id`` was appended to the store: flush at the end of this loop turn."""
+        self._written.add(doc_id)
+        if self._next is None:
+            loop = asyncio.get_running_loop()
+            self._next = loop.create_future()
+            loop.call_soon(self._start)
+        self._barrier = self._next
+
+    @property
+    def barrier(self) -> asyncio.Future[None] | None:
+        """The flush a message queued now must wait for (None: everything is durable)."""
+        return self._barrier if self._barrier is not None and not self._barrier.done() else None
+
+    def _start(self) -> None:
+        barrier, self._next = self._next, None
+        written, self._written = self._written, set()
+        assert barrier is not None
+
+        async def flush() -> None:
+            try:
+                await self._store.flush()
+            except BaseException as exc:
+                logger.exception("storage flush failed: nothing more is acknowledged")
+                barrier.set_exception(AutosyncError(f"storage failure: {exc}"))
+                raise
+            barrier.set_result(None)
+            self._flushed(written)
+
+        self._spawn(flush())
+
+
+class SyncRuntime:
+    """The sync hub with its store, served to peers over any transport.
+
+    Everything of a sync server but the socket: :meth:`serve_peer` serves a
+    peer connected by whatever transport (the Jupyter server extension's
+    tornado WebSocket; :class:`~autosync_jupyter.runtime.server.SyncServer`
+    adds its own ``websockets`` server). Start it with :meth:`start` (or
+    ``async with``) in the loop that will run it; :meth:`close` flushes.
+
+    Args:
+        data_dir: directory of the durable store (compatible with the JS
+            sync server's NodeFS layout and R's ``<id>.automerge`` files);
+            None keeps documents in memory only.
+        store: a :class:`~autosync_jupyter.storage.Store` to use instead of
+            ``data_dir``.
+        ephemeral: announce no storage id (``isEphemeral``) and keep
+            everything in memory.
+        share: the share policy (see :data:`~autosync_jupyter.core.hub.SharePolicy`);
+            call :meth:`policy_changed` when a callable policy's answers change.
+        create_on_request: R-compatible "create empty documents on request".
+        max_message_size: largest message in bytes; bounds what one message
+            may make the hub hold.
+        sync_interval: the shortest time between two rounds of sync
+            messages for a document shared by several peers, in seconds. The
+            first change after a quiet spell goes out at once; changes
+            arriving faster are gathered into one message per peer (as the
+            JS server's 100 ms throttle does). A document with a single peer
+            is answered at once. 0 sends at every loop turn.
+        max_send_queue: bytes of unsent messages after which a peer that does
+            not read is disconnected.
+        max_queued_bytes: unsent bytes of all connections together; beyond,
+            the connection with the most waiting is dropped (the memory for
+            outgoing data stays within this).
+        max_connections: connections served at once; :meth:`serve_peer`
+            closes more with 1013 (try again later).
+        takeover_timeout: when a second connection joins with the peer id of
+            a live one (without authentication), the live one is pinged; if it
+            answers within this many seconds it keeps the id and the newcomer
+            is refused, else it is replaced (a client back after a dropped
+            socket). With authentication, only the same identity may take a
+            peer id over, at once.
+    """
+
+    def __init__(
+        self,
+        *,
+        data_dir: str | os.PathLike[str] | None = ".automerge",
+        store: Store | None = None,
+        ephemeral: bool = False,
+        share: SharePolicy = "request",
+        create_on_request: bool = False,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        sync_interval: float = 0.1,
+        max_send_queue: int = DEFAULT_MAX_SEND_QUEUE,
+        max_queued_bytes: int = DEFAULT_MAX_QUEUED_BYTES,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        takeover_timeout: float = DEFAULT_TAKEOVER_TIMEOUT,
+    ) -> None:
+        if store is None:
+            store = MemoryStore() if ephemeral or data_dir is None else FileStore(data_dir)
+        self.data_dir = None if ephemeral or data_dir is None else os.fspath(data_dir)
+        self.ephemeral = ephemeral
+        self._share = share
+        self._create_on_request = create_on_request
+        self._store = store
+        self._max_message_size = max_message_size
+        self._max_send_queue = max_send_queue
+        self._max_queued_bytes = max_queued_bytes
+        self._max_connections = max_connections
+        self._takeover_timeout = takeover_timeout
+        self._queued_bytes = 0
+        self._hub: Hub | None = None
+        self._started = False
+        self._links: dict[ConnectionId, _Link] = {}
+        self._loads: dict[DocumentId, asyncio.Future[None]] = {}
+        self._commit = _GroupCommit(store, self._spawn, self._compact_flushed)
+        self._throttle = _SyncThrottle(sync_interval, self._propagate)
+        self._compacting: set[DocumentId] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._closed = asyncio.Event()
+        self._listeners: list[ServerListener] = []
+        self._last_change: dict[DocumentId, datetime.datetime] = {}
+        # Per document: the heads its size and title were measured at.
+        self._sizes: dict[DocumentId, tuple[tuple[str, ...], int, str | None]] = {}
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    async def start(self: _R) -> _R:
+        """Open the store and make the hub; from now on :meth:`serve_peer` serves peers."""
+        await self._open()
+        logger.info("sync hub ready (data: %s)", self.data_dir or "memory")
+        return self
+
+    async def _open(self) -> None:
+        if self._started:
+            raise AutosyncError("server already started")
+        await self._store.open()
+        self._started = True
+        self._hub = Hub(
+            storage_id=None if self.ephemeral else self._store.storage_id,
+            share=self._share,
+            stored=self._store,
+            create_on_request=self._create_on_request,
+            limits=HubLimits.for_message_size(self._max_message_size),
+        )
+
+    async def close(self) -> None:
+        """Flush everything and close every connection with 1001 (a server stops listening)."""
+        if not self._started:
+            return
+        hub = self._require_hub()
+        self._throttle.cancel()
+        self._apply(hub.propagate())
+        with contextlib.suppress(Exception):
+            await self._store.flush()
+        # Let queued replies (acknowledgements) go out before the close; a
+        # peer that does not read gets two seconds, not one per connection.
+        with contextlib.suppress(Exception):
+            drains = [self._drain(link) for link in self._links.values()]
+            await asyncio.wait_for(asyncio.gather(*drains), timeout=2)
+        self._apply(hub.shutdown())
+        await self._close_connections()
+        for task in list(self._tasks):
+            task.cancel()
+        await self._store.close()
+        self._started = False
+        self._closed.set()
+        logger.info("server closed")
+
+    async def _close_connections(self) -> None:
+        """Wait, a few seconds at most, for the closes the hub's shutdown asked for."""
+        closing = [link.close_task for link in self._links.values() if link.close_task]
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(asyncio.gather(*closing), timeout=5)
+
+    async def serve_forever(self) -> None:
+        """Run until :meth:`close` is called (from another task or a signal)."""
+        await self._closed.wait()
+
+    async def __aenter__(self: _R) -> _R:
+        return await self.start()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    @property
+    def running(self) -> bool:
+        """Whether it is started (and, for a :class:`SyncServer`, listening)."""
+        return self._started
+
+    @property
+    def storage_id(self) -> str | None:
+        """The persistent storage id announced to peers (None when ephemeral)."""
+        return self._hub.storage_id if self._hub else None
+
+    @property
+    def peer_id(self) -> str | None:
+        """This server's peer id (new at every start)."""
+        return self._hub.peer_id if self._hub else None
+
+    @property
+    def hub(self) -> HubView:
+        """What the sync engine knows (its peers, documents), read-only."""
+        return HubView(self._require_hub())
+
+    def peers(self) -> list[PeerInfo]:
+        """The peers connected right now."""
+        return self._require_hub().peers()
+
+    def policy_changed(self) -> None:
+        """Apply the share policy anew to every connected peer and document.
+
+        Call it when a callable share policy would now answer differently:
+        peers that lost a document are told it is unavailable and get no
+        more of it; peers it is now announced to receive it.
+        """
+        self._apply(self._require_hub().policy_changed())
+
+    def _status(self) -> str:
+        """State, store and counts, for ``repr``."""
+        state = "running" if self._started else "stopped"
+        docs = len(self._store.document_ids()) if self._hub else 0
+        return (
+            f"{state}, data: {self.data_dir or 'memory'}, {counted(docs, 'document')}, "
+            f"{counted(len(self._links), 'connection')}"
+        )
+
+    def __repr__(self) -> str:
+        return f"<SyncRuntime {self._status()}>"
+
+    # -- documents -----------------------------------------------------------------
+
+    def list_documents(self) -> list[DocumentId]:
+        """Ids of every document the server holds (stored or in memory)."""
+        hub = self._require_hub()
+        ids = set(self._store.document_ids())
+        ids.update(info.document_id for info in hub.list_documents())
+        return sorted(ids)
+
+    def document_summaries(self) -> list[DocumentSummary]:
+        """Describe every document the server holds, sorted by id.
+
+        Cheap enough to call on every refresh of a view: sizes are computed
+        once per set of heads.
+        """
+        hub = self._require_hub()
+        loaded = {info.document_id: info for info in hub.list_documents()}
+        out = []
+        for doc_id in self.list_documents():
+            info = loaded.get(doc_id)
+            size: int | None = None
+            title: str | None = None
+            error = hub.problem(doc_id)
+            if info is not None:
+                cached = self._sizes.get(doc_id)
+                if cached is not None and cached[0] == info.heads:
+                    size, title = cached[1], cached[2]
+                else:
+                    try:
+                        core = hub.document(doc_id)
+                        size, title = len(core.save()), document_title(core)
+                    except BaseException as exc:  # one bad document must not hide the others
+                        if not (isinstance(exc, Exception) or is_panic(exc)):
+                            raise
+                        logger.exception("document %s: cannot measure it", doc_id)
+                        error = "the Automerge core cannot save it (see the server's log)"
+                    else:
+                        self._sizes[doc_id] = (info.heads, size, title)
+            out.append(
+                DocumentSummary(
+                    document_id=doc_id,
+                    loaded=info is not None,
+                    heads=info.heads if info is not None else (),
+                    size=size,
+                    peers=info.peers if info is not None else 0,
+                    last_change=self._last_change.get(doc_id),
+                    error=error,
+                    title=title,
+                )
+            )
+        return out
+
+    def snapshot(self, doc_id: str) -> Document | None:
+        """A copy of a document if it is in memory, else None (no waiting).
+
+        For views that must not await; :meth:`get_document` loads it.
+        """
+        valid = validate_document_id(doc_id)
+        hub = self._require_hub()
+        if not hub.is_loaded(valid):
+            return None
+        return Document(core=hub.document(valid))
+
+    def add_listener(self, listener: ServerListener) -> Callable[[], None]:
+        """Call ``listener(changed_ids)`` whenever documents change or peers come and go.
+
+        It runs in the server's loop, right after the change is applied (it
+        may not be durable yet), with the ids of the documents that changed,
+        or an empty set when only a connection opened or closed. Keep it
+        quick: schedule work rather than doing it there. Returns a function
+        that removes the listener.
+        """
+        self._listeners.append(listener)
+
+        def remove() -> None:
+            with contextlib.suppress(ValueError):
+                self._listeners.remove(listener)
+
+        return remove
+
+    def _notify(self, changed: frozenset[DocumentId]) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(changed)
+            except Exception:
+                logger.exception("a server listener failed")
+
+    async def create_document(
+        self, initial: dict[str, Any] | None = None, doc_id: str | None = None
+    ) -> DocumentId:
+        """Make a new document (with ``initial`` content) and return its id.
+
+        It is written durably before this returns, and announced to peers
+        under the ``announce`` policy. Raises ValueError if ``doc_id`` exists.
+        """
+        hub = self._require_hub()
+        new_id = validate_document_id(doc_id) if doc_id is not None else generate_document_id()
+        if new_id in self._store or hub.is_loaded(new_id):
+            raise ValueError(f"document {new_id} already exists")
+        document = new_document(initial)
+        self._apply(hub.add_document(new_id, document))
+        await self._store.flush()
+        return new_id
+
+    async def get_document(self, doc_id: str) -> Document:
+        """Return a copy of a document (loading it from storage if needed).
+
+        The copy is yours to read and even change; to change the served
+        document use :meth:`change_document`.
+
+        Raises:
+            KeyError: the server does not hold the document;
+                :class:`DocumentUnreadable` (a KeyError) when it holds it but
+                cannot read it (damaged or unreadable files; the message says
+                which).
+        """
+        valid = validate_document_id(doc_id)
+        await self._ensure_loaded(valid)
+        return Document(core=self._require_hub().document(valid))
+
+    async def read_document(self, doc_id: str) -> dict[str, Any]:
+        """Return a document's content as plain Python values."""
+        return (await self.get_document(doc_id)).to_py()
+
+    async def change_document(self, doc_id: str, edit: Callable[[MutableMap], object]) -> None:
+        """Edit a document on the server; the change reaches every connected peer.
+
+        ``edit`` receives the document's root as in ``with doc.change() as d``
+        (``d["title"] = "x"``, ``d["items"].append(1)``, ``d.increment("n")``)
+        and its changes form one Automerge change. Returns once it is durable.
+
+        >>> async def main():
+        ...     async with SyncRuntime(data_dir=None) as runtime:
+        ...         doc_id = await runtime.create_document({"items": []})
+        ...         await runtime.change_document(doc_id, lambda d: d["items"].append(1))
+        ...         return await runtime.read_document(doc_id)
+        >>> asyncio.run(main())
+        {'items': [1]}
+        """
+        valid = validate_document_id(doc_id)
+        await self._ensure_loaded(valid)
+
+        def apply(core: am.Document) -> None:
+            with Document(core=core).change() as root:
+                edit(root)
+
+        self._apply(self._require_hub().change_document(valid, apply))
+        await self._store.flush()
+
+    async def _ensure_loaded(self, doc_id: DocumentId) -> None:
+        hub = self._require_hub()
+        if hub.is_loaded(doc_id):
+            return
+        if hub.load_needed(doc_id):
+            self._apply(hub.request_load(doc_id))
+            pending = self._loads.get(doc_id)
+            if pending is not None:
+                await asyncio.shield(pending)
+        if not hub.is_loaded(doc_id):
+            problem = hub.problem(doc_id)
+            if problem is not None:
+                raise DocumentUnreadable(doc_id, f"document {doc_id} cannot be read: {problem}")
+            raise KeyError(doc_id)
+
+    # -- peers -------------------------------------------------------------------
+
+    def _full(self) -> bool:
+        """Whether ``max_connections`` peers are served already."""
+        return len(self._links) >= self._max_connections
+
+    async def serve_peer(self, peer: PeerSocket, *, identity: dict[str, Any] | None = None) -> None:
+        """Serve one connected peer until its connection closes.
+
+        The transport has done its own authentication; ``identity``
+        (verified claims) reaches share policies as ``peer.identity``.
+        """
+        hub = self._require_hub()
+        if self._full():
+            logger.warning("refused %s: too many connections", peer.remote_address)
+            await peer.close(CloseCode.TRY_AGAIN_LATER, "too many connections, try again later")
+            return
+        conn_id = hub.open_connection(remote_address=peer.remote_address, identity=identity)
+        link = _Link(peer, conn_id)
+        self._links[conn_id] = link
+        self._notify(frozenset())
+        sender = asyncio.create_task(self._send_loop(link))
+        try:
+            async for data in peer:
+                if isinstance(data, str):
+                    logger.warning("%s sent a text frame: closing", peer.remote_address)
+                    await peer.close(CloseCode.UNSUPPORTED_DATA, "binary frames only")
+                    break
+                self._apply(hub.receive(conn_id, data))
+                del data  # an idle connection must not hold on to its last frame
+                if link.closing:
+                    break
+                # While the hub waits (a document loading, a probe of who holds
+                # this peer id), read nothing more: the peer's next messages
+                # stay in the socket, not in memory.
+                while hub.is_waiting(conn_id) and not link.closing:
+                    link.resume.clear()
+                    await link.resume.wait()
+            if link.close_task is not None:
+                # Returning now would close with 1000; let the close we chose happen.
+                await asyncio.shield(link.close_task)
+        except PeerClosed:
+            pass
+        finally:
+            self._links.pop(conn_id, None)
+            self._discard_queue(link)
+            self._apply(hub.close_connection(conn_id))
+            self._notify(frozenset())
+            sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sender
+
+    def _apply(self, fx: Effects) -> None:
+        """Carry out what the hub asked for (sync; no awaiting in here)."""
+        if fx.writes:
+            now = datetime.datetime.now(datetime.timezone.utc)
+            changed = set()
+            for doc_id, data in fx.writes:
+                self._store.append(doc_id, data)
+                self._commit.wrote(doc_id)
+                self._last_change[doc_id] = now
+                changed.add(doc_id)
+            self._notify(frozenset(changed))
+        for conn_id, msg in fx.send:
+            link = self._links.get(conn_id)
+            if link is not None and not link.closing:
+                self._enqueue(link, encode(msg))
+        for conn_id, code, reason in fx.close:
+            link = self._links.get(conn_id)
+            if link is not None and not link.closing:
+                link.closing = True
+                link.close_task = self._spawn(self._close_link(link, code, reason))
+        for doc_id in fx.load:
+            self._spawn_load(doc_id)
+        for holder, newcomer in fx.probe:
+            self._spawn(self._probe(holder, newcomer))
+        hub = self._hub
+        if hub is not None and hub.pending_propagation():
+            self._throttle.schedule(hub)
+
+    def _propagate(self, doc_ids: set[DocumentId]) -> None:
+        """A round of sync messages for ``doc_ids`` (the throttle says when)."""
+        self._apply(self._require_hub().propagate(doc_ids))
+
+    async def _probe(self, holder: ConnectionId, newcomer: ConnectionId) -> None:
+        link = self._links.get(holder)
+        live = link is not None and not link.closing
+        if link is not None and live:
+            live = await link.ws.ping(self._takeover_timeout)
+        self._apply(self._require_hub().probe_result(newcomer, live))
+        self._resume()
+
+    def _resume(self) -> None:
+        # A load or a probe finished: connections waiting on the hub look again.
+        for link in self._links.values():
+            link.resume.set()
+
+    # -- sending -------------------------------------------------------------------
+
+    def _enqueue(self, link: _Link, data: bytes) -> None:
+        link.queue.append((self._commit.barrier, data))
+        link.queued_bytes += len(data)
+        self._queued_bytes += len(data)
+        link.idle.clear()
+        link.wakeup.set()
+        if link.queued_bytes > self._max_send_queue:
+            logger.warning(
+                "peer at %s does not read (%d bytes queued): disconnecting",
+                link.ws.remote_address,
+                link.queued_bytes,
+            )
+            self._drop(link)
+        while self._queued_bytes > self._max_queued_bytes:
+            slowest = max(self._links.values(), key=lambda each: each.queued_bytes)
+            if not slowest.queued_bytes:
+                break
+            logger.warning(
+                "%d bytes queued for all peers (max_queued_bytes): disconnecting the slowest, "
+                "%s (%d bytes)",
+                self._queued_bytes,
+                slowest.ws.remote_address,
+                slowest.queued_bytes,
+            )
+            self._drop(slowest)
+
+    def _drop(self, link: _Link) -> None:
+        """Cut off a peer that does not read, and free what waited for it."""
+        link.closing = True
+        self._discard_queue(link)
+        self._spawn(self._abort(link))
+
+    def _discard_queue(self, link: _Link) -> None:
+        link.queue.clear()
+        self._queued_bytes -= link.queued_bytes
+        link.queued_bytes = 0
+        link.idle.set()
+
+    async def _send_loop(self, link: _Link) -> None:
+        try:
+            while True:
+                await link.wakeup.wait()
+                link.wakeup.clear()
+                while link.queue:
+                    barrier, data = link.queue.popleft()
+                    link.queued_bytes -= len(data)
+                    self._queued_bytes -= len(data)
+                    if barrier is not None and not barrier.done():
+                        await asyncio.shield(barrier)
+                    await link.ws.send(data)
+                    del data
+                link.idle.set()
+        except PeerClosed:
+            pass
+        except AutosyncError:
+            await link.ws.close(CloseCode.INTERNAL_ERROR, "storage failure")
+
+    async def _drain(self, link: _Link) -> None:
+        """Wait until everything queued for ``link`` is sent (or discarded)."""
+        await link.idle.wait()
+
+    async def _close_link(self, link: _Link, code: int, reason: str) -> None:
+        # Send what is queued first (the error message explaining the close).
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._drain(link), timeout=2)
+        await link.ws.close(code, reason)
+
+    async def _abort(self, link: _Link) -> None:
+        link.ws.abort()
+
+    # -- storage -------------------------------------------------------------------
+
+    def _spawn_load(self, doc_id: DocumentId) -> None:
+        if doc_id in self._loads:
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._loads[doc_id] = future
+
+        async def load() -> None:
+            try:
+                self._apply(await self._load(doc_id))
+            finally:
+                self._loads.pop(doc_id, None)
+                future.set_result(None)
+                self._resume()
+
+        self._spawn(load())
+
+    async def _load(self, doc_id: DocumentId) -> Effects:
+        """Read ``doc_id`` from the store and hand the hub what it loads to."""
+        hub = self._require_hub()
+        try:
+            data = await self._store.load(doc_id)
+        except StorageError as exc:
+            logger.error("document %s: %s", doc_id, exc)
+            cause = exc.__cause__
+            detail = cause.strerror if isinstance(cause, OSError) and cause.strerror else None
+            # Not "missing": a peer's edits must not start a new history
+            # over files a later read might still recover.
+            return hub.document_load_failed(doc_id, f"its files cannot be read ({detail or exc})")
+        except Exception:
+            logger.exception("loading document %s failed", doc_id)
+            return hub.document_load_failed(
+                doc_id, "reading its files failed (see the server's log)"
+            )
+        if not data:
+            problem = None
+            if (damage := self._store.damage(doc_id)).damaged_bytes:
+                problem = (
+                    f"all {damage.damaged_bytes} stored bytes were damaged (set aside "
+                    "under .corrupt/); a peer with a copy restores it"
+                )
+            return hub.document_loaded(doc_id, None, problem=problem)
+        # Salvage may reload growing prefixes of damaged bytes: off the loop.
+        loaded = await asyncio.to_thread(load_document, data)
+        del data
+        if loaded.document is None:
+            logger.error("document %s: nothing in storage could be loaded", doc_id)
+            return hub.document_load_failed(doc_id, "its stored bytes do not load")
+        log_salvage(doc_id, loaded)
+        return hub.document_loaded(doc_id, loaded.document, waiting=loaded.waiting)
+
+    def _compact_flushed(self, written: set[DocumentId]) -> None:
+        for doc_id in written:
+            self._maybe_compact(doc_id)
+
+    def _maybe_compact(self, doc_id: DocumentId) -> None:
+        hub = self._hub
+        if hub is None or doc_id in self._compacting or not hub.is_loaded(doc_id):
+            return
+        if not self._store.needs_compaction(doc_id):
+            return
+        self._compacting.add(doc_id)
+        snapshot, heads = hub.save_document(doc_id)
+        expected = (sorted(heads), hub.waiting_changes(doc_id))
+
+        def verify(data: bytes) -> bool:
+            # The snapshot as the store reads it back must load to the same
+            # document, waiting changes included.
+            loaded = load_document(data)
+            if loaded.document is None:
+                return False
+            return (sorted(loaded.document.get_heads()), len(loaded.waiting)) == expected
+
+        async def compact() -> None:
+            try:
+                await self._store.compact(doc_id, snapshot, heads, verify=verify)
+            except AutosyncError as exc:
+                logger.error(
+                    "compaction of document %s failed, its files are kept: %s", doc_id, exc
+                )
+            finally:
+                self._compacting.discard(doc_id)
+
+        self._spawn(compact())
+
+    # -- tasks ---------------------------------------------------------------------
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            exc = task.exception()
+            if not isinstance(exc, (PeerClosed, AutosyncError)):
+                logger.error("background task failed", exc_info=exc)
+
+    def _require_hub(self) -> Hub:
+        if self._hub is None:
+            raise AutosyncError("the server is not started: call start() first")
+        return self._hub

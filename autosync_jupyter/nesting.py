@@ -2,8 +2,8 @@
 
 A Jupyter kernel runs cells inside its asyncio loop, and the sync server of
 ``%autosync serve`` lives in that same loop. A blocking call from a cell
-(:func:`~autosync_jupyter.client.fetch_blocking`, the magics, a
-:class:`~autosync_jupyter.blocking.BlockingConnection`) cannot simply wait:
+(:func:`~autosync_jupyter.fetch_blocking`, the magics, a
+:class:`~autosync_jupyter.BlockingConnection`) cannot simply wait:
 the loop would stop, the in-kernel server would stop answering, and a fetch
 from the kernel's own server would wait for itself forever.
 

@@ -24,7 +24,7 @@ Rules of ``protocol.md`` that are easy to get wrong, and where they live:
   burst of changes costs one sync message per peer, not one per change;
 * a peer's sync message reaches the Automerge core only after every change
   in it was checked, alone and against the document
-  (:func:`~autosync_jupyter.guard.admit`): a change that would make the
+  (:func:`~autosync_jupyter.crdt.guard.admit`): a change that would make the
   core panic, or leave a document that no longer loads, is refused with the
   peer that sent it (:meth:`Hub._apply_sync`);
 * should the core still panic or accept something it must not, the
@@ -469,7 +469,7 @@ class Hub:
         """Let ``edit`` change a loaded document in place, then store and sync its changes.
 
         ``edit`` gets the live core document (transports wrap it in a
-        :class:`~autosync_jupyter.document.Document` for users); whatever
+        :class:`~autosync_jupyter.Document` for users); whatever
         changes it commits are written and sent to the document's peers.
         """
         doc = self._ready(doc_id)

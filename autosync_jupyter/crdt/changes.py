@@ -11,7 +11,7 @@ raises :class:`ChangeRejected` unless it is
 * well formed: a sound chunk (magic, checksum, an inflated size within the
   caller's bound), a header, columns of the change format and nothing else;
 * canonical: encoding its operations again gives exactly its bytes
-  (:mod:`~autosync_jupyter.columns`), so a save and load keeps its hash;
+  (:mod:`~autosync_jupyter.crdt.columns`), so a save and load keeps its hash;
 * self-consistent: actions with the values, flags and predecessors the
   core expects, and every reference (object, list element, predecessor)
   naming an actor of the change and an operation older than the one that
@@ -19,7 +19,7 @@ raises :class:`ChangeRejected` unless it is
 
 What a change means for one document (its sequence number, whether the
 operations it references exist) is checked against that document by
-:mod:`~autosync_jupyter.guard`, from the :class:`ChangeInfo` returned here.
+:mod:`~autosync_jupyter.crdt.guard`, from the :class:`ChangeInfo` returned here.
 
 >>> import automerge.core as am
 >>> doc = am.Document()
@@ -141,7 +141,7 @@ class ChangeInfo:
     """What a document needs to know about a change before applying it.
 
     Everything a change says about operations outside itself is listed here,
-    for :mod:`~autosync_jupyter.guard` to check against the document; what
+    for :mod:`~autosync_jupyter.crdt.guard` to check against the document; what
     it says about its own operations has been checked already.
 
     Attributes:

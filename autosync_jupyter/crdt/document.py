@@ -931,7 +931,7 @@ def _label(prop: str | int) -> str:
     return prop if prop.isprintable() and prop and ":" not in prop else repr(prop)
 
 
-def _describe(reader: Reader, item: Any) -> str:
+def _describe_value(reader: Reader, item: Any) -> str:
     """One value, in a few words."""
     if isinstance(item, ObjectRef):
         if item.kind == am.ObjType.Map:
@@ -965,7 +965,7 @@ def _tree_lines(reader: Reader, obj: bytes, kind: am.ObjType) -> list[str]:
                 shown = done
                 break
             item = reader.get(obj, prop)
-            lines.append("  " * depth + f"{_label(prop)}: {_describe(reader, item)}")
+            lines.append("  " * depth + f"{_label(prop)}: {_describe_value(reader, item)}")
             nested = isinstance(item, ObjectRef) and item.kind != am.ObjType.Text
             if nested and depth < _PREVIEW_DEPTH:
                 walk(item.id, item.kind, depth + 1)
@@ -988,7 +988,7 @@ def _one_line(reader: Reader, obj: bytes, kind: am.ObjType) -> str:
         elif item.kind == am.ObjType.Text:
             value = repr(reader.text(item.id))
         else:
-            value = _describe(reader, item)
+            value = _describe_value(reader, item)
         part = f"{prop!r}: {value}" if isinstance(prop, str) else value
         if width + len(part) > _ONE_LINE_WIDTH:
             parts.append("…")
@@ -1005,7 +1005,7 @@ def _html(reader: Reader, obj: bytes, kind: am.ObjType, title: str) -> str:
     ul = '<ul style="list-style:none;margin:0;padding-left:1.2em">'
 
     def summary(item: ObjectRef) -> str:
-        return html.escape(_describe(reader, item))
+        return html.escape(_describe_value(reader, item))
 
     def walk(obj: bytes, kind: am.ObjType) -> None:
         nonlocal nodes

@@ -1,6 +1,6 @@
 """What one document knows of its history, to check a peer's changes against it.
 
-:func:`~autosync_jupyter.changes.read_change` judges a change on its own;
+:func:`~autosync_jupyter.crdt.changes.read_change` judges a change on its own;
 this module judges it against a document before the core applies it:
 
 * its sequence number follows its author's last one, and its operation
@@ -272,7 +272,7 @@ class DocumentGuard:
     def record(self, changes: Iterable[Any], infos: dict[bytes, ChangeInfo]) -> None:
         """Take note of changes the document now holds (binding ``Change`` objects).
 
-        ``infos`` has what :func:`~autosync_jupyter.changes.read_change` said
+        ``infos`` has what :func:`~autosync_jupyter.crdt.changes.read_change` said
         of the ones that came from peers; others (made here) are read now.
         """
         for change in changes:

@@ -90,7 +90,7 @@ def read_sync_message(data: bytes) -> SyncMessage:
     """Parse and check one Automerge sync message.
 
     Change entries are returned as bytes, unchecked: see
-    :mod:`~autosync_jupyter.changes` for them.
+    :mod:`~autosync_jupyter.crdt.changes` for them.
 
     Raises:
         SyncMessageRejected: the bytes are not a sync message, or hold a

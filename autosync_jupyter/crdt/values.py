@@ -1,6 +1,6 @@
 """Plain Python values in and out of Automerge documents (``automerge.core``).
 
-The low-level converter under :class:`~autosync_jupyter.document.Document`,
+The low-level converter under :class:`~autosync_jupyter.Document`,
 for code that holds a binding document directly (the hub and the server).
 
 Writing follows what JavaScript peers expect: ``dict`` becomes a map,
@@ -41,6 +41,7 @@ __all__ = [
     "Unknown",
     "check_key",
     "check_value",
+    "ensure_first_change",
     "new_document",
     "put_value",
     "to_py",
@@ -215,15 +216,27 @@ def new_document(initial: Mapping[str, Any] | None = None) -> am.Document:
     ``initial`` still gets an (empty) first change.
     """
     document = am.Document()
-    with document.transaction() as tx:
-        if initial:
+    if initial:
+        with document.transaction() as tx:
             write_root(tx, initial)
-        else:
-            # An empty transaction commits no change; this pair leaves the
-            # root empty but makes one.
-            tx.put(am.ROOT, "_", am.ScalarType.Null, None)
-            tx.delete(am.ROOT, "_")
+    ensure_first_change(document)
     return document
+
+
+def ensure_first_change(document: am.Document) -> bool:
+    """Give a document without changes an empty one; tell whether it needed it.
+
+    A document without changes has no heads, which on the wire means "I do
+    not have it" (protocol §4.4).
+    """
+    if document.get_heads():
+        return False
+    with document.transaction() as tx:
+        # An empty transaction commits no change; this pair leaves the root
+        # empty but makes one.
+        tx.put(am.ROOT, "_", am.ScalarType.Null, None)
+        tx.delete(am.ROOT, "_")
+    return True
 
 
 # -- reading --------------------------------------------------------------------------

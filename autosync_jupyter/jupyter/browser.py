@@ -4,7 +4,7 @@
 >>> DocumentBrowser(connection)   # documents open on a Connection  # doctest: +SKIP
 
 The automerge-repo protocol has no "list documents" message, so a browser
-of a remote server (through a :class:`~autosync_jupyter.connection.Connection`)
+of a remote server (through a :class:`~autosync_jupyter.Connection`)
 lists the documents open on that connection and offers a field to open
 another by id or ``automerge:`` URL.
 """
@@ -69,11 +69,11 @@ class DocumentBrowser:
     """A live table of a server's documents; open one to see it as a :class:`LiveView`.
 
     Args:
-        source: this kernel's :class:`~autosync_jupyter.server.SyncServer`
+        source: this kernel's :class:`~autosync_jupyter.SyncServer`
             (every document it holds, with sizes, heads, connected peers and
             when each last changed), or a
-            :class:`~autosync_jupyter.connection.Connection` /
-            :class:`~autosync_jupyter.blocking.BlockingConnection` to a
+            :class:`~autosync_jupyter.Connection` /
+            :class:`~autosync_jupyter.BlockingConnection` to a
             remote server (the documents open on it; peers are unknown).
         open_in_place: show an opened document's view below the table. With
             False, :meth:`open` only returns the view (and tells

@@ -147,25 +147,25 @@ class LiveView(anywidget.AnyWidget):
     Args:
         source: what to show:
 
-            - a :class:`~autosync_jupyter.connection.DocHandle` (from
+            - a :class:`~autosync_jupyter.DocHandle` (from
               ``await connect(url)``) or a
-              :class:`~autosync_jupyter.blocking.BlockingDocHandle`: follows
+              :class:`~autosync_jupyter.BlockingDocHandle`: follows
               local and remote changes;
-            - a :class:`~autosync_jupyter.document.Document`: follows its own
+            - a :class:`~autosync_jupyter.Document`: follows its own
               (local) changes;
             - ``(server, doc_id)`` with a
-              :class:`~autosync_jupyter.server.SyncServer` of this kernel:
+              :class:`~autosync_jupyter.SyncServer` of this kernel:
               follows the served document (loaded from storage if needed);
             - ``(connection, doc_id)``: opens the document on a
-              :class:`~autosync_jupyter.connection.Connection` or
-              :class:`~autosync_jupyter.blocking.BlockingConnection` (in the
+              :class:`~autosync_jupyter.Connection` or
+              :class:`~autosync_jupyter.BlockingConnection` (in the
               background) and follows it.
 
         title: the heading (default: the document's ``automerge:`` URL).
         interval: least seconds between two updates of the front end.
 
     Synced to the front end: ``value`` (the tree, see
-    :mod:`autosync_jupyter.jupyter.tree`), ``title``, ``url``, ``heads``
+    :mod:`autosync_jupyter.crdt.json_tree`), ``title``, ``url``, ``heads``
     (short), ``updated`` (how many updates since it was first shown),
     ``error`` (why the document cannot be shown, or ``""``) and ``loading``.
 

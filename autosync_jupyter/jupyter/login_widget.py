@@ -6,16 +6,16 @@
 
 The button opens a popup in its click handler (so popup blockers let it
 through), and the kernel runs the Authorization Code flow with PKCE
-(:func:`~autosync_jupyter.login.get_token`), sending the popup to the
+(:func:`~autosync_jupyter.get_token`), sending the popup to the
 provider. The redirect comes back to a listener on the kernel's
 ``127.0.0.1``, so that flow needs the browser to run on the kernel's
 machine. Elsewhere (JupyterHub, a remote server) the provider redirects
 the popup to the Jupyter server extension's callback page
 (``{base_url}autosync/oidc/callback``, to be registered with the OAuth
 client), which hands the redirect back to this page and so to the kernel
-(:func:`~autosync_jupyter.login.get_token_with_redirect`). Without that
+(:func:`~autosync_jupyter.get_token_with_redirect`). Without that
 page, with ``flow="device"``, or when the popup was blocked, the widget
-runs the device flow (:func:`~autosync_jupyter.login.get_token_device`) and
+runs the device flow (:func:`~autosync_jupyter.get_token_device`) and
 shows the address to open and the code to type there.
 
 The token stays in the kernel: it is never sent to the front end.

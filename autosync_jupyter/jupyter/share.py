@@ -65,9 +65,9 @@ def share(
 ) -> DocHandle:
     """Publish a notebook document to JupyterLab and keep both sides in sync.
 
-    ``doc`` may be a :class:`~autosync_jupyter.document.Document` (it becomes
+    ``doc`` may be a :class:`~autosync_jupyter.Document` (it becomes
     live: the same object receives the browser's edits), a live
-    :class:`~autosync_jupyter.connection.DocHandle` from another server (its
+    :class:`~autosync_jupyter.DocHandle` from another server (its
     document is relayed, under the same id, between that server and the
     browser), or a mapping (a new document with that content). Returns the
     live handle on the Jupyter server's hub; its ``url`` (``automerge:...``)

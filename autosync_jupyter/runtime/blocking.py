@@ -1,4 +1,4 @@
-"""The blocking façade of :mod:`autosync_jupyter.connection`, for scripts.
+"""The blocking façade of :mod:`autosync_jupyter.runtime.connection`, for scripts.
 
 :func:`connect_blocking` returns a :class:`BlockingConnection` whose
 connection runs in an event loop of its own daemon thread

@@ -155,7 +155,7 @@ def _preview(data: bytes) -> str:
     return head + (" ..." if len(data) > _HEX_PREVIEW else "")
 
 
-def _describe(msg: Message, size: int) -> str:
+def _describe_message(msg: Message, size: int) -> str:
     """One log line about a protocol message (never its secrets: it has none)."""
     if isinstance(msg, (Request, Sync)):
         try:
@@ -278,14 +278,14 @@ def decode_message(data: bytes | str, url: str) -> Message:
     except ProtocolError as exc:
         raise ProtocolError(f"{redact_url(url)} sent an invalid message: {exc}") from None
     if logger.isEnabledFor(logging.DEBUG):
-        logger.debug("<- %s", _describe(msg, len(data)))
+        logger.debug("<- %s", _describe_message(msg, len(data)))
     return msg
 
 
 def encode_message(msg: Message) -> bytes:
     data = encode(msg)
     if logger.isEnabledFor(logging.DEBUG):
-        logger.debug("-> %s", _describe(msg, len(data)))
+        logger.debug("-> %s", _describe_message(msg, len(data)))
     return data
 
 
@@ -503,7 +503,7 @@ async def fetch(
             where an empty document is a document.
 
     Returns:
-        The document (an :class:`~autosync_jupyter.document.Document`).
+        The document (an :class:`~autosync_jupyter.Document`).
 
     Raises:
         DocumentUnavailable: the server answered that it does not have it, or

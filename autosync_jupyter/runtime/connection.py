@@ -23,7 +23,7 @@ document without losing edits made while offline.
 >>> asyncio.run(main())
 ({'title': 'hello'}, 'hello again')
 
-For scripts without an event loop, see :func:`autosync_jupyter.blocking.connect_blocking`.
+For scripts without an event loop, see :func:`autosync_jupyter.connect_blocking`.
 The transport (socket, handshake) lives in :mod:`autosync_jupyter.runtime.client`;
 the rules of the conversation (opening, answers, acknowledgement, unavailable
 documents, resync after a reconnect) are the sans-I/O
@@ -56,6 +56,7 @@ from ..auth.redact import redact_url
 from ..core.peer import ClientPeer, PeerEffects
 from ..core.protocol import Message, Peer, Request, Sync
 from ..crdt.document import ChangeEvent, Document, MutableMap
+from ..crdt.values import ensure_first_change
 from ..errors import (
     AutosyncError,
     ConnectionFailed,
@@ -130,7 +131,7 @@ EphemeralCallback = Callable[[PeerId, Any], object]
 class DocHandle:
     """A document kept in sync over a :class:`Connection`.
 
-    ``doc`` is a live :class:`~autosync_jupyter.document.Document`: edit it
+    ``doc`` is a live :class:`~autosync_jupyter.Document`: edit it
     with ``with handle.doc.change() as d: ...`` and the change is sent to the
     server at once; changes from other peers are applied as they arrive and
     reported to :meth:`on_change` callbacks and :meth:`changes` iterators
@@ -173,7 +174,7 @@ class DocHandle:
     def on_change(self, callback: ChangeCallback) -> Callable[[], None]:
         """Call ``callback(event)`` after every change; returns a function that unsubscribes.
 
-        ``event`` is a :class:`~autosync_jupyter.document.ChangeEvent`
+        ``event`` is a :class:`~autosync_jupyter.ChangeEvent`
         (``origin`` is ``"local"`` or ``"remote"``, with the heads before and
         after). Callbacks run in the connection's event loop; an exception in
         one is logged, not raised.
@@ -389,7 +390,7 @@ class ChangeStream:
             self._handle._queues.remove(self._queue)
 
 
-class _Link:
+class _ServerLink:
     """One open WebSocket of a connection and its ordered outgoing queue."""
 
     def __init__(self, ws: ClientConnection, server: PeerId) -> None:
@@ -478,7 +479,7 @@ class Connection:
         self._handles: dict[DocumentId, DocHandle] = {}
         # Documents the server offered unasked (it announces them), in order.
         self._offered: dict[DocumentId, None] = {}
-        self._link: _Link | None = None
+        self._link: _ServerLink | None = None
         self._server_peer: Peer | None = None
         self._runner: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -751,12 +752,8 @@ class Connection:
         if document_id in self._handles:
             raise ValueError(f"document {document_id} is open on this connection already")
         doc = initial if isinstance(initial, Document) else Document(initial)
-        if not doc.core.get_heads():
-            before = doc.core.get_heads()
-            with doc.core.transaction() as tx:
-                tx.put(am.ROOT, "_", am.ScalarType.Null, None)
-                tx.delete(am.ROOT, "_")
-            doc.notify("local", before)
+        if ensure_first_change(doc.core):
+            doc.notify("local", [])
         handle = self._add_handle(document_id, doc)  # ready: it holds a change
         await self._flush(handle, timeout)
         return handle
@@ -814,7 +811,7 @@ class Connection:
 
     # -- internals: the connection ----------------------------------------------------
 
-    async def _connect_once(self) -> _Link:
+    async def _connect_once(self) -> _ServerLink:
         ws = await open_socket(
             self.url,
             token=self._token,
@@ -835,9 +832,9 @@ class Connection:
             ws.transport.abort()
             raise
         self._server_peer = peer
-        return _Link(ws, peer.sender_id)
+        return _ServerLink(ws, peer.sender_id)
 
-    async def _run(self, link: _Link) -> None:
+    async def _run(self, link: _ServerLink) -> None:
         """Serve the link; when it drops, reconnect with backoff until closed."""
         attempt = 0
         while True:
@@ -876,12 +873,12 @@ class Connection:
                 logger.warning("reconnected to %s", self._shown_url)
                 break
 
-    def _attach(self, link: _Link) -> None:
+    def _attach(self, link: _ServerLink) -> None:
         """Use ``link`` from now on: every open document starts afresh on it."""
         self._link = link
         self._carry_out(self._peer.connected(link.server))
 
-    async def _serve(self, link: _Link) -> None:
+    async def _serve(self, link: _ServerLink) -> None:
         if self._link is not link:
             self._attach(link)  # a reconnect (start() attached the first link)
         pump = asyncio.ensure_future(link.pump())

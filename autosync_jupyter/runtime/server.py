@@ -223,7 +223,7 @@ class SyncServer(SyncRuntime):
             if not insecure_auth_on_loopback:
                 raise ValueError(
                     "authentication without TLS would send ID tokens in clear text: "
-                    "pass ssl=... (see autosync_jupyter.tls), or, for tests on this "
+                    "pass ssl=... (autosync_jupyter.server_ssl_context), or, for tests on this "
                     "machine only, insecure_auth_on_loopback=True"
                 )
             if not _is_loopback(host):

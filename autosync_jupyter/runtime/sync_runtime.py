@@ -125,7 +125,7 @@ class DocumentSummary:
 
 
 @dataclass
-class _Link:
+class _PeerLink:
     """One peer connection and what waits to be sent on it."""
 
     ws: PeerSocket
@@ -330,7 +330,7 @@ class SyncRuntime:
         self._queued_bytes = 0
         self._hub: Hub | None = None
         self._started = False
-        self._links: dict[ConnectionId, _Link] = {}
+        self._links: dict[ConnectionId, _PeerLink] = {}
         self._loads: dict[DocumentId, asyncio.Future[None]] = {}
         self._commit = _GroupCommit(store, self._spawn, self._compact_flushed)
         self._throttle = _SyncThrottle(sync_interval, self._propagate)
@@ -634,7 +634,7 @@ class SyncRuntime:
             await peer.close(CloseCode.TRY_AGAIN_LATER, "too many connections, try again later")
             return
         conn_id = hub.open_connection(remote_address=peer.remote_address, identity=identity)
-        link = _Link(peer, conn_id)
+        link = _PeerLink(peer, conn_id)
         self._links[conn_id] = link
         self._notify(frozenset())
         sender = asyncio.create_task(self._send_loop(link))
@@ -715,7 +715,7 @@ class SyncRuntime:
 
     # -- sending -------------------------------------------------------------------
 
-    def _enqueue(self, link: _Link, data: bytes) -> None:
+    def _enqueue(self, link: _PeerLink, data: bytes) -> None:
         link.queue.append((self._commit.barrier, data))
         link.queued_bytes += len(data)
         self._queued_bytes += len(data)
@@ -741,19 +741,19 @@ class SyncRuntime:
             )
             self._drop(slowest)
 
-    def _drop(self, link: _Link) -> None:
+    def _drop(self, link: _PeerLink) -> None:
         """Cut off a peer that does not read, and free what waited for it."""
         link.closing = True
         self._discard_queue(link)
         self._spawn(self._abort(link))
 
-    def _discard_queue(self, link: _Link) -> None:
+    def _discard_queue(self, link: _PeerLink) -> None:
         link.queue.clear()
         self._queued_bytes -= link.queued_bytes
         link.queued_bytes = 0
         link.idle.set()
 
-    async def _send_loop(self, link: _Link) -> None:
+    async def _send_loop(self, link: _PeerLink) -> None:
         try:
             while True:
                 await link.wakeup.wait()
@@ -772,17 +772,17 @@ class SyncRuntime:
         except AutosyncError:
             await link.ws.close(CloseCode.INTERNAL_ERROR, "storage failure")
 
-    async def _drain(self, link: _Link) -> None:
+    async def _drain(self, link: _PeerLink) -> None:
         """Wait until everything queued for ``link`` is sent (or discarded)."""
         await link.idle.wait()
 
-    async def _close_link(self, link: _Link, code: int, reason: str) -> None:
+    async def _close_link(self, link: _PeerLink, code: int, reason: str) -> None:
         # Send what is queued first (the error message explaining the close).
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._drain(link), timeout=2)
         await link.ws.close(code, reason)
 
-    async def _abort(self, link: _Link) -> None:
+    async def _abort(self, link: _PeerLink) -> None:
         link.ws.abort()
 
     # -- storage -------------------------------------------------------------------

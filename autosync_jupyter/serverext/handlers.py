@@ -45,7 +45,7 @@ stack trace. When these handlers refuse a request they log its URL with
 ``token=`` redacted (Jupyter's access log scrubs it too; only a proxy or a
 server in front may still see it, so prefer the header or the cookie).
 
-Content is JSON as :func:`autosync_jupyter.jupyter.tree.document_tree` makes
+Content is JSON as :func:`autosync_jupyter.crdt.json_tree.document_tree` makes
 it: bytes, dates, counters and integers beyond 2**53 are one-key marker
 objects (``{"$bytes": base64}``, ``{"$date": iso}``, ``{"$counter": n}``,
 ``{"$int": "digits"}``); heads are hex change hashes.

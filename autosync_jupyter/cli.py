@@ -2,7 +2,9 @@
 
 autosync serve [--host 127.0.0.1] [--port 3030] [--data-dir .automerge]
 autosync create [--data-dir .automerge] ['{"title": "hello"}']
-autosync ls [--data-dir .automerge] [--json]
+autosync ls [--data-dir .automerge | --store URL] [--json]
+autosync fsck [--data-dir .automerge | --store URL] [--repair] [--json]
+autosync migrate SRC DST     (each a data directory or a postgresql:// URL)
 autosync fetch URL DOC [--json] [--token T] [--cafile F] [--timeout S] [-v]
 autosync watch URL DOC [--token T] [--cafile F] [--timeout S] [--count N] [--no-content] [-v]
 """
@@ -30,7 +32,8 @@ from .crdt.values import new_document, to_py
 from .errors import AutosyncError, StorageError
 from .ids import document_url, encode_heads, generate_document_id
 from .runtime.options import add_serve_arguments, server_from_arguments
-from .storage import FileStore, StoreLocked
+from .storage import FileStore, PostgresStore, Store, StoreLocked
+from .storage.postgres import is_postgres_url, redacted_url
 from .storage.salvage import load_document
 from .version import __version__
 from .wording import counted
@@ -65,6 +68,7 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument(
         "--data-dir", default=".automerge", help="document store directory (default: %(default)s)"
     )
+    _store_argument(create)
     _remote_arguments(create)
 
     ls = sub.add_parser(
@@ -74,6 +78,7 @@ def _parser() -> argparse.ArgumentParser:
     ls.add_argument(
         "--data-dir", default=".automerge", help="document store directory (default: %(default)s)"
     )
+    _store_argument(ls)
     ls.add_argument("--json", action="store_true", help="print the documents' content as JSON")
     _remote_arguments(ls)
     ls.add_argument(
@@ -93,13 +98,28 @@ def _parser() -> argparse.ArgumentParser:
         "sound, 1 something damaged, 2 usage errors.",
     )
     fsck.add_argument("--data-dir", default=".automerge", help="document store directory")
+    _store_argument(fsck)
     fsck.add_argument(
         "--repair",
         action="store_true",
-        help="set damaged files aside under DIR/.corrupt/ as the server does (needs the "
-        "directory to itself: stop the server first)",
+        help="set damaged bytes aside as the server does: under DIR/.corrupt/, or in the "
+        "autosync_corrupt table of a database (needs the store to itself: stop the server "
+        "first)",
     )
     fsck.add_argument("--json", action="store_true", help="print one JSON report")
+
+    migrate = sub.add_parser(
+        "migrate",
+        help="copy every document from one store to another (directory or database)",
+        description="Copy every document of SRC into DST, each a data directory or a "
+        "postgresql:// URL, in either direction. Each copied document is read back from DST "
+        "and must load to the same heads. Running it again copies nothing new; a document "
+        "DST already holds in another version is merged. SRC is only read (it may be in use); "
+        "DST needs its store to itself (stop its server first). Exit status 1 if any "
+        "document could not be copied.",
+    )
+    migrate.add_argument("source", metavar="SRC", help="data directory or postgresql:// URL")
+    migrate.add_argument("target", metavar="DST", help="data directory or postgresql:// URL")
 
     fetch = sub.add_parser("fetch", help="fetch a document from a sync server and print it")
     _client_arguments(fetch)
@@ -124,6 +144,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     _allow_empty_argument(watch)
     return parser
+
+
+def _store_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--store",
+        metavar="URL",
+        help="the store instead of --data-dir: a postgresql://user@host/database URL "
+        "(needs the postgres extra) or a directory",
+    )
 
 
 def _allow_empty_argument(parser: argparse.ArgumentParser) -> None:
@@ -181,6 +210,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_create(args))
         if args.command == "fsck":
             return asyncio.run(_fsck(args))
+        if args.command == "migrate":
+            return asyncio.run(_migrate(args))
         if args.command == "fetch":
             return asyncio.run(_fetch(args))
         if args.command == "watch":
@@ -229,9 +260,9 @@ async def _create(args: argparse.Namespace) -> int:
             handle = await conn.create(initial)
             print(handle.url)
         return 0
-    store = FileStore(args.data_dir)
+    store = _local_store(args.store or args.data_dir, read_only=False)
     try:
-        await store.open()  # refuses a directory a running server holds
+        await store.open()  # refuses a store a running server holds
     except StoreLocked as exc:
         raise AutosyncError(
             f"{exc}; to add a document to that server: autosync create --url ws://HOST:PORT"
@@ -249,9 +280,8 @@ async def _create(args: argparse.Namespace) -> int:
 async def _ls(args: argparse.Namespace) -> int:
     if args.url:
         return await _ls_remote(args)
-    if not Path(args.data_dir).is_dir():
-        raise AutosyncError(f"no data directory at {args.data_dir}")
-    store = FileStore(args.data_dir, read_only=True)  # works beside a running server
+    where = args.store or args.data_dir
+    store = _local_store(where, read_only=True)  # works beside a running server
     await store.open()
     try:
         ids = sorted(store.document_ids())
@@ -265,10 +295,104 @@ async def _ls(args: argparse.Namespace) -> int:
             for doc_id in ids:
                 print(document_url(doc_id))
             if not ids:
-                print(f"no documents in {args.data_dir}", file=sys.stderr)
+                print(f"no documents in {store_label(where)}", file=sys.stderr)
     finally:
         await store.close()
     return 0
+
+
+def _local_store(where: str, *, read_only: bool) -> Store:
+    """The store a ``--data-dir``/``--store`` value names: a database URL or a directory."""
+    if is_postgres_url(where):
+        return PostgresStore(where, read_only=read_only)
+    if read_only and not Path(where).is_dir():
+        raise AutosyncError(f"no data directory at {where}")
+    return FileStore(where, read_only=read_only)
+
+
+def store_label(where: str) -> str:
+    """``where`` for messages: a database URL without its password."""
+    return redacted_url(where) if is_postgres_url(where) else where
+
+
+async def _migrate(args: argparse.Namespace) -> int:
+    if os.path.abspath(args.source) == os.path.abspath(args.target):
+        raise AutosyncError("SRC and DST are the same store")
+    source = _local_store(args.source, read_only=True)
+    target = _local_store(args.target, read_only=False)
+    await source.open()
+    try:
+        try:
+            await target.open()
+        except StoreLocked as exc:
+            raise AutosyncError(f"{exc}; stop the server that uses it first") from None
+        try:
+            results = [
+                await _migrate_one(source, target, doc_id)
+                for doc_id in sorted(source.document_ids())
+            ]
+            await target.flush()
+        finally:
+            await target.close()
+    finally:
+        await source.close()
+    for doc_id, outcome in results:
+        word, _, why = outcome.partition(": ")
+        print(f"{word:<8} {doc_id}  {why}".rstrip())
+    failed = [doc_id for doc_id, outcome in results if outcome.startswith("FAILED")]
+    counts = {name: [o for _, o in results].count(name) for name in ("copied", "same", "merged")}
+    print(
+        f"{counted(len(results), 'document')}: {counts['copied']} copied, {counts['same']} "
+        f"already there, {counts['merged']} merged, {len(failed)} failed "
+        f"({store_label(args.source)} -> {store_label(args.target)})"
+    )
+    return 1 if failed else 0
+
+
+async def _migrate_one(source: Store, target: Store, doc_id: Any) -> tuple[str, str]:
+    """Copy one document; return its id and what happened (``FAILED: why`` on failure)."""
+    try:
+        data = await source.load(doc_id)
+    except StorageError as exc:
+        return doc_id, f"FAILED: cannot read it: {exc}"
+    loaded = load_document(data or b"")
+    if loaded.document is None:
+        return doc_id, "FAILED: its stored bytes do not load"
+    document, waiting = loaded.document, dict(loaded.waiting)
+    outcome = "copied"
+    if doc_id in target:
+        there = load_document(await target.load(doc_id) or b"")
+        if there.document is not None:
+            same = sorted(there.document.get_heads()) == sorted(document.get_heads())
+            if same and there.waiting.keys() >= waiting.keys():
+                return doc_id, "same"
+            there.document.merge(document)
+            document = there.document
+            waiting = {**there.waiting, **waiting}
+            outcome = "merged"
+    heads = document.get_heads()
+    expected = (sorted(heads), len(waiting))
+    # Waiting changes travel too: a peer may yet bring what they lack.
+    snapshot = document.save() + b"".join(waiting.values())
+
+    def verify(written: bytes) -> bool:
+        back = load_document(written)
+        return (
+            back.document is not None
+            and (
+                sorted(back.document.get_heads()),
+                len(back.waiting),
+            )
+            == expected
+        )
+
+    try:
+        await target.compact(doc_id, snapshot, heads, verify=verify)
+        if not verify(await target.load(doc_id) or b""):
+            return doc_id, "FAILED: it does not read back from the target with the same heads"
+    except StorageError as exc:
+        return doc_id, f"FAILED: {exc}"
+    return doc_id, outcome
 
 
 # The report of a document whose files cannot be read at all.
@@ -286,9 +410,7 @@ _UNREADABLE: dict[str, Any] = {
 
 
 async def _fsck(args: argparse.Namespace) -> int:
-    if not Path(args.data_dir).is_dir():
-        raise AutosyncError(f"no data directory at {args.data_dir}")
-    store = FileStore(args.data_dir, read_only=not args.repair)
+    store = _local_store(args.store or args.data_dir, read_only=not args.repair)
     await store.open()
     reports = []
     try:
@@ -326,13 +448,13 @@ async def _fsck(args: argparse.Namespace) -> int:
         print(json.dumps({"documents": reports, "damaged": len(damaged)}, indent=2))
     else:
         for r in reports:
-            print(_fsck_line(r))
-        what = "repaired (damaged files set aside)" if args.repair and damaged else "damaged"
+            print(_fsck_line(r, "row" if isinstance(store, PostgresStore) else "file"))
+        what = "repaired (damaged bytes set aside)" if args.repair and damaged else "damaged"
         print(f"{counted(len(reports), 'document')}, {len(damaged)} {what}")
     return 1 if damaged else 0
 
 
-def _fsck_line(report: dict[str, Any]) -> str:
+def _fsck_line(report: dict[str, Any], unit: str = "file") -> str:
     if report["sound"]:
         return f"ok       {report['id']}  {report['changes']} changes"
     if report["error"]:
@@ -341,7 +463,7 @@ def _fsck_line(report: dict[str, Any]) -> str:
     if report["damaged_bytes"]:
         files = report["damaged_files"]
         parts.append(
-            f"{counted(report['damaged_bytes'], 'damaged byte')} in {counted(files, 'file')}"
+            f"{counted(report['damaged_bytes'], 'damaged byte')} in {counted(files, unit)}"
         )
     if report["waiting_changes"]:
         missing = report["missing_changes"]

@@ -8,7 +8,9 @@ from collections.abc import Iterator
 import pytest
 
 from autosync_jupyter.auth.login import clear_token_cache
+from tests.ci import skip_or_fail
 from tests.oidc_provider import OIDCProvider, running_provider
+from tests.postgres_server import PostgresServer, missing_prerequisite, running_postgres
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -31,3 +33,17 @@ def provider() -> Iterator[OIDCProvider]:
     with running_provider() as running:
         yield running
     clear_token_cache()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A throw-away PostgreSQL cluster for the session (skipped here, failed in CI, if absent)."""
+    skip_or_fail(missing_prerequisite())
+    with running_postgres() as server:
+        yield server
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer) -> str:
+    """The URL of a new, empty database on the session's PostgreSQL server."""
+    return postgres_server.new_database()

@@ -200,6 +200,9 @@ def test_js_block(block: Block, serving: BackgroundSyncServer) -> None:
     assert serving.read_document(url.removeprefix("automerge:")) == {"hello": "world"}
 
 
+# The database the README's PostgreSQL examples name.
+README_DATABASE = "postgresql://autosync@db.example/automerge"
+
 # Shell lines that are the set-up itself (run by CI), or open a desktop app.
 _SETUP = ("./scripts/", "scripts/", "pip install", "jupyter lab", "SKIP_JUPYTER_BUILDER")
 
@@ -216,10 +219,14 @@ def shell_lines() -> list[tuple[Block, str]]:
 
 
 @pytest.mark.parametrize(("block", "command"), shell_lines(), ids=lambda v: str(v)[:60])
-def test_shell_command(block: Block, command: str, tmp_path: Path) -> None:
+def test_shell_command(
+    block: Block, command: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     """Short commands run to success; ``autosync serve`` starts, listens and stops on Ctrl-C."""
-    if command.startswith("autosync fsck"):
+    if command.startswith(("autosync fsck", "autosync migrate")):
         subprocess.run(["autosync", "create", "{}"], cwd=tmp_path, check=True)
+    if README_DATABASE in command:  # the reader's database: the tests' throw-away one
+        command = command.replace(README_DATABASE, request.getfixturevalue("postgres_url"))
     port = free_port()
     command = on_port(command, port)
     if " serve" not in command:

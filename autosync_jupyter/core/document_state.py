@@ -36,6 +36,8 @@ READY      ABANDON          MISSING    the message that created it was refused
 READY      RELOAD           LOADING    rolled back: reload what was stored
 READY      DROP             MISSING    rolled back, and nothing was stored
 READY      FORGET           ``-``      its last peer left, nothing stored
+READY      UNLOAD           ``-``      idle: no peer engaged, everything of it
+                                       stored (it is loaded again when needed)
 MISSING    FORGET           ``-``      its last peer left, nothing stored
 =========  ===============  =========  =======================================
 
@@ -110,6 +112,7 @@ class DocEvent(Enum):
     RELOAD = "reload"
     DROP = "drop"
     FORGET = "forget"
+    UNLOAD = "unload"
 
 
 #: ``(state, event): next state``; None stands for "no record" on either side.
@@ -127,6 +130,7 @@ DOC_TRANSITIONS: Final[dict[tuple[DocState | None, DocEvent], DocState | None]] 
     (DocState.READY, DocEvent.RELOAD): DocState.LOADING,
     (DocState.READY, DocEvent.DROP): DocState.MISSING,
     (DocState.READY, DocEvent.FORGET): None,
+    (DocState.READY, DocEvent.UNLOAD): None,
     (DocState.MISSING, DocEvent.FORGET): None,
 }
 
@@ -306,12 +310,38 @@ class Doc:
             and self.can(DocEvent.FORGET)
         )
 
+    def unloadable(self) -> bool:
+        """UNLOAD may happen: what dropping it from memory loses, the store gives back.
+
+        No peer is engaged (a peer's sync state would be lost), no change
+        waits on a peer for its dependencies (those are only in memory), and
+        everything it holds was handed to storage. Stored changes that wait
+        for lost dependencies (:attr:`waiting`) came from the store and are
+        kept there, so they do not hold it.
+        """
+        return (
+            self._state is DocState.READY
+            and not self.peers
+            and not self.orphans
+            and bool(self.saved_heads)
+            and self.heads() == self.saved_heads
+        )
+
     # -- transitions
 
     def _go(self, event: DocEvent) -> DocState:
         state = _next_state(self._state, event)
         assert state is not None, "FORGET is the hub's: it drops the record"
         return state
+
+    def unload(self) -> None:
+        """UNLOAD: leave memory; the hub drops the record (see :meth:`unloadable`)."""
+        if not self.unloadable():
+            raise ImpossibleTransition(f"document {self.doc_id} is not idle: cannot UNLOAD it")
+        _next_state(self._state, DocEvent.UNLOAD)
+        self._document = None
+        self.guard = None
+        self.waiting = {}
 
     def add(self, document: am.Document) -> None:
         """ADD: a document made on the server side takes the place of a missing or broken one."""

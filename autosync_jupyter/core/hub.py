@@ -36,6 +36,10 @@ Rules of ``protocol.md`` that are easy to get wrong, and where they live:
   identity (:meth:`Hub._join`, :meth:`Hub.probe_result`);
 * what a peer leaves behind is forgotten: documents it asked for that
   nobody has, changes whose dependencies never came (:meth:`Hub._forget_peer`);
+* a document nobody is engaged with and whose every change is stored may
+  leave memory (:meth:`Hub.unload`), least recently used first
+  (:meth:`Hub.idle_documents`); the next message about it loads it again, so
+  peers get the same answers;
 * a document's state (loading, ready, missing, broken) and a peer's status
   for it change only in :mod:`.document_state`, by its transition tables.
 """
@@ -296,6 +300,10 @@ class Hub:
         self._peers: dict[PeerId, ConnectionId] = {}
         self._docs: dict[DocumentId, Doc] = {}
         self._dirty: set[DocumentId] = set()
+        # Every document record by last use, oldest first: a use counter,
+        # not a clock (the runtime maps it to time).
+        self._uses = 0
+        self._recent: OrderedDict[DocumentId, int] = OrderedDict()
         self._ephemeral_seen: OrderedDict[tuple[str, str], int] = OrderedDict()
         self._fx = Effects()
 
@@ -385,6 +393,7 @@ class Hub:
         if doc is None or doc.state is not DocState.LOADING:
             return self._take()
         doc.finish_load(document, waiting=waiting, problem=problem)
+        self._used(doc)
         return self._after_load(doc)
 
     def document_load_failed(self, doc_id: DocumentId, reason: str) -> Effects:
@@ -460,6 +469,7 @@ class Hub:
             doc = existing
             doc.add(document)
         self._docs[doc_id] = doc
+        self._used(doc)
         self._record_changes(doc)
         self._dirty.add(doc_id)  # late arrival: push to peers that asked before
         self._announce_to_all(doc)
@@ -474,6 +484,7 @@ class Hub:
         """
         doc = self._ready(doc_id)
         assert doc.doc is not None
+        self._used(doc)
         before = doc.doc.get_heads()
         edit(doc.doc)
         if doc.doc.get_heads() != before:
@@ -487,6 +498,7 @@ class Hub:
         """Return a copy (fork) of a loaded document, safe to read and change."""
         doc = self._ready(doc_id)
         assert doc.doc is not None
+        self._used(doc)
         return doc.doc.fork()
 
     def save_document(self, doc_id: DocumentId) -> tuple[bytes, list[bytes]]:
@@ -534,6 +546,62 @@ class Hub:
             self._docs[doc_id] = Doc.to_load(doc_id)
             self._fx.load.append(doc_id)
         return self._take()
+
+    def unloadable(self, doc_id: DocumentId) -> bool:
+        """Whether :meth:`unload` would drop ``doc_id`` (see :meth:`.Doc.unloadable`)."""
+        doc = self._docs.get(doc_id)
+        return doc is not None and doc_id not in self._dirty and doc.unloadable()
+
+    def unload(self, doc_id: DocumentId) -> Effects:
+        """UNLOAD an idle document: drop it from memory; no-op unless :meth:`unloadable`.
+
+        The transport calls it once the store has made every write of the
+        document durable and no load or compaction of it runs. Nothing is
+        lost: the next request, sync message or API call loads it again
+        from the store, with the same heads and waiting changes.
+        """
+        if self.unloadable(doc_id):
+            self._docs.pop(doc_id).unload()
+            self._recent.pop(doc_id, None)
+        return self._take()
+
+    @property
+    def uses(self) -> int:
+        """A counter bumped at every use of a document (see :meth:`idle_documents`)."""
+        return self._uses
+
+    def resident_count(self) -> int:
+        """How many documents the hub holds records of (loaded, loading, missing or broken)."""
+        return len(self._recent)
+
+    def idle_documents(
+        self,
+        *,
+        used_before: int | None = None,
+        limit: int | None = None,
+        busy: Container[DocumentId] = frozenset(),
+    ) -> list[DocumentId]:
+        """Documents :meth:`unload` would drop, least recently used first.
+
+        ``used_before``: only those last used before :attr:`uses` had this
+        value; ``limit``: at most this many; ``busy``: documents the
+        transport still works on (unflushed writes, a compaction).
+        """
+        found: list[DocumentId] = []
+        stale: list[DocumentId] = []
+        for doc_id, used in self._recent.items():
+            if (used_before is not None and used >= used_before) or (
+                limit is not None and len(found) >= limit
+            ):
+                break
+            doc = self._docs.get(doc_id)
+            if doc is None:
+                stale.append(doc_id)
+            elif doc_id not in busy and self.unloadable(doc_id):
+                found.append(doc_id)
+        for doc_id in stale:
+            del self._recent[doc_id]
+        return found
 
     def list_documents(self) -> list[DocumentInfo]:
         """Summaries of the documents in memory."""
@@ -720,6 +788,7 @@ class Hub:
             conn.parked.appendleft(msg)
             conn.waiting_for = doc_id
             return
+        self._used(doc)
         pd = doc.peers.get(conn.conn_id)
         first_contact = pd is None
         if pd is None:
@@ -1029,6 +1098,12 @@ class Hub:
 
     # -- helpers ---------------------------------------------------------------
 
+    def _used(self, doc: Doc) -> None:
+        # Any state: a missing document becomes READY when changes arrive.
+        self._uses += 1
+        self._recent[doc.doc_id] = self._uses
+        self._recent.move_to_end(doc.doc_id)
+
     def _drain_parked(self, conn: _Connection) -> None:
         while (
             conn.parked
@@ -1143,11 +1218,13 @@ class Hub:
             if doc is None:
                 continue
             doc.peers.pop(conn.conn_id, None)
+            self._used(doc)  # idle from now on, if it was its last peer
             if any(owner == conn.conn_id for owner, _ in doc.orphans.values()):
                 # The changes it left waiting for dependencies go with it.
                 self._rollback(doc, f"{conn.peer_id_text()} left changes it never completed")
             if doc.forgettable(self._stored):
                 del self._docs[doc_id]  # nothing here but what it asked for
+                self._recent.pop(doc_id, None)
                 self._dirty.discard(doc_id)
         conn.docs.clear()
         conn.dataless.clear()

@@ -14,6 +14,8 @@ from pathlib import Path
 from ..auth.oidc import AuthConfig
 from ..auth.tls import make_self_signed_certificate, server_ssl_context
 from ..errors import AutosyncError
+from ..storage import PostgresStore, Store
+from ..storage.postgres import is_postgres_url
 from .server import (
     DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_MESSAGE_SIZE,
@@ -21,6 +23,7 @@ from .server import (
     DEFAULT_MAX_SEND_QUEUE,
     SyncServer,
 )
+from .sync_runtime import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_LOADED_DOCUMENTS
 
 __all__ = ["add_serve_arguments", "byte_size", "server_from_arguments"]
 
@@ -40,6 +43,12 @@ def add_serve_arguments(serve: argparse.ArgumentParser, *, default_port: int) ->
     )
     serve.add_argument(
         "--data-dir", default=".automerge", help="document store directory (default: %(default)s)"
+    )
+    serve.add_argument(
+        "--store",
+        metavar="URL",
+        help="the store instead of --data-dir: a postgresql://user@host/database URL "
+        "(needs the postgres extra) or a directory",
     )
     serve.add_argument(
         "--ephemeral", action="store_true", help="keep documents in memory only; no storage id"
@@ -108,6 +117,22 @@ def add_serve_arguments(serve: argparse.ArgumentParser, *, default_port: int) ->
         help="seconds between two rounds of sync messages for one busy document "
         "(default: %(default)s; the first change after a quiet spell goes out at once)",
     )
+    serve.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=DEFAULT_IDLE_TIMEOUT,
+        metavar="S",
+        help="seconds after which a document no peer syncs, everything of it stored, "
+        "leaves memory; it is loaded again when asked for (default: %(default)s; 0: never)",
+    )
+    serve.add_argument(
+        "--max-loaded-documents",
+        type=int,
+        default=DEFAULT_MAX_LOADED_DOCUMENTS,
+        metavar="N",
+        help="documents kept in memory at most; beyond, the least recently used idle ones "
+        "leave it (default: %(default)s; 0: no bound; documents in use always stay)",
+    )
     auth = serve.add_argument_group(
         "authentication", "require an OIDC ID token from every peer (needs TLS)"
     )
@@ -169,6 +194,15 @@ def server_from_arguments(args: argparse.Namespace) -> tuple[SyncServer, list[st
         cert, key = make_self_signed_certificate(where / "cert.pem", where / "key.pem", hosts=hosts)
         ssl_context = server_ssl_context(cert, key)
         notes.append(f"self-signed certificate: {cert}")
+    data_dir: str | None = None if args.ephemeral else args.data_dir
+    store: Store | None = None
+    if getattr(args, "store", None):
+        if args.ephemeral:
+            raise AutosyncError("--store and --ephemeral exclude each other")
+        if is_postgres_url(args.store):
+            data_dir, store = None, PostgresStore(args.store)
+        else:
+            data_dir = args.store
     auth = None
     if args.auth:
         auth = AuthConfig(
@@ -182,7 +216,8 @@ def server_from_arguments(args: argparse.Namespace) -> tuple[SyncServer, list[st
         insecure_auth_on_loopback=args.insecure_auth_on_loopback,
         host=args.host,
         port=args.port,
-        data_dir=None if args.ephemeral else args.data_dir,
+        data_dir=data_dir,
+        store=store,
         ephemeral=args.ephemeral,
         share=args.share,
         create_on_request=args.create_on_request,
@@ -192,6 +227,8 @@ def server_from_arguments(args: argparse.Namespace) -> tuple[SyncServer, list[st
         max_queued_bytes=args.max_queued_bytes,
         max_send_queue=args.max_send_queue,
         sync_interval=args.sync_interval,
+        idle_timeout=args.idle_timeout or None,
+        max_loaded_documents=args.max_loaded_documents or None,
         origins=args.origin,
         path=args.path,
     )

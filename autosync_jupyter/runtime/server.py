@@ -50,7 +50,9 @@ from ..storage import Store
 from ..wording import printable
 from .loop_thread import LoopThread
 from .sync_runtime import (
+    DEFAULT_IDLE_TIMEOUT,
     DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_LOADED_DOCUMENTS,
     DEFAULT_MAX_QUEUED_BYTES,
     DEFAULT_MAX_SEND_QUEUE,
     DEFAULT_TAKEOVER_TIMEOUT,
@@ -178,6 +180,11 @@ class SyncServer(SyncRuntime):
             is refused, else it is replaced (a client back after a dropped
             socket). With authentication, only the same identity may take a
             peer id over, at once.
+        idle_timeout: seconds after which a document no peer syncs, its
+            every change durable, leaves memory (None: never); it is loaded
+            again when next asked for.
+        max_loaded_documents: documents kept in memory at most (None: no
+            bound); beyond, the least recently used idle ones leave it.
         path: if given, only upgrades on this URL path are accepted.
         auth: an :class:`~autosync_jupyter.auth.AuthConfig`: every connection
             must present a valid OIDC ID token, as ``Authorization: Bearer``
@@ -215,6 +222,8 @@ class SyncServer(SyncRuntime):
         max_queued_bytes: int = DEFAULT_MAX_QUEUED_BYTES,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         takeover_timeout: float = DEFAULT_TAKEOVER_TIMEOUT,
+        idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
+        max_loaded_documents: int | None = DEFAULT_MAX_LOADED_DOCUMENTS,
         path: str | None = None,
         auth: AuthConfig | None = None,
         insecure_auth_on_loopback: bool = False,
@@ -243,6 +252,8 @@ class SyncServer(SyncRuntime):
             max_queued_bytes=max_queued_bytes,
             max_connections=max_connections,
             takeover_timeout=takeover_timeout,
+            idle_timeout=idle_timeout,
+            max_loaded_documents=max_loaded_documents,
         )
         self.host = host
         self.port = port

@@ -28,9 +28,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import datetime
 import logging
 import os
+import sys
 from collections import deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
@@ -61,7 +63,9 @@ from ..wording import counted
 from .transport import PeerClosed, PeerSocket
 
 __all__ = [
+    "DEFAULT_IDLE_TIMEOUT",
     "DEFAULT_MAX_CONNECTIONS",
+    "DEFAULT_MAX_LOADED_DOCUMENTS",
     "DEFAULT_MAX_QUEUED_BYTES",
     "DEFAULT_MAX_SEND_QUEUE",
     "DEFAULT_TAKEOVER_TIMEOUT",
@@ -83,6 +87,40 @@ DEFAULT_MAX_CONNECTIONS = 4096
 #: How long a connection holding a peer id has to answer a ping when another
 #: connection joins with that id (it keeps the id if it answers).
 DEFAULT_TAKEOVER_TIMEOUT = 2.0
+#: Seconds a document nobody syncs stays in memory. Clients coming back
+#: (a reloaded tab, a restarted kernel, a dropped network) mostly do so
+#: within minutes; after that, reloading (one read of its files) costs less
+#: than holding it.
+DEFAULT_IDLE_TIMEOUT = 300.0
+#: Documents held in memory at most, beyond those in use: about 100 MB of
+#: small documents (10 KB each); busy servers with large documents lower it.
+DEFAULT_MAX_LOADED_DOCUMENTS = 10_000
+# The idle sweep runs this often at most (a quarter of the idle timeout).
+_MAX_SWEEP_INTERVAL = 30.0
+# Unloaded documents after which the C heap is asked to give freed pages back.
+_TRIM_AFTER = 256
+
+
+def _find_malloc_trim() -> Callable[[int], int] | None:
+    with contextlib.suppress(OSError, AttributeError):
+        trim: Callable[[int], int] = ctypes.CDLL(None).malloc_trim
+        return trim
+    return None
+
+
+_MALLOC_TRIM = _find_malloc_trim() if sys.platform.startswith("linux") else None
+
+
+def _trim_heap() -> None:
+    """Give freed heap pages back to the system (glibc only).
+
+    Documents leave memory in the Automerge core's allocations; glibc keeps
+    the freed pages for reuse, so without this the process's RSS would
+    never shrink after a burst of loads.
+    """
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
+
 
 _R = TypeVar("_R", bound="SyncRuntime")
 
@@ -257,6 +295,21 @@ class _GroupCommit:
         self._spawn(flush())
 
 
+class _Busy:
+    """The documents the runtime still works on: never unloaded."""
+
+    def __init__(self, runtime: SyncRuntime) -> None:
+        self._runtime = runtime
+
+    def __contains__(self, doc_id: object) -> bool:
+        runtime = self._runtime
+        return (
+            doc_id in runtime._unflushed
+            or doc_id in runtime._compacting
+            or doc_id in runtime._loads
+        )
+
+
 class SyncRuntime:
     """The sync hub with its store, served to peers over any transport.
 
@@ -298,6 +351,13 @@ class SyncRuntime:
             is refused, else it is replaced (a client back after a dropped
             socket). With authentication, only the same identity may take a
             peer id over, at once.
+        idle_timeout: seconds after which a document no peer syncs, and
+            whose every change is durable, leaves memory (None: never). It
+            is loaded again, the same, when next asked for.
+        max_loaded_documents: documents kept in memory at most (None: no
+            bound); beyond, the least recently used idle ones leave memory
+            at once. Documents in use (peers syncing them, writes not yet
+            durable) stay whatever their number.
     """
 
     def __init__(
@@ -314,7 +374,13 @@ class SyncRuntime:
         max_queued_bytes: int = DEFAULT_MAX_QUEUED_BYTES,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         takeover_timeout: float = DEFAULT_TAKEOVER_TIMEOUT,
+        idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
+        max_loaded_documents: int | None = DEFAULT_MAX_LOADED_DOCUMENTS,
     ) -> None:
+        if idle_timeout is not None and not idle_timeout > 0:
+            raise ValueError(f"idle_timeout must be positive or None, not {idle_timeout!r}")
+        if max_loaded_documents is not None and max_loaded_documents < 0:
+            raise ValueError(f"max_loaded_documents must be >= 0, not {max_loaded_documents!r}")
         if store is None:
             store = MemoryStore() if ephemeral or data_dir is None else FileStore(data_dir)
         self.data_dir = None if ephemeral or data_dir is None else os.fspath(data_dir)
@@ -335,6 +401,16 @@ class SyncRuntime:
         self._commit = _GroupCommit(store, self._spawn, self._compact_flushed)
         self._throttle = _SyncThrottle(sync_interval, self._propagate)
         self._compacting: set[DocumentId] = set()
+        self._idle_timeout = idle_timeout
+        self._max_loaded = max_loaded_documents
+        # Per document, the flush its latest write waits for: until it
+        # succeeds, the document stays in memory.
+        self._unflushed: dict[DocumentId, asyncio.Future[None]] = {}
+        self._busy = _Busy(self)
+        # (loop time, hub.uses) at each sweep: maps the hub's use counter to time.
+        self._use_marks: deque[tuple[float, int]] = deque()
+        self._sweep_timer: asyncio.TimerHandle | None = None
+        self._unloaded_since_trim = 0
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closed = asyncio.Event()
         self._listeners: list[ServerListener] = []
@@ -362,6 +438,12 @@ class SyncRuntime:
             create_on_request=self._create_on_request,
             limits=HubLimits.for_message_size(self._max_message_size),
         )
+        if self._idle_timeout is not None:
+            self._schedule_sweep()
+        if self._share != "request" and self._share != "deny":
+            # Announcing needs every id: list them off the loop before a
+            # peer joins, rather than in its join.
+            self._spawn(self._store.all_document_ids())
 
     async def close(self) -> None:
         """Flush everything and close every connection with 1001 (a server stops listening)."""
@@ -369,6 +451,9 @@ class SyncRuntime:
             return
         hub = self._require_hub()
         self._throttle.cancel()
+        if self._sweep_timer is not None:
+            self._sweep_timer.cancel()
+            self._sweep_timer = None
         self._apply(hub.propagate())
         with contextlib.suppress(Exception):
             await self._store.flush()
@@ -443,9 +528,10 @@ class SyncRuntime:
     def _status(self) -> str:
         """State, store and counts, for ``repr``."""
         state = "running" if self._started else "stopped"
-        docs = len(self._store.document_ids()) if self._hub else 0
+        # Listing every stored document could take seconds: only those in memory.
+        docs = self._hub.resident_count() if self._hub else 0
         return (
-            f"{state}, data: {self.data_dir or 'memory'}, {counted(docs, 'document')}, "
+            f"{state}, data: {self.data_dir or 'memory'}, {counted(docs, 'document')} in memory, "
             f"{counted(len(self._links), 'connection')}"
         )
 
@@ -603,9 +689,11 @@ class SyncRuntime:
 
     async def _ensure_loaded(self, doc_id: DocumentId) -> None:
         hub = self._require_hub()
-        if hub.is_loaded(doc_id):
-            return
-        if hub.load_needed(doc_id):
+        # Twice more at most: a document loaded for us may leave memory again
+        # (max_loaded_documents) before this task runs on.
+        for _attempt in range(3):
+            if hub.is_loaded(doc_id) or not hub.load_needed(doc_id):
+                break
             self._apply(hub.request_load(doc_id))
             pending = self._loads.get(doc_id)
             if pending is not None:
@@ -664,6 +752,7 @@ class SyncRuntime:
             self._discard_queue(link)
             self._apply(hub.close_connection(conn_id))
             self._notify(frozenset())
+            self._bound_loaded()  # its documents may be idle now
             sender.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sender
@@ -676,6 +765,9 @@ class SyncRuntime:
             for doc_id, data in fx.writes:
                 self._store.append(doc_id, data)
                 self._commit.wrote(doc_id)
+                barrier = self._commit.barrier
+                if barrier is not None:
+                    self._unflushed[doc_id] = barrier
                 self._last_change[doc_id] = now
                 changed.add(doc_id)
             self._notify(frozenset(changed))
@@ -796,6 +888,7 @@ class SyncRuntime:
         async def load() -> None:
             try:
                 self._apply(await self._load(doc_id))
+                self._bound_loaded()  # still in _loads: this one stays
             finally:
                 self._loads.pop(doc_id, None)
                 future.set_result(None)
@@ -839,7 +932,59 @@ class SyncRuntime:
 
     def _compact_flushed(self, written: set[DocumentId]) -> None:
         for doc_id in written:
+            barrier = self._unflushed.get(doc_id)
+            if barrier is not None and barrier.done() and barrier.exception() is None:
+                del self._unflushed[doc_id]
             self._maybe_compact(doc_id)
+        self._bound_loaded()
+
+    # -- memory: idle documents leave it -------------------------------------------
+
+    def _schedule_sweep(self) -> None:
+        assert self._idle_timeout is not None
+        interval = min(self._idle_timeout / 4, _MAX_SWEEP_INTERVAL)
+        self._sweep_timer = asyncio.get_running_loop().call_later(interval, self._sweep)
+
+    def _sweep(self) -> None:
+        """Unload documents idle for ``idle_timeout``; runs every quarter of it (30 s at most)."""
+        hub = self._hub
+        if hub is None or not self._started or self._idle_timeout is None:
+            return
+        now = asyncio.get_running_loop().time()
+        marks = self._use_marks
+        marks.append((now, hub.uses))
+        cutoff = now - self._idle_timeout
+        while len(marks) > 1 and marks[1][0] <= cutoff:
+            marks.popleft()
+        when, uses = marks[0]
+        if when <= cutoff:
+            # Last used when the counter was at most ``uses``: idle since ``when``.
+            self._unload(hub.idle_documents(used_before=uses + 1, busy=self._busy))
+        self._bound_loaded()
+        self._schedule_sweep()
+
+    def _bound_loaded(self) -> None:
+        """Unload the least recently used idle documents beyond ``max_loaded_documents``."""
+        hub = self._hub
+        if hub is None or self._max_loaded is None or not self._started:
+            return
+        excess = hub.resident_count() - self._max_loaded
+        if excess > 0:
+            self._unload(hub.idle_documents(limit=excess, busy=self._busy))
+
+    def _unload(self, doc_ids: list[DocumentId]) -> None:
+        hub = self._require_hub()
+        for doc_id in doc_ids:
+            self._apply(hub.unload(doc_id))
+            if not hub.is_loaded(doc_id):
+                self._store.forget(doc_id)
+                self._sizes.pop(doc_id, None)
+        if doc_ids:
+            logger.debug("%s left memory (idle)", counted(len(doc_ids), "document"))
+            self._unloaded_since_trim += len(doc_ids)
+            if self._unloaded_since_trim >= _TRIM_AFTER:
+                self._unloaded_since_trim = 0
+                _trim_heap()
 
     def _maybe_compact(self, doc_id: DocumentId) -> None:
         hub = self._hub

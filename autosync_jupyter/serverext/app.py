@@ -24,11 +24,15 @@ from traitlets import Bool, Callable, Enum, Float, Int, Unicode, Union
 
 from ..core.protocol import DEFAULT_MAX_MESSAGE_SIZE
 from ..runtime.sync_runtime import (
+    DEFAULT_IDLE_TIMEOUT,
     DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_LOADED_DOCUMENTS,
     DEFAULT_MAX_QUEUED_BYTES,
     DEFAULT_MAX_SEND_QUEUE,
     SyncRuntime,
 )
+from ..storage import PostgresStore
+from ..storage.postgres import is_postgres_url
 from .base import ExtensionServices
 from .handlers import (
     DocumentHandler,
@@ -113,6 +117,15 @@ class AutosyncExtension(ExtensionApp):
         directory can be served by either, one process at a time.""",
     ).tag(config=True)
 
+    store = Unicode(
+        "",
+        help="""The document store as a URL, instead of data_dir: a
+        postgresql://user@host/database URL keeps the documents in that
+        database (tables autosync_*, created when missing; needs
+        `pip install 'autosync-jupyter[postgres]'`); any other value is a
+        directory, as data_dir. Empty (the default): data_dir.""",
+    ).tag(config=True)
+
     ephemeral = Bool(
         False,
         help="""Keep documents in memory only (lost when the server stops) and
@@ -166,6 +179,18 @@ class AutosyncExtension(ExtensionApp):
         (try again later).""",
     ).tag(config=True)
 
+    idle_timeout = Float(
+        DEFAULT_IDLE_TIMEOUT,
+        help="""Seconds after which a document no peer syncs, everything of it
+        stored, leaves memory; it is loaded again when next asked for. 0: never.""",
+    ).tag(config=True)
+
+    max_loaded_documents = Int(
+        DEFAULT_MAX_LOADED_DOCUMENTS,
+        help="""Documents kept in memory at most; beyond, the least recently
+        used idle ones leave it (documents in use always stay). 0: no bound.""",
+    ).tag(config=True)
+
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.sync_runtime: SyncRuntime | None = None
@@ -182,8 +207,12 @@ class AutosyncExtension(ExtensionApp):
     def initialize_settings(self) -> None:
         """Create (not yet start: the server's loop is not running) the sync hub."""
         _log_through_server(self.serverapp)
+        store = None
+        if self.store and not self.ephemeral and is_postgres_url(self.store):
+            store = PostgresStore(self.store)
         self.sync_runtime = SyncRuntime(
-            data_dir=None if self.ephemeral else self.resolved_data_dir(),
+            data_dir=None if self.ephemeral or store else self.resolved_data_dir(),
+            store=store,
             ephemeral=self.ephemeral,
             share=self.share,
             max_message_size=self.max_message_size,
@@ -191,6 +220,8 @@ class AutosyncExtension(ExtensionApp):
             max_send_queue=self.max_send_queue,
             max_queued_bytes=self.max_queued_bytes,
             max_connections=self.max_connections,
+            idle_timeout=self.idle_timeout or None,
+            max_loaded_documents=self.max_loaded_documents or None,
         )
 
     def initialize_handlers(self) -> None:
@@ -218,8 +249,8 @@ class AutosyncExtension(ExtensionApp):
     # -- for the handlers ------------------------------------------------------------
 
     def resolved_data_dir(self) -> str:
-        """``data_dir`` as an absolute path (relative ones from the server's root_dir)."""
-        path = os.path.expanduser(self.data_dir)
+        """``store`` (a directory) or ``data_dir`` as an absolute path (relative to root_dir)."""
+        path = os.path.expanduser(self.store or self.data_dir)
         if not os.path.isabs(path):
             root = getattr(self.serverapp, "root_dir", None) or os.getcwd()
             path = os.path.join(root, path)

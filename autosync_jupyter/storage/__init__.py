@@ -13,6 +13,8 @@ Modules, one job each:
 - :mod:`.memory`: :class:`MemoryStore`;
 - :mod:`.files`: :class:`FileStore`, the event-loop side (queues, group
   commit, the I/O thread) and the on-disk layout it keeps;
+- :mod:`.postgres`: :class:`PostgresStore`, the same contract in
+  PostgreSQL tables (needs the ``postgres`` extra: psycopg 3);
 - :mod:`.disk`: that layout's file operations, run on the I/O thread;
 - :mod:`.fileio`: crash-safe file primitives (fsync'd writes, atomic
   replacement, reads that refuse anything but regular files);
@@ -28,12 +30,14 @@ import os
 from .base import COMPACTION_FLOOR, Damage, Store, StoreLocked
 from .files import FileStore
 from .memory import MemoryStore
+from .postgres import PostgresStore, is_postgres_url
 
 __all__ = [
     "COMPACTION_FLOOR",
     "Damage",
     "FileStore",
     "MemoryStore",
+    "PostgresStore",
     "Store",
     "StoreLocked",
     "open_store",
@@ -41,8 +45,13 @@ __all__ = [
 
 
 def open_store(data_dir: str | os.PathLike[str] | None) -> Store:
-    """Return a :class:`FileStore` over ``data_dir``, or a :class:`MemoryStore` for None.
+    """Return the store ``data_dir`` names, not yet opened (``await store.open()``).
 
-    The store is not opened yet: ``await store.open()`` before using it.
+    A ``postgresql://`` (or ``postgres://``) URL gives a :class:`PostgresStore`,
+    a path a :class:`FileStore` over that directory, None a :class:`MemoryStore`.
     """
-    return MemoryStore() if data_dir is None else FileStore(data_dir)
+    if data_dir is None:
+        return MemoryStore()
+    if is_postgres_url(data_dir):
+        return PostgresStore(os.fspath(data_dir))
+    return FileStore(data_dir)

@@ -52,8 +52,15 @@ class Store(abc.ABC):
     A store holds, per document, bytes that
     :meth:`automerge.core.Document.load` accepts. Its life is
     ``await open()``, then any number of :meth:`append`, :meth:`flush`,
-    :meth:`load`, :meth:`compact` and :meth:`delete`, then ``await close()``.
-    All methods are called from one event loop; none of them blocks it.
+    :meth:`load`, :meth:`compact`, :meth:`delete` and :meth:`forget`, then
+    ``await close()``. All methods are called from one event loop; none of
+    them blocks it, except the first :meth:`document_ids` of a store that
+    lists its documents lazily (see there).
+
+    Scale contract: :meth:`open` and ``in`` cost about the same however many
+    documents the store holds (a server must listen at once, and answer a
+    request for one id without reading the others); only
+    :meth:`document_ids` and :meth:`all_document_ids` see every document.
 
     Durability contract: bytes passed to :meth:`append` are durable once a
     :meth:`flush` that started after the append has returned. Acknowledge a
@@ -72,14 +79,33 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def open(self) -> None:
-        """Make the store ready: create what is missing and list the documents it holds."""
+        """Make the store ready: create what is missing, without reading every document.
+
+        It must take about the same time for ten documents as for a
+        million: nothing is listed here (see :meth:`document_ids`).
+        """
 
     @abc.abstractmethod
     def document_ids(self) -> set[DocumentId]:
-        """Return (a copy of) the ids of every document the store holds."""
+        """Return (a copy of) the ids of every document the store holds.
+
+        Always complete. A store that does not keep its ids in memory lists
+        them at the first call, synchronously (seconds for 100,000 documents
+        on disk): code in an event loop calls :meth:`all_document_ids` first,
+        after which this answers from memory.
+        """
+
+    async def all_document_ids(self) -> set[DocumentId]:
+        """:meth:`document_ids`, listing the store off the event loop if it must."""
+        return self.document_ids()
 
     def __contains__(self, doc_id: object) -> bool:
-        """Tell whether the store holds ``doc_id``; False for anything that is not an id."""
+        """Tell whether the store holds ``doc_id``; False for anything that is not an id.
+
+        Cheap and exact at any time, listed or not (the hub asks it for every
+        id a peer requests that is not in memory): a store must answer it
+        without listing every document. This default lists; override it.
+        """
         return isinstance(doc_id, str) and doc_id in self.document_ids()
 
     @abc.abstractmethod
@@ -162,6 +188,17 @@ class Store(abc.ABC):
                 back as written and verified; what was stored before is
                 still there.
         """
+
+    def forget(self, doc_id: DocumentId) -> None:
+        """The caller no longer holds ``doc_id`` in memory: drop what the store caches for it.
+
+        A hint, never a loss: what was appended stays queued and stored, and
+        the next :meth:`load` rebuilds the bookkeeping (sizes for
+        :meth:`needs_compaction`, :meth:`damage`). A server calls it when it
+        unloads an idle document, so the store's memory follows the
+        documents in use. The default keeps nothing per document to drop.
+        """
+        check_id(doc_id)
 
     @abc.abstractmethod
     async def delete(self, doc_id: DocumentId) -> None:

@@ -165,21 +165,26 @@ class Disk:
 
     # -- open
 
-    def prepare(self) -> tuple[str, set[DocumentId]]:
-        """Create the directory, read or create the storage id, list the documents."""
+    def prepare(self) -> str:
+        """Create the directory, read or create the storage id; list nothing.
+
+        Only the top level is looked at (temporary files a crash left
+        there): opening costs the same for ten documents as for a million.
+        """
         if self.read_only:
             if not self.root.is_dir():
                 raise StorageError(f"no data directory at {self.root}")
             try:
-                return self._storage_id(), self._index()
+                return self._storage_id()
             except OSError as exc:
                 raise StorageError(f"cannot read the store in {self.root}: {exc}") from exc
         try:
             ensure_dir(self.root.absolute())
             self._lock_fd = lock_directory(self.root)
             shutil.rmtree(self.root / _TRASH_DIR, ignore_errors=True)
-            storage_id = self._storage_id()
-            return storage_id, self._index()
+            for directory in (self.root, self.root / _STORAGE_ID_DIR):
+                self._remove_leftovers(directory)
+            return self._storage_id()
         except BaseException as exc:
             self.close()
             if isinstance(exc, OSError):
@@ -208,38 +213,57 @@ class Disk:
         logger.info("created storage id %s in %s", storage_id, self.root)
         return storage_id
 
-    def _index(self) -> set[DocumentId]:
+    def holds(self, doc_id: DocumentId) -> bool:
+        """Whether ``doc_id`` has a file with bytes in it: a few stats, any thread.
+
+        A document directory left with empty files only (a crash between
+        creating a log and writing it) holds nothing.
+        """
+        try:
+            if self._path(doc_id, _R_KEY).is_file():
+                return True
+            return _has_chunks(self._doc_dir(doc_id))
+        except OSError:
+            return True  # unreadable: listed, and loading it says why
+
+    def index(self) -> set[DocumentId]:
+        """List every document: read only, so any thread may call it beside the I/O thread.
+
+        Compactions and deletes running meanwhile never make a document
+        vanish from the listing (a snapshot is renamed into place before
+        the files it replaces go; a delete renames the whole directory).
+        """
         found: set[DocumentId] = set()
-        with os.scandir(self.root) as entries:
-            for entry in sorted(entries, key=lambda e: e.name):
-                name = entry.name
-                if name.startswith("."):
-                    continue  # .corrupt, R's .sync_states, editor and OS files
-                if _TMP_RE.fullmatch(name) and entry.is_file(follow_symlinks=False):
-                    self._remove_leftover(entry.path)
-                    continue
-                if entry.is_dir(follow_symlinks=False) and len(name) == 2:
-                    try:
-                        found.update(self._index_prefix(Path(entry.path)))
-                    except OSError as exc:
-                        # One unreadable folder must not close the whole store.
-                        logger.error("skipping %s: cannot list it (%s)", entry.path, exc)
-                elif name.endswith(_R_SUFFIX) and entry.is_file(follow_symlinks=False):
-                    stem = name[: -len(_R_SUFFIX)]
-                    if is_valid_document_id(stem):
-                        found.add(DocumentId(stem))
-                    else:
-                        logger.warning("skipping %s: %r is not a document id", entry.path, stem)
+        try:
+            with os.scandir(self.root) as scan:
+                entries = sorted(scan, key=lambda e: e.name)
+        except OSError as exc:
+            raise StorageError(f"cannot list the store in {self.root}: {exc}") from exc
+        for entry in entries:
+            name = entry.name
+            if name.startswith(".") or _TMP_RE.fullmatch(name):
+                continue  # .corrupt, R's .sync_states, editor and OS files; leftovers
+            if entry.is_dir(follow_symlinks=False) and len(name) == 2:
+                try:
+                    found.update(self._index_prefix(Path(entry.path)))
+                except OSError as exc:
+                    # One unreadable folder must not hide the others.
+                    logger.error("skipping %s: cannot list it (%s)", entry.path, exc)
+            elif name.endswith(_R_SUFFIX) and entry.is_file(follow_symlinks=False):
+                stem = name[: -len(_R_SUFFIX)]
+                if is_valid_document_id(stem):
+                    found.add(DocumentId(stem))
                 else:
-                    logger.warning("skipping %s: not part of a document store", entry.path)
+                    logger.warning("skipping %s: %r is not a document id", entry.path, stem)
+            else:
+                logger.warning("skipping %s: not part of a document store", entry.path)
         return found
 
     def _index_prefix(self, prefix_dir: Path) -> set[DocumentId]:
         found: set[DocumentId] = set()
         with os.scandir(prefix_dir) as entries:
             for entry in entries:
-                if _TMP_RE.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
-                    self._remove_leftover(entry.path)  # a storage id write cut short
+                if _TMP_RE.fullmatch(entry.name):
                     continue
                 if prefix_dir.name == _STORAGE_ID_DIR and entry.name == _STORAGE_ID_FILE:
                     continue
@@ -248,7 +272,7 @@ class Disk:
                     logger.warning("skipping %s: not a document directory", entry.path)
                     continue
                 try:
-                    has_data = self._clean_document_dir(Path(entry.path))
+                    has_data = _has_chunks(Path(entry.path))
                 except OSError as exc:
                     # Listed all the same: reading it says why it cannot be read.
                     logger.error("document %s: cannot list its files (%s)", doc_id, exc)
@@ -257,38 +281,33 @@ class Disk:
                     found.add(DocumentId(doc_id))
         return found
 
-    def _remove_leftover(self, path: str) -> None:
-        """Remove a temporary file that a crash left behind (unless read-only)."""
-        if not self.read_only:
-            logger.info("removing %s, left over from an interrupted write", path)
-            os.unlink(path)
-
-    def _clean_document_dir(self, doc_dir: Path) -> bool:
-        """Remove temporary files left by a crash; tell whether any chunk file remains."""
-        has_data = False
-        for directory in (doc_dir, doc_dir / _SNAPSHOT, doc_dir / _INCREMENTAL):
-            try:
-                entries = list(os.scandir(directory))
-            except (FileNotFoundError, NotADirectoryError):
-                continue
-            for entry in entries:
-                if not entry.is_file(follow_symlinks=False):
-                    continue
-                if _TMP_RE.fullmatch(entry.name):
-                    self._remove_leftover(entry.path)
-                elif directory != doc_dir and entry.stat(follow_symlinks=False).st_size:
-                    # (an empty log: a crash came between creating and writing it)
-                    has_data = True
-        return has_data
+    def _remove_leftovers(self, directory: Path) -> None:
+        """Remove temporary files that a crash left in ``directory`` (unless read-only)."""
+        if self.read_only:
+            return
+        try:
+            with os.scandir(directory) as scan:
+                entries = list(scan)
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        for entry in entries:
+            if _TMP_RE.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
+                logger.info("removing %s, left over from an interrupted write", entry.path)
+                os.unlink(entry.path)
 
     # -- load
 
-    def _sources(self, doc_id: DocumentId) -> list[str]:
+    def _sources(self, doc_id: DocumentId, *, first_read: bool) -> list[str]:
         """Keys of the document's files in load order: snapshots, JS chunks, our logs."""
+        doc_dir = self._doc_dir(doc_id)
+        if first_read:
+            # Its first read in this process: nothing of ours is half-written
+            # in it, so a temporary file is a crash's leftover.
+            for directory in (doc_dir, doc_dir / _SNAPSHOT, doc_dir / _INCREMENTAL):
+                self._remove_leftovers(directory)
         keys = []
         if self._path(doc_id, _R_KEY).is_file():
             keys.append(_R_KEY)
-        doc_dir = self._doc_dir(doc_id)
         for kind in (_SNAPSHOT, _INCREMENTAL):
             try:
                 with os.scandir(doc_dir / kind) as entries:
@@ -306,12 +325,13 @@ class Disk:
 
     def read(self, doc_id: DocumentId) -> tuple[bytes, Usage, Damage]:
         """Read, check and concatenate every file of ``doc_id``; say what was damaged."""
+        first_read = doc_id not in self._documents
         files = self._files(doc_id)
         files.damage = Damage()
         pieces = []
         snapshot_bytes = incremental_bytes = count = 0
         try:
-            for key in self._sources(doc_id):
+            for key in self._sources(doc_id, first_read=first_read):
                 path = self._path(doc_id, key)
                 try:
                     data = read_file(path)
@@ -518,6 +538,16 @@ class Disk:
         files.files = 1
         return files.usage()
 
+    def forget(self, doc_id: DocumentId) -> None:
+        """Drop the bookkeeping of a document the server unloaded.
+
+        Safe at any moment between jobs: the next write starts a new log
+        file, the next read covers every file again, and the generation
+        kept for safety is only removed one compaction later than it would
+        have been.
+        """
+        self._documents.pop(doc_id, None)
+
     def delete(self, doc_id: DocumentId) -> None:
         """Remove every file of ``doc_id``; a crash leaves all of it or none of it visible."""
         self._documents.pop(doc_id, None)
@@ -538,6 +568,23 @@ class Disk:
                 fsync_dir(self.root)
         except OSError as exc:
             raise StorageError(f"cannot delete document {doc_id}: {exc}") from exc
+
+
+def _has_chunks(doc_dir: Path) -> bool:
+    """Whether a document directory holds a snapshot or change file with bytes in it."""
+    for kind in (_SNAPSHOT, _INCREMENTAL):
+        try:
+            with os.scandir(doc_dir / kind) as entries:
+                for entry in entries:
+                    if (
+                        entry.is_file(follow_symlinks=False)
+                        and not _TMP_RE.fullmatch(entry.name)
+                        and entry.stat(follow_symlinks=False).st_size
+                    ):
+                        return True
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+    return False
 
 
 def _append_name(number: int) -> str:

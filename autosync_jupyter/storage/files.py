@@ -42,7 +42,7 @@ from typing import TypeVar
 
 from ..crdt.chunks import check_chunks
 from ..errors import StorageError
-from ..ids import DocumentId
+from ..ids import DocumentId, is_valid_document_id
 from .base import COMPACTION_FLOOR, Damage, Store, check_id
 from .disk import MAX_FILES, Disk, Usage, heads_hash
 
@@ -104,7 +104,13 @@ class FileStore(Store):
         self._floor = compaction_floor
         self._io: concurrent.futures.ThreadPoolExecutor | None = None
         self._storage_id: str | None = None
+        # Ids known to be held: written in this process, or all of them once listed.
         self._ids: set[DocumentId] = set()
+        self._listed = False
+        self._listing: asyncio.Future[set[DocumentId]] | None = None
+        # Deleted in this process (and not written since): a listing or the
+        # disk may still show them for a moment.
+        self._deleted: set[DocumentId] = set()
         self._usage: dict[DocumentId, Usage] = {}
         # Appended bytes not yet written, and those of the batch being written.
         self._pending: dict[DocumentId, list[bytes]] = {}
@@ -158,11 +164,14 @@ class FileStore(Store):
             raise StorageError(f"the store in {self._root} was opened read-only")
 
     async def open(self) -> None:
-        """Create the directory if needed, read or create the storage id, list documents.
+        """Create the directory if needed, read or create the storage id; list nothing.
 
-        Only directories are listed; no document is read until :meth:`load`.
-        Temporary files left by a crash are removed. The directory is locked
-        until :meth:`close` (or the end of the process).
+        It costs the same however many documents the directory holds: ``in``
+        asks the disk about one id, and the listing is made when
+        :meth:`document_ids` or :meth:`all_document_ids` first needs it.
+        Temporary files left by a crash are removed (a document's when it is
+        first read). The directory is locked until :meth:`close` (or the end
+        of the process).
 
         Raises:
             StorageError: the directory cannot be created or read, or another
@@ -172,25 +181,64 @@ class FileStore(Store):
             raise StorageError(f"the store in {self._root} is already open (or closed)")
         self._io = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="autosync-storage")
         try:
-            self._storage_id, ids = await self._run(self._disk.prepare)
+            self._storage_id = await self._run(self._disk.prepare)
         except BaseException:
             self._io.shutdown(wait=False)
             self._io = None
             raise
-        self._ids |= ids
-        logger.info(
-            "opened %s: %d documents, storage id %s", self._root, len(ids), self._storage_id
-        )
+        logger.info("opened %s: storage id %s", self._root, self._storage_id)
+
+    @property
+    def listed(self) -> bool:
+        """Whether every id is in memory (after the first :meth:`document_ids`)."""
+        return self._listed
 
     def document_ids(self) -> set[DocumentId]:
-        """Return the ids of every document found at open, appended or compacted since."""
+        """Return the ids of every document on disk or appended, compacted since.
+
+        The first call lists the directory on the calling thread (about
+        50 µs a document); :meth:`all_document_ids` does it on a helper
+        thread instead.
+        """
         if self._io is None:
             raise StorageError("open() the store first")
+        if not self._listed:
+            self._take_listing(self._disk.index())
         return set(self._ids)
 
+    async def all_document_ids(self) -> set[DocumentId]:
+        """:meth:`document_ids`, the first listing made on a helper thread."""
+        if self._io is None:
+            raise StorageError("open() the store first")
+        if not self._listed:
+            if self._listing is None:
+                # Read only, so it may run beside the I/O thread's jobs.
+                self._listing = asyncio.ensure_future(asyncio.to_thread(self._disk.index))
+            listing = self._listing
+            try:
+                found = await asyncio.shield(listing)
+            finally:
+                if self._listing is listing and listing.done():
+                    self._listing = None
+            if not self._listed:
+                self._take_listing(found)
+        return set(self._ids)
+
+    def _take_listing(self, found: set[DocumentId]) -> None:
+        # Deleted while the listing ran: gone, whatever the listing saw.
+        self._ids |= found - self._deleted
+        self._listed = True
+        logger.info("listed %s: %d documents", self._root, len(self._ids))
+
     def __contains__(self, doc_id: object) -> bool:
-        """Tell whether the store holds ``doc_id``."""
-        return isinstance(doc_id, str) and doc_id in self._ids
+        """Tell whether the store holds ``doc_id``: from memory, else a few stats of its files."""
+        if not isinstance(doc_id, str):
+            return False
+        if doc_id in self._ids:
+            return True
+        if self._listed or doc_id in self._deleted or self._io is None:
+            return False
+        return is_valid_document_id(doc_id) and self._disk.holds(DocumentId(doc_id))
 
     async def load(self, doc_id: DocumentId) -> bytes | None:
         """Read and check the document's files; see :meth:`Store.load`.
@@ -207,6 +255,9 @@ class FileStore(Store):
         data, usage, damage = await self._run(self._disk.read, doc_id)
         self._damage[doc_id] = damage
         self._usage[doc_id] = usage
+        if damage.damaged_bytes:
+            # Listed even if nothing sound is left: it says why until restored.
+            self._ids.add(doc_id)
         result = data + unwritten
         return result or None
 
@@ -222,6 +273,7 @@ class FileStore(Store):
         self._require_open(writing=True)
         self._pending.setdefault(doc_id, []).append(data)
         self._ids.add(doc_id)
+        self._deleted.discard(doc_id)
         self._appended += 1
 
     async def flush(self) -> None:
@@ -300,6 +352,21 @@ class FileStore(Store):
         usage = await self._run(self._disk.compact, doc_id, snapshot, heads_hash(heads), verify)
         self._usage[doc_id] = usage
         self._ids.add(doc_id)
+        self._deleted.discard(doc_id)
+
+    def forget(self, doc_id: DocumentId) -> None:
+        """Drop the sizes and damage report of ``doc_id`` here and its bookkeeping on disk.
+
+        Appends not yet written stay queued. Unless every id is in memory
+        anyway, the id itself is dropped too: ``in`` asks the disk again.
+        """
+        doc_id = check_id(doc_id)
+        self._usage.pop(doc_id, None)
+        self._damage.pop(doc_id, None)
+        if not self._listed and doc_id not in self._pending and doc_id not in self._inflight:
+            self._ids.discard(doc_id)
+        if self._io is not None and not self._stopped:
+            self._run(self._disk.forget, doc_id)
 
     async def delete(self, doc_id: DocumentId) -> None:
         """Remove the document's files and forget its queued appends."""
@@ -308,6 +375,7 @@ class FileStore(Store):
         self._pending.pop(doc_id, None)
         self._inflight.pop(doc_id, None)
         self._ids.discard(doc_id)
+        self._deleted.add(doc_id)
         self._usage.pop(doc_id, None)
         await self._run(self._disk.delete, doc_id)
 

@@ -45,6 +45,13 @@ def doc_in(state: DocState) -> Doc:
     return doc
 
 
+def loaded() -> Doc:
+    """A READY record whose every change came from (so is in) the store."""
+    doc = Doc.to_load(generate_document_id())
+    doc.finish_load(with_changes())
+    return doc
+
+
 def state_of(doc: Doc) -> DocState:
     """``doc.state``, read afresh (a type checker keeps what it read before a call)."""
     return doc.state
@@ -65,6 +72,7 @@ EVENT_CALLS: dict[DocEvent, Callable[[Doc], object]] = {
     DocEvent.ABANDON: lambda doc: doc.abandon(),
     DocEvent.RELOAD: lambda doc: doc.roll_back({doc.doc_id}),
     DocEvent.DROP: lambda doc: doc.roll_back(NOTHING_STORED),
+    DocEvent.UNLOAD: lambda doc: doc.unload(),
 }
 
 LEGAL = sorted(
@@ -97,6 +105,13 @@ def test_each_legal_transition_reaches_its_state(
         doc = doc_in(state)
         assert doc.forgettable(NOTHING_STORED)
         assert target is None  # the hub drops the record
+        return
+    elif event is DocEvent.UNLOAD:
+        doc = loaded()
+        assert doc.unloadable()
+        doc.unload()
+        assert target is None  # the hub drops the record
+        assert doc.doc is None
         return
     else:
         doc = doc_in(state)
@@ -294,3 +309,50 @@ def test_restart_forgets_the_sync_but_not_the_status() -> None:
     assert peer.sync_state is not state
     assert peer.owes_reply and peer.synced_version == -1
     assert peer.status is PeerStatus.HAS
+
+
+# -- documents: leaving memory when idle
+
+
+def test_a_loaded_idle_document_may_unload() -> None:
+    doc = loaded()
+    assert doc.unloadable()
+    assert doc.can(DocEvent.UNLOAD)
+
+
+def test_a_document_with_a_peer_never_unloads() -> None:
+    doc = loaded()
+    doc.peers[1] = PeerDoc()
+    assert not doc.unloadable()
+    with pytest.raises(ImpossibleTransition, match="UNLOAD"):
+        doc.unload()
+    assert doc.doc is not None
+
+
+def test_a_document_with_changes_not_handed_to_storage_never_unloads() -> None:
+    doc = loaded()
+    assert doc.doc is not None
+    with doc.doc.transaction() as tx:
+        tx.put(am.ROOT, "more", am.ScalarType.Str, "x")
+    assert not doc.unloadable()
+
+
+def test_a_document_holding_changes_that_wait_for_a_peer_never_unloads() -> None:
+    doc = loaded()
+    doc.orphans[b"h" * 32] = (1, None)  # type: ignore[assignment]
+    assert not doc.unloadable()
+
+
+def test_a_document_with_nothing_stored_is_not_unloaded_but_forgotten() -> None:
+    """Made here and never stored: unloading would lose it."""
+    doc = Doc.added(generate_document_id(), with_changes())
+    assert not doc.unloadable()
+
+
+def test_waiting_stored_changes_do_not_hold_a_document() -> None:
+    """Changes waiting for lost dependencies came from the store: a reload gives them back."""
+    doc = Doc.to_load(generate_document_id())
+    doc.finish_load(with_changes(), waiting={b"w" * 32: b"chunk"})
+    assert doc.unloadable()
+    doc.unload()
+    assert doc.waiting == {}

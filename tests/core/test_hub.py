@@ -750,3 +750,92 @@ def test_garbage_first_sync_creates_nothing() -> None:
     bob.sync(doc_id, request=True)
     assert [m.document_id for m in bob.of_type(DocUnavailable)] == [doc_id]
     assert not world.writes
+
+
+# -- idle documents leave memory ----------------------------------------------------
+
+
+def world_with_store() -> tuple[World, set[DocumentId]]:
+    """A hub whose store holds what ``stored_bytes`` gives: every write, once delivered."""
+    stored: set[DocumentId] = set()
+    return World(Hub(peer_id=PeerId("server"), storage_id="s", stored=stored)), stored
+
+
+def stored_bytes(world: World, doc_id: DocumentId) -> bytes:
+    return b"".join(data for written, data in world.writes if written == doc_id)
+
+
+def test_an_idle_document_unloads_and_a_returning_peer_gets_the_same_answers() -> None:
+    world, stored = world_with_store()
+    alice = world.client("alice")
+    doc_id = create_doc(alice, n=1)
+    stored.add(doc_id)  # the runtime's flush made the writes durable
+    heads = world.hub.document(doc_id).get_heads()
+    world.deliver(world.hub.close_connection(alice.conn))
+    assert world.hub.idle_documents() == [doc_id]
+    world.deliver(world.hub.unload(doc_id))
+    assert not world.hub.is_loaded(doc_id)
+    assert world.hub.resident_count() == 0
+    bob = world.client("bob")
+    bob.sync(doc_id, request=True)
+    assert world.loads == [doc_id]  # loaded again, not "unavailable"
+    assert not bob.of_type(DocUnavailable)
+    world.deliver(stored_into(world.hub, doc_id, stored_bytes(world, doc_id)))
+    assert to_py(bob.docs[doc_id]) == {"n": 1}
+    assert bob.docs[doc_id].get_heads() == heads
+    assert world.hub.document(doc_id).get_heads() == heads
+
+
+def test_a_document_a_peer_syncs_is_never_idle() -> None:
+    world, stored = world_with_store()
+    alice = world.client("alice")
+    doc_id = create_doc(alice, n=1)
+    stored.add(doc_id)
+    assert world.hub.idle_documents() == []
+    world.deliver(world.hub.unload(doc_id))
+    assert world.hub.is_loaded(doc_id)
+    alice.docs[doc_id] = world.hub.document(doc_id)
+    edit(alice.docs[doc_id], n=2)
+    alice.sync(doc_id)
+    assert to_py(world.hub.document(doc_id)) == {"n": 2}
+
+
+def test_idle_documents_come_least_recently_used_first() -> None:
+    world, stored = world_with_store()
+    alice = world.client("alice")
+    first, second = create_doc(alice, n=1), create_doc(alice, n=2)
+    stored.update((first, second))
+    world.deliver(world.hub.close_connection(alice.conn))
+    mark = world.hub.uses + 1  # everything used so far
+    world.hub.document(first)  # used again: now the more recent
+    assert world.hub.idle_documents() == [second, first]
+    assert world.hub.idle_documents(limit=1) == [second]
+    assert world.hub.idle_documents(used_before=mark) == [second]
+    assert world.hub.idle_documents(busy={second}) == [first]
+
+
+def test_a_document_whose_changes_the_hub_never_handed_to_storage_stays() -> None:
+    """Changed through the API after the last write: unloadable only once recorded."""
+    world, stored = world_with_store()
+    alice = world.client("alice")
+    doc_id = create_doc(alice, n=1)
+    stored.add(doc_id)
+    world.deliver(world.hub.close_connection(alice.conn))
+    world.deliver(world.hub.change_document(doc_id, lambda core: edit(core, n=3)))
+    assert world.writes[-1][0] == doc_id  # recorded: in the store once flushed
+    world.deliver(world.hub.unload(doc_id))
+    bob = world.client("bob")
+    bob.sync(doc_id, request=True)
+    world.deliver(stored_into(world.hub, doc_id, stored_bytes(world, doc_id)))
+    assert to_py(bob.docs[doc_id]) == {"n": 3}
+
+
+def test_ids_asked_for_and_forgotten_leave_no_trace() -> None:
+    """A peer asking for many unknown ids costs nothing once it leaves."""
+    world, _stored = world_with_store()
+    mallory = world.client("mallory")
+    for _ in range(20):
+        mallory.sync(generate_document_id(), request=True)
+    assert world.hub.resident_count() == 20
+    world.deliver(world.hub.close_connection(mallory.conn))
+    assert world.hub.resident_count() == 0

@@ -15,11 +15,12 @@ import signal
 from pathlib import Path
 
 import automerge.core as am
+import pytest
 from jspeer import JSPeer, Op
 from servers import py_sync_server
 
 from autosync_jupyter.ids import decode_heads
-from autosync_jupyter.storage import FileStore
+from autosync_jupyter.storage import FileStore, PostgresStore, Store
 
 WRITERS = 3
 RUN_SECONDS = 2.0
@@ -45,8 +46,8 @@ async def write_until_killed(
     return i
 
 
-async def stored_hashes(data_dir: Path, doc_id: str) -> set[bytes]:
-    store = FileStore(data_dir)
+async def stored_hashes(data_dir: Path, store_url: str | None, doc_id: str) -> set[bytes]:
+    store: Store = FileStore(data_dir) if store_url is None else PostgresStore(store_url)
     await store.open()
     try:
         raw = await store.load(doc_id)  # type: ignore[arg-type]
@@ -56,12 +57,21 @@ async def stored_hashes(data_dir: Path, doc_id: str) -> set[bytes]:
     return {change.hash for change in am.Document.load(raw).get_changes([])}
 
 
-async def test_kill_9_loses_no_acknowledged_change(tmp_path: Path) -> None:
-    """After SIGKILL mid-write and a restart, every acknowledged change is stored."""
+@pytest.mark.parametrize("storage", ["files", "postgres"])
+async def test_kill_9_loses_no_acknowledged_change(
+    tmp_path: Path, storage: str, request: pytest.FixtureRequest
+) -> None:
+    """After SIGKILL mid-write and a restart, every acknowledged change is stored.
+
+    For PostgreSQL "stored" means committed: the server's session dies with
+    it, and the database keeps what it had committed.
+    """
     data = tmp_path / "data"
+    store_url = request.getfixturevalue("postgres_url") if storage == "postgres" else None
+    store_args = ("--store", store_url) if store_url else ()
     acked: dict[str, list[str]] = {}
     async with (
-        py_sync_server(data, require_clean_exit=False) as server,
+        py_sync_server(data, *store_args, require_clean_exit=False) as server,
         JSPeer.start(server.url, retry_interval_ms=200) as w0,
         JSPeer.start(server.url, retry_interval_ms=200) as w1,
         JSPeer.start(server.url, retry_interval_ms=200) as w2,
@@ -83,13 +93,14 @@ async def test_kill_9_loses_no_acknowledged_change(tmp_path: Path) -> None:
         stop.set()
         counts = await asyncio.gather(*tasks)
     assert all(c > 20 for c in counts), counts
+    assert (store_url is None) == data.exists()  # the database, not a directory, held them
     assert all(acked[d] for d in docs), "no acknowledgement observed before the kill"
     for doc_id in docs:
-        have = await stored_hashes(data, doc_id)
+        have = await stored_hashes(data, store_url, doc_id)
         missing = [h for h in decode_heads(acked[doc_id]) if h not in have]
         assert not missing, f"{doc_id}: acknowledged heads lost: {missing}"
     # And the restarted server serves them.
-    async with py_sync_server(data) as server, JSPeer.start(server.url) as reader:
+    async with py_sync_server(data, *store_args) as server, JSPeer.start(server.url) as reader:
         for doc_id in docs:
             found = await reader.find(doc_id)
             assert found["state"] == "ready"

@@ -355,7 +355,7 @@ async def test_repr_is_readable(server: SyncServer) -> None:
     """repr shows URL, data dir, documents and connections."""
     await server.create_document({})
     text = repr(server)
-    assert server.url in text and "1 document," in text and "0 connections" in text
+    assert server.url in text and "1 document in memory," in text and "0 connections" in text
 
 
 def test_background_server_blocking_api(tmp_path: Path) -> None:

@@ -596,3 +596,24 @@ def test_installed_config_file_matches() -> None:
         pytest.skip(f"{installed} is not installed (pyproject shared-data not wired yet)")
     source = REPO / "jupyter-config" / "jupyter_server_config.d" / "autosync_jupyter.json"
     assert json.loads(installed.read_text()) == json.loads(source.read_text())
+
+
+@pytest.fixture
+def postgres_store(jp_server_config: Config, postgres_url: str) -> str:
+    """The extension's store set to a new PostgreSQL database."""
+    jp_server_config.AutosyncExtension.store = postgres_url
+    return postgres_url
+
+
+async def test_documents_go_to_a_postgres_store(
+    postgres_store: str, api: ApiCall, jp_root_dir: Path
+) -> None:
+    """With ``store`` a postgresql:// URL, a created document is a row there, not a file."""
+    import psycopg
+
+    status, created = await api("documents", method="POST", body='{"content": {"a": 1}}')
+    assert status == 201
+    with psycopg.connect(postgres_store, autocommit=True) as conn:
+        rows = conn.execute("SELECT DISTINCT doc_id FROM autosync_chunks").fetchall()
+    assert rows == [(created["id"],)]
+    assert not (jp_root_dir / ".autosync").exists()

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from autosync_jupyter.crdt.chunks import chunk_end, scan_chunks
 from autosync_jupyter.errors import InvalidDocumentId, StorageError
 from autosync_jupyter.ids import generate_document_id
-from autosync_jupyter.storage import FileStore, MemoryStore, Store, open_store
+from autosync_jupyter.storage import FileStore, MemoryStore, PostgresStore, Store, open_store
 
 FLOOR = 1024  # a small compaction floor keeps the documents in these tests small
 JS_STORAGE_ID = "0a03f2f8-f53f-4988-a2ed-577789c07249"
@@ -132,20 +132,25 @@ async def file_store(root: Path) -> AsyncIterator[FileStore]:
     await store.close()
 
 
-@pytest.fixture(params=["memory", "file"])
+def make_store(kind: str, root: Path, request: pytest.FixtureRequest) -> Store:
+    """A store of ``kind`` (not opened): in memory, in ``root``, or in a new database."""
+    if kind == "memory":
+        return MemoryStore(compaction_floor=FLOOR)
+    if kind == "postgres":
+        return PostgresStore(request.getfixturevalue("postgres_url"), compaction_floor=FLOOR)
+    return FileStore(root, compaction_floor=FLOOR)
+
+
+@pytest.fixture(params=["memory", "file", "postgres"])
 async def store(request: pytest.FixtureRequest, root: Path) -> AsyncIterator[Store]:
-    store: Store
-    if request.param == "memory":
-        store = MemoryStore(compaction_floor=FLOOR)
-    else:
-        store = FileStore(root, compaction_floor=FLOOR)
+    store = make_store(request.param, root, request)
     await store.open()
     yield store
     await store.close()
 
 
 # --------------------------------------------------------------------------
-# The interface, for both stores
+# The interface, for every store
 
 
 async def test_unknown_document_loads_as_none(store: Store) -> None:
@@ -283,10 +288,12 @@ async def test_append_after_close_raises(store: Store) -> None:
         store.append(doc.id, doc.change())
 
 
-@pytest.mark.parametrize("kind", ["memory", "file"])
-async def test_store_must_be_opened_first(kind: str, root: Path) -> None:
-    """Using a store before open() raises StorageError, for both kinds alike."""
-    store = MemoryStore() if kind == "memory" else FileStore(root)
+@pytest.mark.parametrize("kind", ["memory", "file", "postgres"])
+async def test_store_must_be_opened_first(
+    kind: str, root: Path, request: pytest.FixtureRequest
+) -> None:
+    """Using a store before open() raises StorageError, for every kind alike."""
+    store = make_store(kind, root, request)
     doc = Doc()
     with pytest.raises(StorageError):
         store.append(doc.id, doc.change())
@@ -919,3 +926,95 @@ async def test_delete_removes_every_file_of_the_document(root: Path) -> None:
     again = await reopened(root)
     assert doc.id not in again
     await again.close()
+
+
+# --------------------------------------------------------------------------
+# FileStore: opening lists nothing; `in` asks the disk; the listing is lazy
+
+
+async def write_documents(root: Path, count: int) -> list[Doc]:
+    store = await reopened(root)
+    docs = [Doc() for _ in range(count)]
+    for doc in docs:
+        store.append(doc.id, doc.change())
+    await store.close()
+    return docs
+
+
+async def test_open_lists_nothing_and_in_asks_the_disk(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    docs = await write_documents(root, 3)
+    store = FileStore(root)
+
+    def no_listing(self: object) -> None:
+        raise AssertionError("open() or `in` listed the whole store")
+
+    monkeypatch.setattr("autosync_jupyter.storage.disk.Disk.index", no_listing)
+    await store.open()
+    assert not store.listed
+    assert all(doc.id in store for doc in docs)
+    assert generate_document_id() not in store
+    assert heads_of(await store.load(docs[0].id)) == docs[0].heads
+    await store.close()
+
+
+async def test_the_first_listing_sees_every_document(root: Path) -> None:
+    docs = await write_documents(root, 4)
+    store = await reopened(root)
+    fresh = Doc()
+    store.append(fresh.id, fresh.change())
+    assert await store.all_document_ids() == {doc.id for doc in docs} | {fresh.id}
+    assert store.listed
+    assert store.document_ids() == {doc.id for doc in docs} | {fresh.id}
+    await store.close()
+
+
+async def test_a_document_with_only_empty_files_is_not_held(root: Path) -> None:
+    """A crash between creating a log and writing it leaves an empty file: nothing stored."""
+    doc = Doc()
+    (doc_dir(root, doc.id) / "incremental").mkdir(parents=True)
+    (doc_dir(root, doc.id) / "incremental" / "append-000001").write_bytes(b"")
+    store = await reopened(root)
+    assert doc.id not in store
+    assert store.document_ids() == set()
+    await store.close()
+
+
+async def test_a_deleted_document_is_gone_even_from_a_listing_made_before(root: Path) -> None:
+    (doc,) = await write_documents(root, 1)
+    store = await reopened(root)
+    await store.delete(doc.id)
+    assert doc.id not in store
+    assert await store.all_document_ids() == set()
+    await store.close()
+
+
+async def test_forget_keeps_what_was_stored_and_queued(root: Path) -> None:
+    """Forgetting a document's bookkeeping loses nothing: a later load reads every file."""
+    (doc,) = await write_documents(root, 1)
+    store = await reopened(root)
+    await store.load(doc.id)
+    store.append(doc.id, doc.change("more"))
+    store.forget(doc.id)  # queued bytes stay queued
+    assert doc.id in store
+    await store.flush()
+    store.forget(doc.id)
+    assert doc.id in store
+    assert heads_of(await store.load(doc.id)) == doc.heads
+    store.append(doc.id, doc.change("after"))
+    await store.close()
+    again = await reopened(root)
+    assert heads_of(await again.load(doc.id)) == doc.heads
+    await again.close()
+
+
+async def test_leftover_temporary_files_go_when_the_document_is_first_read(root: Path) -> None:
+    (doc,) = await write_documents(root, 1)
+    leftover = doc_dir(root, doc.id) / "snapshot.tmp-0123abcd"
+    leftover.write_bytes(b"half a snapshot")
+    store = await reopened(root)
+    assert leftover.exists()  # open() reads no document
+    assert heads_of(await store.load(doc.id)) == doc.heads
+    assert not leftover.exists()
+    await store.close()

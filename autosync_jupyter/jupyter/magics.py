@@ -169,7 +169,7 @@ class ServerStatus:
 
     def __init__(self, server: SyncServer | None) -> None:
         self.url = server.url if server is not None else None
-        self.data_dir = server.data_dir if server is not None else None
+        self.data_dir = server.data_location if server is not None else None
         self.documents = server.document_summaries() if server is not None else []
         self.peers = (
             [(p.peer_id, p.remote_address or "") for p in server.hub.peers()]
@@ -300,7 +300,7 @@ class AutosyncMagics(Magics):
         elapsed = (time.perf_counter() - started) * 1000
         for note in notes:
             print(note)
-        where = server.data_dir or "memory only"
+        where = server.data_location if server.data_location != "memory" else "memory only"
         print(f"autosync server listening on {server.url} (data: {where}; {elapsed:.0f} ms)")
         print(
             "Connect a peer: new Repo({ network: [new WebSocketClientAdapter("

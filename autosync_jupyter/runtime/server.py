@@ -306,7 +306,7 @@ class SyncServer(SyncRuntime):
             raise AutosyncError(_listen_error(self.host, self.port, exc)) from exc
         sock = next(iter(self._server.sockets))
         self.port = sock.getsockname()[1]
-        logger.info("serving %s (data: %s)", self.url, self.data_dir or "memory")
+        logger.info("serving %s (data: %s)", self.url, self.data_location)
         return self
 
     async def _close_connections(self) -> None:

@@ -423,7 +423,7 @@ class SyncRuntime:
     async def start(self: _R) -> _R:
         """Open the store and make the hub; from now on :meth:`serve_peer` serves peers."""
         await self._open()
-        logger.info("sync hub ready (data: %s)", self.data_dir or "memory")
+        logger.info("sync hub ready (data: %s)", self.data_location)
         return self
 
     async def _open(self) -> None:
@@ -498,6 +498,12 @@ class SyncRuntime:
         return self._started
 
     @property
+    def data_location(self) -> str:
+        """Where the documents are kept, for people: a directory, a database URL
+        (without its password), or ``"memory"``."""
+        return self._store.location or "memory"
+
+    @property
     def storage_id(self) -> str | None:
         """The persistent storage id announced to peers (None when ephemeral)."""
         return self._hub.storage_id if self._hub else None
@@ -531,7 +537,7 @@ class SyncRuntime:
         # Listing every stored document could take seconds: only those in memory.
         docs = self._hub.resident_count() if self._hub else 0
         return (
-            f"{state}, data: {self.data_dir or 'memory'}, {counted(docs, 'document')} in memory, "
+            f"{state}, data: {self.data_location}, {counted(docs, 'document')} in memory, "
             f"{counted(len(self._links), 'connection')}"
         )
 

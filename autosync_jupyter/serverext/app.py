@@ -275,7 +275,7 @@ class AutosyncExtension(ExtensionApp):
         except Exception:
             logger.exception(
                 "the autosync hub could not start (data: %s); its routes answer 503",
-                runtime.data_dir or "memory",
+                runtime.data_location,
             )
             raise
         return runtime

@@ -73,6 +73,12 @@ class Store(abc.ABC):
         """The store's persistent identity (UUID text), announced to peers; valid after open()."""
 
     @property
+    def location(self) -> str | None:
+        """Where the documents are, for people (a directory, a URL without its
+        password); None for a store that keeps them in memory."""
+        return None
+
+    @property
     @abc.abstractmethod
     def durable(self) -> bool:
         """Whether the contents survive the process (False for :class:`MemoryStore`)."""

@@ -126,6 +126,11 @@ class FileStore(Store):
         return f"FileStore({str(self._root)!r})"
 
     @property
+    def location(self) -> str:
+        """The data directory."""
+        return str(self._root)
+
+    @property
     def directory(self) -> Path:
         """The data directory."""
         return self._root

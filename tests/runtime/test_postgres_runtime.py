@@ -22,3 +22,15 @@ async def test_documents_survive_a_restart_on_postgres(postgres_url: str) -> Non
         assert server.storage_id == storage_id
         copy = await fetch(server.url, doc_id)
         assert copy.to_py() == {"title": "on postgres", "n": 2, "by": "server"}
+
+
+async def test_the_server_says_where_its_documents_are(postgres_url: str) -> None:
+    """Logs, repr and %autosync status name the database (no password), not "memory"."""
+    user, rest = postgres_url.split("@", 1)
+    url = f"{user}:secret-pw@{rest}"  # trust authentication ignores it
+    async with SyncServer(port=0, data_dir=None, store=PostgresStore(url)) as server:
+        assert server.data_location.startswith("postgresql://")
+        assert "secret-pw" not in server.data_location
+        assert f"data: {server.data_location}" in repr(server)
+    async with SyncServer(port=0, data_dir=None) as server:
+        assert server.data_location == "memory"

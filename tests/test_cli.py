@@ -279,3 +279,35 @@ def test_fsck_on_a_postgres_store(postgres_url: str) -> None:
     sound = autosync("fsck", "--store", postgres_url)
     assert sound.returncode == 0, sound.stdout
     assert f"ok       {doc_id}" in sound.stdout
+
+
+def test_two_shared_servers_on_one_database(postgres_url: str) -> None:
+    """`serve --store URL --store-shared` twice: a document made through one is served by the
+    other, and stays there when the first is killed."""
+    assert autosync("serve", "--store-shared").returncode != 0  # needs a postgresql:// store
+    with (
+        serve_until_interrupted("--store", postgres_url, "--store-shared") as first,
+        serve_until_interrupted("--store", postgres_url, "--store-shared") as second,
+    ):
+        try:
+            urls = []
+            for server in (first, second):
+                assert server.stdout is not None
+                urls.append(server.stdout.readline().split()[-1])
+            made = autosync("create", "--url", urls[0], '{"title": "through a"}')
+            assert made.returncode == 0, made.stderr
+            doc_id = made.stdout.strip().removeprefix("automerge:")
+            first.kill()  # kill -9: what it acknowledged is in the database
+            first.wait(timeout=20)
+            # The second server hears of the new id at the commit's NOTIFY;
+            # asked before, it says "unavailable": ask again (bounded).
+            deadline = time.monotonic() + 60
+            while (fetched := autosync("fetch", urls[1], doc_id, "--json")).returncode != 0:
+                assert time.monotonic() < deadline, fetched.stderr
+            assert json.loads(fetched.stdout) == {"title": "through a"}
+        finally:
+            for server in (first, second):
+                if server.poll() is None:
+                    server.send_signal(signal.SIGINT)
+                    server.wait(timeout=20)
+        assert second.returncode == 0

@@ -40,6 +40,9 @@ Rules of ``protocol.md`` that are easy to get wrong, and where they live:
   leave memory (:meth:`Hub.unload`), least recently used first
   (:meth:`Hub.idle_documents`); the next message about it loads it again, so
   peers get the same answers;
+* changes another server process stored in a shared store are checked
+  and applied like a peer's, but never written again, and reach this
+  server's peers (:meth:`Hub.stored_changes_arrived`);
 * a document's state (loading, ready, missing, broken) and a peer's status
   for it change only in :mod:`.document_state`, by its transition tables.
 """
@@ -57,7 +60,7 @@ from websockets.frames import CloseCode
 
 from ..crdt.binding import is_panic
 from ..crdt.changes import read_change
-from ..crdt.chunks import ChunkRejected
+from ..crdt.chunks import CHUNK_DOCUMENT, ChunkRejected, split_chunks
 from ..crdt.guard import (
     Admission,
     DocumentGuard,
@@ -420,6 +423,71 @@ class Hub:
                 self._dirty.add(doc.doc_id)  # a reload: answer the peers that stayed
         return self._take()
 
+    def stored_changes_arrived(self, doc_id: DocumentId, data: bytes) -> Effects:
+        """Take changes that another server process stored for a loaded document.
+
+        ``data`` is what the store read (change chunks, and saved documents
+        when the other process compacted): it is already durable, so
+        nothing is written. Each change the document lacks is checked
+        against it (:mod:`~autosync_jupyter.crdt.guard`) and applied in
+        dependency order, as stored changes waiting for dependencies are;
+        those whose dependencies have not arrived yet wait with them. The
+        document's peers are then synced. A document that is not in memory
+        (loading, unloaded) is left alone: its next load reads everything. A
+        document peers asked for that nobody had (:meth:`is_missing`) comes
+        into being from ``data`` (give it everything the store holds).
+        """
+        doc = self._docs.get(doc_id)
+        if doc is None or not data:
+            return self._take()
+        if doc.state is DocState.MISSING:
+            doc.arrive(am.Document())
+            fx = self.stored_changes_arrived(doc_id, data)
+            if not doc.heads() and doc.can(DocEvent.ABANDON):
+                doc.abandon()  # nothing in it could be applied
+            return fx
+        if doc.state is not DocState.READY or doc.doc is None:
+            return self._take()
+        if doc.guard is None:
+            doc.guard = DocumentGuard(doc.doc)
+        guard = doc.guard
+        guard.catch_up()
+        for chunk in split_chunks(data):
+            if len(chunk) > 8 and chunk[8] == CHUNK_DOCUMENT:
+                try:
+                    saved = am.Document.load(chunk)
+                    changes = [(c.hash, c.bytes) for c in saved.get_changes([])]
+                except BaseException as exc:
+                    if not is_panic(exc) and not isinstance(exc, Exception):
+                        raise
+                    logger.error(
+                        "document %s: a stored snapshot does not load (%s); skipped",
+                        doc_id,
+                        printable(exc),
+                    )
+                    continue
+            else:
+                try:
+                    changes = [(read_change(chunk).hash, chunk)]
+                except ChunkRejected as exc:
+                    logger.error("document %s: a stored change does not read (%s)", doc_id, exc)
+                    continue
+            for change_hash, change_bytes in changes:
+                if not guard.knows(change_hash):
+                    doc.waiting[change_hash] = change_bytes
+        before = doc.doc.get_heads()
+        self._apply_waiting(doc, stored=True)
+        if doc.doc.get_heads() != before:
+            self._used(doc)
+            self._dirty.add(doc_id)
+            if not before:  # the document's first changes: share it
+                for conn_id in doc.peers:
+                    peer = self._conns.get(conn_id)
+                    if peer is not None:
+                        peer.dataless.discard(doc_id)
+                self._announce_to_all(doc)
+        return self._take()
+
     def propagate(self, doc_ids: Iterable[DocumentId] | None = None) -> Effects:
         """Send the sync messages that documents with news owe their peers.
 
@@ -520,6 +588,11 @@ class Hub:
         """Tell whether a document is in memory."""
         doc = self._docs.get(doc_id)
         return doc is not None and doc.state is DocState.READY
+
+    def is_missing(self, doc_id: DocumentId) -> bool:
+        """Whether peers asked for ``doc_id`` and nobody here has it (yet)."""
+        doc = self._docs.get(doc_id)
+        return doc is not None and doc.state is DocState.MISSING
 
     def is_broken(self, doc_id: DocumentId) -> bool:
         """Whether a document's stored bytes could not be loaded at all."""
@@ -934,8 +1007,12 @@ class Hub:
         assert doc.guard is not None
         return verify_applied(doc.guard, changes, admission, known)
 
-    def _apply_waiting(self, doc: Doc) -> None:
-        """Apply stored changes whose missing dependencies have arrived (checked first)."""
+    def _apply_waiting(self, doc: Doc, *, stored: bool = False) -> None:
+        """Apply stored changes whose missing dependencies have arrived (checked first).
+
+        ``stored``: everything applied is known to be in the store (it came
+        from there just now), so nothing is written again.
+        """
         assert doc.doc is not None
         if doc.guard is None:
             doc.guard = DocumentGuard(doc.doc)
@@ -945,6 +1022,8 @@ class Hub:
         while progress:
             progress = False
             for change_hash, chunk in list(doc.waiting.items()):
+                if change_hash in pending.infos:
+                    continue  # taken in an earlier pass
                 if guard.knows(change_hash):
                     del doc.waiting[change_hash]
                     continue
@@ -974,7 +1053,15 @@ class Hub:
         doc.doc.receive_sync_message(am.SyncState(), am.Message.decode(sync_message_of(chunks)))
         changes = doc.doc.get_changes(before)
         verify_applied(guard, changes, Admission(accepted=pending.infos), {})
-        self._record_changes(doc)
+        self._record_changes(doc, write=not stored)
+        if stored:
+            logger.debug(
+                "document %s: %s stored by another server applied; %d wait",
+                doc.doc_id,
+                counted(len(changes), "change"),
+                len(doc.waiting),
+            )
+            return
         logger.info(
             "document %s: %s applied now that what they waited for came; %d still wait",
             doc.doc_id,
@@ -1113,11 +1200,12 @@ class Hub:
         ):
             self._handle(conn, conn.parked.popleft())
 
-    def _record_changes(self, doc: Doc) -> None:
+    def _record_changes(self, doc: Doc, *, write: bool = True) -> None:
         assert doc.doc is not None
         changes = doc.doc.get_changes(doc.saved_heads)
         if changes:
-            self._fx.writes.append((doc.doc_id, b"".join(c.bytes for c in changes)))
+            if write:
+                self._fx.writes.append((doc.doc_id, b"".join(c.bytes for c in changes)))
             if doc.guard is not None:
                 doc.guard.record(changes, {})  # a no-op for changes checked on arrival
         doc.saved_heads = doc.doc.get_heads()

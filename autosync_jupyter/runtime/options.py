@@ -51,6 +51,12 @@ def add_serve_arguments(serve: argparse.ArgumentParser, *, default_port: int) ->
         "(needs the postgres extra) or a directory",
     )
     serve.add_argument(
+        "--store-shared",
+        action="store_true",
+        help="with a postgresql:// --store: several servers use the database at once, "
+        "each seeing the others' changes (all of them must say --store-shared)",
+    )
+    serve.add_argument(
         "--ephemeral", action="store_true", help="keep documents in memory only; no storage id"
     )
     serve.add_argument(
@@ -200,9 +206,12 @@ def server_from_arguments(args: argparse.Namespace) -> tuple[SyncServer, list[st
         if args.ephemeral:
             raise AutosyncError("--store and --ephemeral exclude each other")
         if is_postgres_url(args.store):
-            data_dir, store = None, PostgresStore(args.store)
+            shared = bool(getattr(args, "store_shared", False))
+            data_dir, store = None, PostgresStore(args.store, shared=shared)
         else:
             data_dir = args.store
+    if getattr(args, "store_shared", False) and not isinstance(store, PostgresStore):
+        raise AutosyncError("--store-shared needs a postgresql:// --store")
     auth = None
     if args.auth:
         auth = AuthConfig(

@@ -401,6 +401,11 @@ class SyncRuntime:
         self._commit = _GroupCommit(store, self._spawn, self._compact_flushed)
         self._throttle = _SyncThrottle(sync_interval, self._propagate)
         self._compacting: set[DocumentId] = set()
+        # Documents whose rows another server process added are being read
+        # (load_new); those announced again meanwhile, or while loading or
+        # compacting, are read once that ends.
+        self._refreshing: set[DocumentId] = set()
+        self._refresh_again: set[DocumentId] = set()
         self._idle_timeout = idle_timeout
         self._max_loaded = max_loaded_documents
         # Per document, the flush its latest write waits for: until it
@@ -438,6 +443,7 @@ class SyncRuntime:
             create_on_request=self._create_on_request,
             limits=HubLimits.for_message_size(self._max_message_size),
         )
+        self._store.watch(self._stored_elsewhere)
         if self._idle_timeout is not None:
             self._schedule_sweep()
         if self._share != "request" and self._share != "deny":
@@ -899,6 +905,7 @@ class SyncRuntime:
                 self._loads.pop(doc_id, None)
                 future.set_result(None)
                 self._resume()
+                self._refresh_if_asked(doc_id)
 
         self._spawn(load())
 
@@ -935,6 +942,46 @@ class SyncRuntime:
             return hub.document_load_failed(doc_id, "its stored bytes do not load")
         log_salvage(doc_id, loaded)
         return hub.document_loaded(doc_id, loaded.document, waiting=loaded.waiting)
+
+    def _stored_elsewhere(self, doc_id: DocumentId) -> None:
+        """The store says another server process may have stored changes to ``doc_id``."""
+        hub = self._hub
+        if hub is None or not self._started:
+            return
+        if doc_id in self._loads or doc_id in self._refreshing or doc_id in self._compacting:
+            # A load may have read before that commit; a compaction must not
+            # delete rows read after its snapshot was taken: read them after.
+            self._refresh_again.add(doc_id)
+            return
+        missing = hub.is_missing(doc_id)  # asked for before it was here: read it all
+        if not missing and not hub.is_loaded(doc_id):
+            return  # its next load reads everything
+        self._refreshing.add(doc_id)
+        self._spawn(self._refresh(doc_id, whole=missing))
+
+    def _refresh_if_asked(self, doc_id: DocumentId) -> None:
+        if doc_id in self._refresh_again:
+            self._refresh_again.discard(doc_id)
+            self._stored_elsewhere(doc_id)
+
+    async def _refresh(self, doc_id: DocumentId, *, whole: bool = False) -> None:
+        """Read what other processes stored for a document and give it to the hub."""
+        try:
+            if whole:
+                data = await self._store.load(doc_id)
+            else:
+                data = await self._store.load_new(doc_id)
+            # At once, no await in between: the store counts these rows as
+            # read, and a compaction may delete what it has read.
+            if data:
+                self._apply(self._require_hub().stored_changes_arrived(doc_id, data))
+                self._last_change[doc_id] = datetime.datetime.now(datetime.timezone.utc)
+                self._notify(frozenset({doc_id}))
+        except AutosyncError as exc:
+            logger.error("document %s: reading what another server stored failed: %s", doc_id, exc)
+        finally:
+            self._refreshing.discard(doc_id)
+            self._refresh_if_asked(doc_id)
 
     def _compact_flushed(self, written: set[DocumentId]) -> None:
         for doc_id in written:
@@ -994,7 +1041,12 @@ class SyncRuntime:
 
     def _maybe_compact(self, doc_id: DocumentId) -> None:
         hub = self._hub
-        if hub is None or doc_id in self._compacting or not hub.is_loaded(doc_id):
+        if (
+            hub is None
+            or doc_id in self._compacting
+            or doc_id in self._refreshing
+            or not hub.is_loaded(doc_id)
+        ):
             return
         if not self._store.needs_compaction(doc_id):
             return
@@ -1019,6 +1071,7 @@ class SyncRuntime:
                 )
             finally:
                 self._compacting.discard(doc_id)
+                self._refresh_if_asked(doc_id)
 
         self._spawn(compact())
 

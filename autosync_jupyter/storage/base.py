@@ -206,6 +206,25 @@ class Store(abc.ABC):
         """
         check_id(doc_id)
 
+    def watch(self, callback: Callable[[DocumentId], None]) -> None:
+        """Ask to be told when another process may have stored changes to a document.
+
+        A store that several server processes share (a PostgreSQL store
+        opened with ``shared=True``) calls ``callback(doc_id)`` from the
+        event loop; :meth:`load_new` then reads what was added. The default,
+        for stores only one process writes, never calls it.
+        """
+        del callback  # nobody else writes here
+
+    async def load_new(self, doc_id: DocumentId) -> bytes | None:
+        """The bytes of ``doc_id`` that other processes stored since this store last read it.
+
+        None when there are none, or when the document was not loaded (a
+        later :meth:`load` reads everything). The default: None.
+        """
+        check_id(doc_id)
+        return None
+
     @abc.abstractmethod
     async def delete(self, doc_id: DocumentId) -> None:
         """Forget ``doc_id``, including bytes appended but not yet flushed."""

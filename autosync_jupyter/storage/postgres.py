@@ -45,7 +45,14 @@ from .base import COMPACTION_FLOOR, Damage, Store, StoreLocked, check_id
 if TYPE_CHECKING:
     from psycopg import AsyncConnection
 
-__all__ = ["INSTALL_HINT", "SCHEMA_VERSION", "PostgresStore", "is_postgres_url", "redacted_url"]
+__all__ = [
+    "CHANNEL",
+    "INSTALL_HINT",
+    "SCHEMA_VERSION",
+    "PostgresStore",
+    "is_postgres_url",
+    "redacted_url",
+]
 
 logger = logging.getLogger("autosync_jupyter.storage")
 
@@ -59,6 +66,10 @@ INSTALL_HINT: Final = "pip install 'autosync-jupyter[postgres]'"
 # More rows than this per document make every load fetch many small values;
 # each flush adds one row per touched document.
 MAX_ROWS: Final = 1000
+
+#: The channel on which a shared store announces, at commit, the documents
+#: a flush wrote: payload ``"<sender> <doc_id>"``, one per document.
+CHANNEL: Final = "autosync_changes"
 
 _SNAPSHOT: Final = "snapshot"
 _INCREMENTAL: Final = "incremental"
@@ -149,7 +160,8 @@ class PostgresStore(Store):
     :class:`StorageError` and a failed flush keeps its bytes queued.
 
     :meth:`open` takes a session advisory lock on the store (one writing
-    store per database schema, as the file store locks its directory) and
+    store per database schema, as the file store locks its directory;
+    shared by every store opened with ``shared``) and
     lists the document ids with one query that reads only the primary
     key's index (about a second per million documents), so that ``in``,
     which the hub asks synchronously, answers from memory; no document is
@@ -165,6 +177,13 @@ class PostgresStore(Store):
         read_only: only read (``autosync ls``, ``fsck``): no lock, nothing
             created, repaired or removed, damaged bytes skipped; append,
             compact and delete raise :class:`StorageError`.
+        shared: several server processes use the database at once (each
+            with its own shared store): the lock taken is a shared one
+            (excluding only stores opened without ``shared``), every flush
+            announces the documents it wrote on the ``autosync_changes``
+            channel when it commits, and a second connection LISTENs for
+            the others' announcements and hands them to :meth:`watch`'s
+            callback; :meth:`load_new` reads what they wrote.
 
     Raises:
         StorageError: psycopg is not installed.
@@ -176,8 +195,14 @@ class PostgresStore(Store):
         *,
         compaction_floor: int = COMPACTION_FLOOR,
         read_only: bool = False,
+        shared: bool = False,
     ) -> None:
         self._psycopg = _import_psycopg()
+        self._shared = shared and not read_only
+        # Names this store in its announcements, so it skips its own.
+        self._sender = uuid.uuid4().hex
+        self._watchers: list[Callable[[DocumentId], None]] = []
+        self._listener: asyncio.Task[None] | None = None
         self._dsn = dsn
         self._label = redacted_url(dsn)
         self._floor = compaction_floor
@@ -222,6 +247,11 @@ class PostgresStore(Store):
         return not self._read_only
 
     @property
+    def shared(self) -> bool:
+        """Whether other server processes may write to the database at the same time."""
+        return self._shared
+
+    @property
     def batches(self) -> int:
         """How many transactions :meth:`flush` has committed."""
         return self._batches
@@ -262,14 +292,22 @@ class PostgresStore(Store):
     async def _take_lock(self, conn: AsyncConnection[Any], storage_id: str) -> None:
         # Session-level: held until this connection ends, which PostgreSQL
         # notices at once when the process dies.
+        # A shared store takes the lock shared: shared stores coexist, and
+        # exclude (and are excluded by) a store that wants it alone.
+        function = "pg_try_advisory_lock_shared" if self._shared else "pg_try_advisory_lock"
         cur = await conn.execute(
-            "SELECT pg_try_advisory_lock(hashtextextended(%s, 0))",
+            f"SELECT {function}(hashtextextended(%s, 0))",
             ("autosync_jupyter store " + storage_id,),
         )
         row = await cur.fetchone()
         if row is None or row[0] is not True:
+            if self._shared:
+                raise StoreLocked(
+                    f"{self._label} is in use by a server that is not shared (--store-shared)"
+                )
             raise StoreLocked(
-                f"{self._label} is in use by another store; run one server per database"
+                f"{self._label} is in use by another store; run one server per database "
+                "(or every server with --store-shared)"
             )
 
     async def _run(
@@ -345,8 +383,20 @@ class PostgresStore(Store):
             raise
         self._ids |= ids
         self._state = "open"
+        if self._shared:
+            listening: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._listener = asyncio.ensure_future(self._listen(listening))
+            try:
+                await listening
+            except BaseException:
+                await self.close()
+                raise
         logger.info(
-            "opened %s: %d documents, storage id %s", self._label, len(ids), self._storage_id
+            "opened %s: %d documents, storage id %s%s",
+            self._label,
+            len(ids),
+            self._storage_id,
+            " (shared)" if self._shared else "",
         )
 
     async def _prepare_schema(self, conn: AsyncConnection[Any]) -> str:
@@ -373,6 +423,124 @@ class PostgresStore(Store):
                 )
                 logger.info("created storage id %s in %s", storage_id, self._label)
         return storage_id
+
+    # -- several servers on one database
+
+    def watch(self, callback: Callable[[DocumentId], None]) -> None:
+        """Call ``callback(doc_id)`` when another process may have written to ``doc_id``.
+
+        Only for a shared store (a no-op otherwise). Called from the event
+        loop, for each document another process's flush committed, after
+        the id was added to ``in``; and, after the listening connection was
+        lost and made again (announcements may have been missed meanwhile),
+        for every document this store has read (see :meth:`load_new`) and
+        every id that appeared in the database.
+        """
+        if self._shared:
+            self._watchers.append(callback)
+
+    async def _listen(self, listening: asyncio.Future[None]) -> None:
+        """LISTEN for the other processes' announcements, connecting again when lost."""
+        psycopg = self._psycopg
+        delay = 0.5
+        first = True
+        while self._state == "open":
+            conn: AsyncConnection[Any] | None = None
+            try:
+                given = psycopg.conninfo.conninfo_to_dict(self._dsn)
+                extra = {k: v for k, v in _CONNECTION_DEFAULTS.items() if k not in given}
+                extra.setdefault("application_name", "autosync listen")
+                conn = await psycopg.AsyncConnection.connect(self._dsn, autocommit=True, **extra)
+                await conn.execute(f"LISTEN {CHANNEL}")
+                # Listening from now on; what was announced before may be
+                # missed: new ids are listed, and every document read is
+                # treated as changed.
+                ids = await self._list_ids(conn)
+                appeared = ids - self._ids
+                self._ids |= ids
+                if first:
+                    first = False
+                    listening.set_result(None)
+                else:
+                    logger.info("listening to %s again", self._label)
+                    for changed in appeared | set(self._rows):
+                        self._announce(changed)
+                delay = 0.5
+                async for note in conn.notifies():
+                    sender, _, text = note.payload.partition(" ")
+                    if sender == self._sender or not is_valid_document_id(text):
+                        continue
+                    self._ids.add(DocumentId(text))
+                    self._announce(DocumentId(text))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if first:
+                    if not listening.done():
+                        listening.set_exception(
+                            StorageError(f"cannot listen to {self._label}: {exc}")
+                        )
+                    return
+                logger.warning(
+                    "lost the listening connection to %s (%s); connecting again", self._label, exc
+                )
+            finally:
+                if conn is not None:
+                    with contextlib.suppress(Exception):
+                        await conn.close()
+            if self._state == "open":
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    def _announce(self, doc_id: DocumentId) -> None:
+        for callback in list(self._watchers):
+            try:
+                callback(doc_id)
+            except Exception:
+                logger.exception("a watcher of %s failed", self._label)
+
+    async def load_new(self, doc_id: DocumentId) -> bytes | None:
+        """Read the rows of ``doc_id`` that this store has not read or written yet.
+
+        For a document this store has loaded (and not forgotten): the rows
+        other processes wrote since, checked as :meth:`load` checks them,
+        and counted from now on (``needs_compaction``, and a compaction
+        may delete them, so give them to the document before compacting).
+        None when there is nothing new, or the document was not loaded.
+        Rows are told apart by their ``seq``, not by its order: a row with
+        a smaller ``seq`` may commit later.
+        """
+        doc_id = check_id(doc_id)
+        self._require_open()
+        if doc_id not in self._rows:
+            return None
+        pieces: list[bytes] = []
+        rows: dict[int, _Row] = {}
+        damage = Damage()
+
+        async def read(conn: AsyncConnection[Any]) -> None:
+            pieces.clear()
+            rows.clear()
+            known = list(self._rows.get(doc_id, {}))
+            cur = await conn.execute(
+                "SELECT seq, kind, data FROM autosync_chunks "
+                "WHERE doc_id = %s AND seq <> ALL(%s) "
+                "ORDER BY (kind = 'snapshot') DESC, seq",
+                (doc_id, known),
+            )
+            for seq, kind, data in await cur.fetchall():
+                kind = _SNAPSHOT if kind == _SNAPSHOT else _INCREMENTAL
+                good = await self._checked(conn, doc_id, int(seq), kind, bytes(data), damage)
+                if good:
+                    pieces.append(good)
+                    rows[int(seq)] = _Row(kind, len(good))
+
+        await self._run(f"read document {doc_id}", read)
+        known = self._rows.get(doc_id)
+        if known is None:  # forgotten meanwhile
+            return None
+        known.update(rows)
+        return b"".join(pieces) or None
 
     async def _read_schema(self, conn: AsyncConnection[Any]) -> str:
         cur = await conn.execute("SELECT to_regclass('autosync_chunks') IS NOT NULL")
@@ -568,7 +736,14 @@ class PostgresStore(Store):
                             "RETURNING doc_id, seq",
                             (list(batch), list(batch.values())),
                         )
-                        return await cur.fetchall()
+                        written = await cur.fetchall()
+                        if self._shared:
+                            # Delivered only if the transaction commits.
+                            await conn.execute(
+                                "SELECT pg_notify(%s, %s || ' ' || d) FROM unnest(%s::text[]) AS d",
+                                (CHANNEL, self._sender, list(batch)),
+                            )
+                        return written
 
                 written = await self._run("write a batch", insert)
                 for doc_id, seq in written:
@@ -705,6 +880,11 @@ class PostgresStore(Store):
             await self.flush()
         finally:
             self._state = "closed"
+            listener, self._listener = self._listener, None
+            if listener is not None:
+                listener.cancel()
+                with contextlib.suppress(BaseException):
+                    await listener
             async with self._lock:
                 await self._close_connection()
         logger.info("closed %s", self._label)

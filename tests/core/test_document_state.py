@@ -266,7 +266,9 @@ def test_a_peer_starts_unknown_and_follows_what_it_says() -> None:
     assert status_of(peer) is PeerStatus.UNAVAILABLE
 
 
-@pytest.mark.parametrize(("before", "event"), itertools.product(PeerStatus, PeerEvent), ids=str)
+@pytest.mark.parametrize(
+    ("before", "event"), list(itertools.product(PeerStatus, PeerEvent)), ids=str
+)
 def test_every_peer_event_follows_every_status(before: PeerStatus, event: PeerEvent) -> None:
     peer = PeerDoc()
     peer._status = before

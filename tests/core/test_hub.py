@@ -839,3 +839,73 @@ def test_ids_asked_for_and_forgotten_leave_no_trace() -> None:
     assert world.hub.resident_count() == 20
     world.deliver(world.hub.close_connection(mallory.conn))
     assert world.hub.resident_count() == 0
+
+
+# -- changes another server stored (a shared store) ------------------------------
+
+
+def test_stored_changes_arrived_reach_peers_and_are_not_written_again() -> None:
+    """Changes another server stored are applied, synced to this hub's peers, never rewritten."""
+    world = make_world()
+    alice = world.client("alice")
+    doc_id = create_doc(alice, x=1)
+    elsewhere = world.hub.document(doc_id)  # the other server's copy
+    heads = elsewhere.get_heads()
+    edit(elsewhere, y=2)
+    edit(elsewhere, z=3)
+    stored = b"".join(c.bytes for c in elsewhere.get_changes(heads))
+    written = len(world.writes)
+    world.deliver(world.hub.stored_changes_arrived(doc_id, stored))
+    assert len(world.writes) == written
+    assert to_py(alice.docs[doc_id]) == {"x": 1, "y": 2, "z": 3}
+    # Again (a notification seen twice, rows read again): nothing changes.
+    assert not world.hub.stored_changes_arrived(doc_id, stored)
+
+
+def test_stored_snapshot_arrived_brings_only_what_is_missing() -> None:
+    """A compaction elsewhere (a saved document) gives the changes this hub lacks."""
+    world = make_world()
+    alice = world.client("alice")
+    doc_id = create_doc(alice, x=1)
+    elsewhere = world.hub.document(doc_id)
+    edit(elsewhere, y=2)
+    world.deliver(world.hub.stored_changes_arrived(doc_id, elsewhere.save()))
+    assert to_py(alice.docs[doc_id]) == {"x": 1, "y": 2}
+    assert to_py(world.hub.document(doc_id)) == {"x": 1, "y": 2}
+
+
+def test_stored_changes_without_their_dependencies_wait() -> None:
+    """A change whose dependency has not arrived waits; it applies when that does."""
+    world = make_world()
+    alice = world.client("alice")
+    doc_id = create_doc(alice, x=1)
+    elsewhere = world.hub.document(doc_id)
+    start = elsewhere.get_heads()
+    edit(elsewhere, y=2)
+    middle = elsewhere.get_heads()
+    edit(elsewhere, z=3)
+    first = b"".join(c.bytes for c in elsewhere.get_changes(start) if c.hash in middle)
+    second = b"".join(c.bytes for c in elsewhere.get_changes(middle))
+    world.deliver(world.hub.stored_changes_arrived(doc_id, second))
+    assert world.hub.waiting_changes(doc_id) == 1
+    world.deliver(world.hub.stored_changes_arrived(doc_id, first))
+    assert world.hub.waiting_changes(doc_id) == 0
+    assert to_py(alice.docs[doc_id]) == {"x": 1, "y": 2, "z": 3}
+
+
+def test_stored_changes_bring_a_missing_document_to_its_requester() -> None:
+    """A document asked for before another server created it is sent once it is stored there."""
+    world = make_world()
+    bob = world.client("bob")
+    doc_id = generate_document_id()
+    bob.sync(doc_id, request=True)
+    assert bob.of_type(DocUnavailable) and world.hub.is_missing(doc_id)
+    made = new_document({"made": "elsewhere"})
+    world.deliver(world.hub.stored_changes_arrived(doc_id, made.save()))
+    assert to_py(bob.docs[doc_id]) == {"made": "elsewhere"}
+    assert world.hub.is_loaded(doc_id) and not world.writes
+
+
+def test_stored_changes_for_a_document_not_in_memory_are_ignored() -> None:
+    world = make_world()
+    assert not world.hub.stored_changes_arrived(generate_document_id(), new_document({}).save())

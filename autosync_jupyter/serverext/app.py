@@ -126,6 +126,13 @@ class AutosyncExtension(ExtensionApp):
         directory, as data_dir. Empty (the default): data_dir.""",
     ).tag(config=True)
 
+    store_shared = Bool(
+        False,
+        help="""With a postgresql:// store: share the database with other
+        servers (other Jupyter servers, `autosync serve --store-shared`),
+        each seeing the others' changes; all of them must say so.""",
+    ).tag(config=True)
+
     ephemeral = Bool(
         False,
         help="""Keep documents in memory only (lost when the server stops) and
@@ -209,7 +216,7 @@ class AutosyncExtension(ExtensionApp):
         _log_through_server(self.serverapp)
         store = None
         if self.store and not self.ephemeral and is_postgres_url(self.store):
-            store = PostgresStore(self.store)
+            store = PostgresStore(self.store, shared=self.store_shared)
         self.sync_runtime = SyncRuntime(
             data_dir=None if self.ephemeral or store else self.resolved_data_dir(),
             store=store,

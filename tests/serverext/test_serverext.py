@@ -617,3 +617,32 @@ async def test_documents_go_to_a_postgres_store(
         rows = conn.execute("SELECT DISTINCT doc_id FROM autosync_chunks").fetchall()
     assert rows == [(created["id"],)]
     assert not (jp_root_dir / ".autosync").exists()
+
+
+@pytest.fixture
+def shared_postgres_store(jp_server_config: Config, postgres_url: str) -> str:
+    """The extension's store set to a new PostgreSQL database, shared with other servers."""
+    jp_server_config.AutosyncExtension.store = postgres_url
+    jp_server_config.AutosyncExtension.store_shared = True
+    return postgres_url
+
+
+async def test_a_shared_postgres_store_sees_and_is_seen_by_other_servers(
+    shared_postgres_store: str, api: ApiCall
+) -> None:
+    """``store_shared``: the hub shares its database with another shared server's store."""
+    from autosync_jupyter.storage import PostgresStore
+
+    other = PostgresStore(shared_postgres_store, shared=True)
+    await other.open()
+    try:
+        # The hub opens its store now; an exclusive one would refuse (StoreLocked: 503).
+        status, created = await api("documents", method="POST", body='{"content": {"a": 1}}')
+        assert status == 201
+        for _ in range(200):  # the hub's commit NOTIFYs the other store
+            if created["id"] in other:
+                break
+            await asyncio.sleep(0.05)
+        assert created["id"] in other
+    finally:
+        await other.close()

@@ -43,6 +43,7 @@ from typing import TypeVar
 from ..crdt.chunks import check_chunks
 from ..errors import StorageError
 from ..ids import DocumentId, is_valid_document_id
+from .append_queue import AppendQueue
 from .base import COMPACTION_FLOOR, Damage, Store, check_id
 from .disk import MAX_FILES, Disk, Usage, heads_hash
 
@@ -113,11 +114,7 @@ class FileStore(Store):
         self._deleted: set[DocumentId] = set()
         self._usage: dict[DocumentId, Usage] = {}
         # Appended bytes not yet written, and those of the batch being written.
-        self._pending: dict[DocumentId, list[bytes]] = {}
-        self._inflight: dict[DocumentId, list[bytes]] = {}
-        self._appended = 0  # appends so far
-        self._durable_upto = 0  # the first this many appends are durable
-        self._writer: asyncio.Task[None] | None = None
+        self._queue = AppendQueue()
         self._closing = False
         self._stopped = False
         self._batches = 0
@@ -256,7 +253,7 @@ class FileStore(Store):
         self._require_open()
         # Appended but maybe not yet on disk when the read runs; taken now so
         # that every append made before this call is in the result.
-        unwritten = b"".join(self._inflight.get(doc_id, []) + self._pending.get(doc_id, []))
+        unwritten = self._queue.unwritten(doc_id)
         data, usage, damage = await self._run(self._disk.read, doc_id)
         self._damage[doc_id] = damage
         self._usage[doc_id] = usage
@@ -276,44 +273,19 @@ class FileStore(Store):
             doc_id = check_id(doc_id)
         data = check_chunks(data, "appended data")
         self._require_open(writing=True)
-        self._pending.setdefault(doc_id, []).append(data)
+        self._queue.add(doc_id, data)
         self._ids.add(doc_id)
         self._deleted.discard(doc_id)
-        self._appended += 1
 
     async def flush(self) -> None:
         """Write and fsync everything appended before this call; see :meth:`Store.flush`."""
-        target = self._appended
-        while self._durable_upto < target:
-            if self._writer is None:
-                self._writer = asyncio.ensure_future(self._write_batch())
-                self._writer.add_done_callback(_consume_exception)
-            # Shielded: a caller that is cancelled must not cancel the batch
-            # other callers wait for.
-            await asyncio.shield(self._writer)
+        await self._queue.flush(self._write_batch)
 
-    async def _write_batch(self) -> None:
-        upto = self._appended
-        count = upto - self._durable_upto
-        self._inflight, self._pending = self._pending, {}
-        try:
-            if self._inflight:
-                batch = {doc_id: b"".join(chunks) for doc_id, chunks in self._inflight.items()}
-                usages = await self._run(self._disk.write_batch, batch)
-                self._usage.update(usages)
-                self._batches += 1
-                logger.debug("wrote a batch of %d appends to %d documents", count, len(batch))
-            self._durable_upto = upto
-        except BaseException:
-            # Back to the front of the queue (minus deleted documents): the
-            # next flush retries. Bytes that did reach the disk are written
-            # again, which is harmless.
-            for doc_id, chunks in self._inflight.items():
-                self._pending[doc_id] = chunks + self._pending.get(doc_id, [])
-            raise
-        finally:
-            self._inflight = {}
-            self._writer = None
+    async def _write_batch(self, batch: dict[DocumentId, bytes], count: int) -> None:
+        usages = await self._run(self._disk.write_batch, batch)
+        self._usage.update(usages)
+        self._batches += 1
+        logger.debug("wrote a batch of %d appends to %d documents", count, len(batch))
 
     def needs_compaction(self, doc_id: DocumentId) -> bool:
         """Tell whether the change bytes outweigh the snapshot, or the files are many.
@@ -326,8 +298,7 @@ class FileStore(Store):
         if not isinstance(doc_id, str):
             return False
         usage = self._usage.get(doc_id, Usage())
-        unwritten = sum(map(len, self._inflight.get(doc_id, [])))
-        unwritten += sum(map(len, self._pending.get(doc_id, [])))
+        unwritten = self._queue.unwritten_size(doc_id)
         incremental = usage.incremental_bytes + unwritten
         return incremental >= max(usage.snapshot_bytes, self._floor) or usage.files > MAX_FILES
 
@@ -368,7 +339,7 @@ class FileStore(Store):
         doc_id = check_id(doc_id)
         self._usage.pop(doc_id, None)
         self._damage.pop(doc_id, None)
-        if not self._listed and doc_id not in self._pending and doc_id not in self._inflight:
+        if not self._listed and not self._queue.holds(doc_id):
             self._ids.discard(doc_id)
         if self._io is not None and not self._stopped:
             self._run(self._disk.forget, doc_id)
@@ -377,8 +348,7 @@ class FileStore(Store):
         """Remove the document's files and forget its queued appends."""
         doc_id = check_id(doc_id)
         self._require_open(writing=True)
-        self._pending.pop(doc_id, None)
-        self._inflight.pop(doc_id, None)
+        self._queue.discard(doc_id)
         self._ids.discard(doc_id)
         self._deleted.add(doc_id)
         self._usage.pop(doc_id, None)
@@ -396,10 +366,3 @@ class FileStore(Store):
             self._stopped = True
             self._io.shutdown(wait=False)
         logger.info("closed %s", self._root)
-
-
-def _consume_exception(task: asyncio.Task[None]) -> None:
-    # The batch's error reaches every waiting flush(); marking it retrieved
-    # keeps asyncio from also logging it when no caller is left waiting.
-    if not task.cancelled():
-        task.exception()

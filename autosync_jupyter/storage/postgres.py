@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 from ..crdt.chunks import check_chunks, scan_chunks
 from ..errors import StorageError
 from ..ids import DocumentId, is_valid_document_id
+from .append_queue import AppendQueue
 from .base import COMPACTION_FLOOR, Damage, Store, StoreLocked, check_id
 
 if TYPE_CHECKING:
@@ -219,11 +220,7 @@ class PostgresStore(Store):
         # read is never deleted, so no change is lost.
         self._rows: dict[DocumentId, dict[int, _Row]] = {}
         self._damage: dict[DocumentId, Damage] = {}
-        self._pending: dict[DocumentId, list[bytes]] = {}
-        self._inflight: dict[DocumentId, list[bytes]] = {}
-        self._appended = 0
-        self._durable_upto = 0
-        self._writer: asyncio.Task[None] | None = None
+        self._queue = AppendQueue()
         self._batches = 0
 
     def __repr__(self) -> str:
@@ -603,7 +600,7 @@ class PostgresStore(Store):
         self._require_open()
         # Taken now so that every append made before this call is in the
         # result, whether or not its batch commits before the read.
-        unwritten = b"".join(self._inflight.get(doc_id, []) + self._pending.get(doc_id, []))
+        unwritten = self._queue.unwritten(doc_id)
         damage = Damage()
         pieces: list[bytes] = []
         rows: dict[int, _Row] = {}
@@ -705,71 +702,39 @@ class PostgresStore(Store):
             doc_id = check_id(doc_id)
         data = check_chunks(data, "appended data")
         self._require_open(writing=True)
-        self._pending.setdefault(doc_id, []).append(data)
+        self._queue.add(doc_id, data)
         self._ids.add(doc_id)
-        self._appended += 1
 
     async def flush(self) -> None:
         """Commit everything appended before this call; see :meth:`Store.flush`."""
-        target = self._appended
-        while self._durable_upto < target:
-            if self._writer is None:
-                self._writer = asyncio.ensure_future(self._write_batch())
-                self._writer.add_done_callback(_consume_exception)
-            # Shielded: a caller that is cancelled must not cancel the batch
-            # other callers wait for.
-            await asyncio.shield(self._writer)
+        await self._queue.flush(self._write_batch)
 
-    async def _write_batch(self) -> None:
-        upto = self._appended
-        self._inflight, self._pending = self._pending, {}
-        try:
-            if self._inflight:
-                batch = {doc_id: b"".join(chunks) for doc_id, chunks in self._inflight.items()}
-
-                async def insert(conn: AsyncConnection[Any]) -> list[tuple[Any, ...]]:
-                    async with conn.transaction():
-                        cur = await conn.execute(
-                            "INSERT INTO autosync_chunks (doc_id, kind, data) "
-                            "SELECT d, 'incremental', b "
-                            "FROM unnest(%s::text[], %s::bytea[]) AS t(d, b) "
-                            "RETURNING doc_id, seq",
-                            (list(batch), list(batch.values())),
-                        )
-                        written = await cur.fetchall()
-                        if self._shared:
-                            # Delivered only if the transaction commits.
-                            await conn.execute(
-                                "SELECT pg_notify(%s, %s || ' ' || d) FROM unnest(%s::text[]) AS d",
-                                (CHANNEL, self._sender, list(batch)),
-                            )
-                        return written
-
-                written = await self._run("write a batch", insert)
-                for doc_id, seq in written:
-                    doc_id = DocumentId(doc_id)
-                    if doc_id in self._inflight:  # not deleted meanwhile
-                        self._rows.setdefault(doc_id, {})[int(seq)] = _Row(
-                            _INCREMENTAL, len(batch[doc_id])
-                        )
-                self._batches += 1
-                logger.debug(
-                    "committed a batch of %d appends to %d documents",
-                    upto - self._durable_upto,
-                    len(batch),
+    async def _write_batch(self, batch: dict[DocumentId, bytes], count: int) -> None:
+        async def insert(conn: AsyncConnection[Any]) -> list[tuple[Any, ...]]:
+            async with conn.transaction():
+                cur = await conn.execute(
+                    "INSERT INTO autosync_chunks (doc_id, kind, data) "
+                    "SELECT d, 'incremental', b "
+                    "FROM unnest(%s::text[], %s::bytea[]) AS t(d, b) "
+                    "RETURNING doc_id, seq",
+                    (list(batch), list(batch.values())),
                 )
-            self._durable_upto = upto
-        except BaseException:
-            # Back to the front of the queue (minus deleted documents): the
-            # next flush retries. If the commit did happen after all (the
-            # connection died during it), the rows are written twice, which
-            # automerge loads happily.
-            for doc_id, chunks in self._inflight.items():
-                self._pending[doc_id] = chunks + self._pending.get(doc_id, [])
-            raise
-        finally:
-            self._inflight = {}
-            self._writer = None
+                written = await cur.fetchall()
+                if self._shared:
+                    # Delivered only if the transaction commits.
+                    await conn.execute(
+                        "SELECT pg_notify(%s, %s || ' ' || d) FROM unnest(%s::text[]) AS d",
+                        (CHANNEL, self._sender, list(batch)),
+                    )
+                return written
+
+        written = await self._run("write a batch", insert)
+        for doc_id, seq in written:
+            doc_id = DocumentId(doc_id)
+            if self._queue.being_written(doc_id):  # not deleted meanwhile
+                self._rows.setdefault(doc_id, {})[int(seq)] = _Row(_INCREMENTAL, len(batch[doc_id]))
+        self._batches += 1
+        logger.debug("committed a batch of %d appends to %d documents", count, len(batch))
 
     # -- compact and delete
 
@@ -786,8 +751,7 @@ class PostgresStore(Store):
         rows = self._rows.get(doc_id, {})
         snapshot = sum(row.size for row in rows.values() if row.kind == _SNAPSHOT)
         incremental = sum(row.size for row in rows.values() if row.kind == _INCREMENTAL)
-        incremental += sum(map(len, self._inflight.get(doc_id, [])))
-        incremental += sum(map(len, self._pending.get(doc_id, [])))
+        incremental += self._queue.unwritten_size(doc_id)
         return incremental >= max(snapshot, self._floor) or len(rows) > MAX_ROWS
 
     async def compact(
@@ -861,8 +825,7 @@ class PostgresStore(Store):
         """Delete the document's rows and forget its queued appends."""
         doc_id = check_id(doc_id)
         self._require_open(writing=True)
-        self._pending.pop(doc_id, None)
-        self._inflight.pop(doc_id, None)
+        self._queue.discard(doc_id)
         self._ids.discard(doc_id)
         self._rows.pop(doc_id, None)
 
@@ -894,10 +857,3 @@ class PostgresStore(Store):
         if conn is not None:
             with contextlib.suppress(Exception):
                 await conn.close()
-
-
-def _consume_exception(task: asyncio.Task[None]) -> None:
-    # The batch's error reaches every waiting flush(); marking it retrieved
-    # keeps asyncio from also logging it when no caller is left waiting.
-    if not task.cancelled():
-        task.exception()

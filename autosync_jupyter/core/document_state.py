@@ -181,6 +181,9 @@ class PeerDoc:
     # for this peer or the peer has spoken since.
     synced_version: int = -1
     owes_reply: bool = False
+    # The document version at which the core last had nothing to send this
+    # peer: it has everything (what lets an upstream server go idle).
+    quiet_version: int = -1
     _status: PeerStatus = field(default=PeerStatus.UNKNOWN, init=False)
 
     @property
@@ -218,6 +221,7 @@ class PeerDoc:
         self.sync_state = am.SyncState()
         self.owes_reply = True
         self.synced_version = -1
+        self.quiet_version = -1
 
 
 class Doc:
@@ -248,6 +252,8 @@ class Doc:
         #: Stored changes whose dependencies were lost (damaged on disk):
         #: kept, by hash, and applied once a peer brings what they wait for.
         self.waiting: dict[bytes, bytes] = {}
+        #: Upstream connections asked for the document that have not answered.
+        self.asking: set[ConnectionId] = set()
         self._problem: str | None = None
 
     def __repr__(self) -> str:
@@ -310,18 +316,20 @@ class Doc:
             and self.can(DocEvent.FORGET)
         )
 
-    def unloadable(self) -> bool:
+    def unloadable(self, detachable: Container[ConnectionId] = ()) -> bool:
         """UNLOAD may happen: what dropping it from memory loses, the store gives back.
 
         No peer is engaged (a peer's sync state would be lost), no change
         waits on a peer for its dependencies (those are only in memory), and
         everything it holds was handed to storage. Stored changes that wait
         for lost dependencies (:attr:`waiting`) came from the store and are
-        kept there, so they do not hold it.
+        kept there, so they do not hold it. Peers in ``detachable`` (upstream
+        servers that have everything) do not hold it either: the hub lets
+        them go first.
         """
         return (
             self._state is DocState.READY
-            and not self.peers
+            and all(conn_id in detachable for conn_id in self.peers)
             and not self.orphans
             and bool(self.saved_heads)
             and self.heads() == self.saved_heads

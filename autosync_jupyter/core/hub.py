@@ -43,6 +43,12 @@ Rules of ``protocol.md`` that are easy to get wrong, and where they live:
 * changes another server process stored in a shared store are checked
   and applied like a peer's, but never written again, and reach this
   server's peers (:meth:`Hub.stored_changes_arrived`);
+* an upstream server (the hub joins it as a client, :meth:`Hub.open_upstream`)
+  is a peer like the others once it answered, but it gets every document
+  with changes, and a document a peer asks for that nobody here has is
+  asked of it before the peer hears ``doc-unavailable``
+  (:meth:`Hub._ask_upstreams`); an upstream that is in sync does not keep a
+  document in memory;
 * a document's state (loading, ready, missing, broken) and a peer's status
   for it change only in :mod:`.document_state`, by its transition tables.
 """
@@ -75,7 +81,7 @@ from ..crdt.sync_message import SyncMessage, SyncMessageRejected, read_sync_mess
 from ..errors import ProtocolError
 from ..ids import DocumentId, PeerId, encode_heads, generate_peer_id
 from ..wording import counted, printable
-from .document_state import ConnectionId, Doc, DocEvent, DocState, PeerDoc
+from .document_state import ConnectionId, Doc, DocEvent, DocState, PeerDoc, PeerStatus
 from .protocol import (
     DEFAULT_MAX_MESSAGE_SIZE,
     PROTOCOL_VERSION,
@@ -169,6 +175,9 @@ class PeerInfo:
         identity: the authenticated identity (for example OIDC claims such as
             ``{"email": ...}``), or None when the server has no authentication.
         remote_address: where the connection comes from, for logs.
+        upstream: a server this hub joined as a client
+            (:meth:`Hub.open_upstream`); it gets every document, whatever
+            the share policy says.
     """
 
     peer_id: PeerId
@@ -176,6 +185,7 @@ class PeerInfo:
     is_ephemeral: bool = True
     identity: dict[str, Any] | None = None
     remote_address: str | None = None
+    upstream: bool = False
 
     @property
     def email(self) -> str | None:
@@ -226,9 +236,12 @@ class Effects:
     #: ``(live, newcomer)``: a newcomer joined with the peer id of a live
     #: connection. Ping ``live`` and report with :meth:`Hub.probe_result`.
     probe: list[tuple[ConnectionId, ConnectionId]] = field(default_factory=list)
+    #: Documents just asked of upstream servers: call :meth:`Hub.upstream_timeout`
+    #: for each after a while, so peers are not kept waiting by a silent upstream.
+    asked: list[DocumentId] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.send or self.close or self.writes or self.load or self.probe)
+        return bool(self.send or self.close or self.writes or self.load or self.probe or self.asked)
 
 
 @dataclass(frozen=True)
@@ -255,6 +268,8 @@ class _Connection:
     # Engaged documents that hold nothing yet, and bytes of orphan changes.
     dataless: set[DocumentId] = field(default_factory=set)
     orphan_bytes: int = 0
+    # The name of the upstream server this connection goes to (we joined it).
+    upstream: str | None = None
 
     def peer_id_text(self) -> str:
         """Who this is, for logs."""
@@ -276,6 +291,9 @@ class Hub:
             id creates an empty document instead of ``doc-unavailable``
             (JS clients' ``find()`` then never settles; off by default).
         limits: what one peer may make the hub hold (:class:`HubLimits`).
+        upstreams: names (URLs) of the upstream servers the transport will
+            connect to (:meth:`open_upstream`): documents that change while
+            one of them is not connected are synced with it when it is.
     """
 
     def __init__(
@@ -287,6 +305,7 @@ class Hub:
         stored: Container[DocumentId] = frozenset(),
         create_on_request: bool = False,
         limits: HubLimits | None = None,
+        upstreams: Iterable[str] = (),
     ) -> None:
         if not callable(share) and share not in ("announce", "request", "deny"):
             raise ValueError(
@@ -308,6 +327,10 @@ class Hub:
         self._uses = 0
         self._recent: OrderedDict[DocumentId, int] = OrderedDict()
         self._ephemeral_seen: OrderedDict[tuple[str, str], int] = OrderedDict()
+        # Per upstream name: documents changed while it was not connected,
+        # and the connection it answered on (the peer message) while it is.
+        self._owed: dict[str, set[DocumentId]] = {name: set() for name in upstreams}
+        self._upstream_conns: dict[str, ConnectionId] = {}
         self._fx = Effects()
 
     # -- public API: connections ----------------------------------------------
@@ -356,6 +379,53 @@ class Hub:
             for other in list(self._conns.values()):
                 if other.probing == conn_id:
                     self._end_probe(other, live=False)
+        return self._take()
+
+    def open_upstream(
+        self, name: str, *, remote_address: str | None = None
+    ) -> tuple[ConnectionId, Effects]:
+        """Register a connection the transport opened to an upstream server; join it.
+
+        The hub speaks first (``join``); once the server answers ``peer`` it
+        is a peer that gets every document with changes here, and that is
+        asked for documents peers want and nobody here has. ``name`` (its
+        URL) identifies the server across reconnects: documents that changed
+        while it was away are synced with it when it is back.
+        """
+        self._owed.setdefault(name, set())
+        self._next_conn += 1
+        conn = _Connection(self._next_conn, remote_address or name, None, upstream=name)
+        self._conns[conn.conn_id] = conn
+        self._send(
+            conn.conn_id,
+            Join(
+                sender_id=self.peer_id,
+                peer_metadata=PeerMetadata(
+                    storage_id=self.storage_id, is_ephemeral=self.storage_id is None
+                ),
+            ),
+        )
+        return conn.conn_id, self._take()
+
+    def upstream_joined(self, name: str) -> bool:
+        """Whether the upstream server ``name`` answered our join on a live connection."""
+        return name in self._upstream_conns
+
+    def upstream_timeout(self, doc_id: DocumentId) -> Effects:
+        """Stop waiting for upstream servers' answers about ``doc_id`` (see :attr:`Effects.asked`).
+
+        The peers that asked hear ``doc-unavailable``; should an upstream
+        send the document later, it still reaches them.
+        """
+        doc = self._docs.get(doc_id)
+        if doc is not None and doc.asking:
+            logger.info(
+                "document %s: %s did not answer; its askers hear it is unavailable",
+                doc_id,
+                counted(len(doc.asking), "upstream server"),
+            )
+            doc.asking.clear()
+            self._settle_asking(doc)
         return self._take()
 
     def probe_result(self, conn_id: ConnectionId, live: bool) -> Effects:
@@ -481,6 +551,7 @@ class Hub:
             self._used(doc)
             self._dirty.add(doc_id)
             if not before:  # the document's first changes: share it
+                doc.asking.clear()
                 for conn_id in doc.peers:
                     peer = self._conns.get(conn_id)
                     if peer is not None:
@@ -537,6 +608,7 @@ class Hub:
             doc = existing
             doc.add(document)
         self._docs[doc_id] = doc
+        doc.asking.clear()
         self._used(doc)
         self._record_changes(doc)
         self._dirty.add(doc_id)  # late arrival: push to peers that asked before
@@ -623,7 +695,11 @@ class Hub:
     def unloadable(self, doc_id: DocumentId) -> bool:
         """Whether :meth:`unload` would drop ``doc_id`` (see :meth:`.Doc.unloadable`)."""
         doc = self._docs.get(doc_id)
-        return doc is not None and doc_id not in self._dirty and doc.unloadable()
+        return (
+            doc is not None
+            and doc_id not in self._dirty
+            and doc.unloadable(detachable=self._quiet_upstreams(doc))
+        )
 
     def unload(self, doc_id: DocumentId) -> Effects:
         """UNLOAD an idle document: drop it from memory; no-op unless :meth:`unloadable`.
@@ -634,7 +710,13 @@ class Hub:
         from the store, with the same heads and waiting changes.
         """
         if self.unloadable(doc_id):
-            self._docs.pop(doc_id).unload()
+            doc = self._docs.pop(doc_id)
+            for conn_id in doc.peers:  # upstream servers in sync with it
+                conn = self._conns.get(conn_id)
+                if conn is not None:
+                    conn.docs.discard(doc_id)
+            doc.peers.clear()
+            doc.unload()
             self._recent.pop(doc_id, None)
         return self._take()
 
@@ -723,7 +805,14 @@ class Hub:
     # -- message handling ------------------------------------------------------
 
     def _handle(self, conn: _Connection, msg: Message) -> None:
-        if isinstance(msg, Join):
+        if conn.upstream is not None:
+            if conn.peer is None:
+                self._upstream_answer(conn, msg)
+                return
+            if isinstance(msg, Join):
+                self._fail(conn, "a server does not join its own client")
+                return
+        elif isinstance(msg, Join):
             self._join(conn, msg)
             return
         if conn.peer is None:
@@ -732,6 +821,9 @@ class Hub:
         if msg.sender_id != conn.peer.peer_id:
             if msg.sender_id is None and isinstance(msg, UnknownMessage):
                 return  # an unknown kind of message, with nobody to answer
+            if isinstance(msg, Ephemeral) and self._may_relay(conn, msg.sender_id):
+                self._ephemeral(conn, msg)
+                return
             # A peer speaks only for itself; relayed ephemerals are re-sent
             # by the hub, never by peers in another's name.
             self._fail(
@@ -877,6 +969,14 @@ class Hub:
         if doc.state is DocState.BROKEN:
             self._send(conn.conn_id, DocUnavailable(self.peer_id, conn.peer.peer_id, doc_id))
             return
+        if conn.conn_id in doc.asking and not brings_data and not doc.has_data():
+            # An upstream answering our request with nothing (some servers
+            # send an empty document rather than doc-unavailable).
+            doc.asking.discard(conn.conn_id)
+            pd.said_unavailable()
+            if not doc.asking:
+                self._settle_asking(doc)
+            return
         created = doc.doc is None
         if doc.doc is None:
             if brings_data:
@@ -886,6 +986,9 @@ class Hub:
                 doc.arrive(empty)
                 self._fx.writes.append((doc_id, empty.save()))
                 logger.info("document %s created empty on request (R mode)", doc_id)
+            elif self._ask_upstreams(conn, doc):
+                self._count_dataless(conn, doc)  # answered when the upstreams have
+                return
             else:
                 self._unavailable(conn, doc_id, pd, again=isinstance(msg, Request))
                 self._count_dataless(conn, doc)
@@ -977,6 +1080,7 @@ class Hub:
             if doc.waiting:
                 self._apply_waiting(doc)
             if not before:  # the document's first changes: share it
+                doc.asking.clear()
                 for conn_id in doc.peers:
                     peer = self._conns.get(conn_id)
                     if peer is not None:
@@ -1182,6 +1286,133 @@ class Hub:
         pd = doc.peers.get(conn.conn_id) if doc else None
         if pd is not None:
             pd.said_unavailable()
+        if doc is not None and conn.conn_id in doc.asking:
+            doc.asking.discard(conn.conn_id)
+            if not doc.asking:
+                self._settle_asking(doc)
+
+    # -- upstream servers ----------------------------------------------------------
+
+    def _upstream_answer(self, conn: _Connection, msg: Message) -> None:
+        """The first message of an upstream server: ``peer`` (we are in) or a refusal."""
+        assert conn.upstream is not None
+        if isinstance(msg, Error):
+            logger.warning(
+                "upstream %s refused us: %s", printable(conn.upstream), printable(msg.message)
+            )
+            self._fx.close.append((conn.conn_id, CloseCode.NORMAL_CLOSURE, "refused"))
+            del self._conns[conn.conn_id]
+            self._forget_peer(conn)
+            return
+        if not isinstance(msg, Peer):
+            self._fail(conn, f"expected a peer message, got {printable(msg.type)}")
+            return
+        if msg.selected_protocol_version != PROTOCOL_VERSION:
+            self._fail(
+                conn, f"unsupported protocol version {printable(msg.selected_protocol_version)}"
+            )
+            return
+        if msg.sender_id == self.peer_id:
+            self._fail(conn, "the upstream server is this server")
+            return
+        meta = msg.peer_metadata or PeerMetadata()
+        conn.peer = PeerInfo(
+            peer_id=msg.sender_id,
+            storage_id=meta.storage_id,
+            is_ephemeral=meta.is_ephemeral is not False,
+            remote_address=conn.remote_address,
+            upstream=True,
+        )
+        self._peers.setdefault(msg.sender_id, conn.conn_id)
+        previous = self._upstream_conns.get(conn.upstream)
+        if previous is not None and previous in self._conns:
+            self._fail(self._conns[previous], "replaced by a newer upstream connection")
+        self._upstream_conns[conn.upstream] = conn.conn_id
+        logger.info(
+            "joined upstream %s (peer %s)", printable(conn.upstream), printable(msg.sender_id)
+        )
+        # Everything in memory with changes is synced with it; what changed
+        # while it was away is loaded to be; what peers wait for is asked.
+        for doc in list(self._docs.values()):
+            if doc.state is DocState.READY:
+                self._engage_and_sync(doc, conn)
+            elif doc.state is DocState.MISSING and any(
+                cid != conn.conn_id and not self._is_upstream(cid) for cid in doc.peers
+            ):
+                self._ask_upstreams(None, doc)
+        owed = self._owed.setdefault(conn.upstream, set())
+        for doc_id in owed:
+            if doc_id not in self._docs and doc_id in self._stored:
+                self._docs[doc_id] = Doc.to_load(doc_id)
+                self._fx.load.append(doc_id)
+        owed.clear()
+
+    def _may_relay(self, conn: _Connection, sender: PeerId) -> bool:
+        """Whether ``conn`` may pass on an ephemeral message in ``sender``'s name.
+
+        Servers and repos relay their other peers' presence in those peers'
+        names (this hub does so to its upstreams): an upstream, or a peer
+        with durable storage (a repo, a hub of ours), may; a plain client
+        may not. Nobody may speak as a peer connected here, nor as this hub.
+        """
+        assert conn.peer is not None
+        if sender in self._peers or sender == self.peer_id:
+            return False
+        return conn.upstream is not None or not conn.peer.is_ephemeral
+
+    def _is_upstream(self, conn_id: ConnectionId) -> bool:
+        conn = self._conns.get(conn_id)
+        return conn is not None and conn.upstream is not None
+
+    def _ask_upstreams(self, asker: _Connection | None, doc: Doc) -> bool:
+        """Ask the joined upstream servers for a document nobody here has.
+
+        Returns whether an answer is awaited (then the asking peers are told
+        ``doc-unavailable`` only once every upstream said so, or timed out).
+        """
+        asked_now = False
+        for conn_id in self._upstream_conns.values():
+            up = self._conns.get(conn_id)
+            if up is None or up is asker or up.peer is None:
+                continue
+            asker_id = asker.peer.peer_id if asker is not None and asker.peer is not None else None
+            if asker_id == up.peer.peer_id:
+                continue  # a server asking us, its upstream, what it asked us for
+            if conn_id in doc.asking:
+                continue
+            pd = doc.peers.get(conn_id)
+            if pd is None:
+                pd = doc.peers[conn_id] = PeerDoc()
+                up.docs.add(doc.doc_id)
+            pd.interacted = True
+            request = am.Document().generate_sync_message(pd.sync_state)
+            assert request is not None  # a first message always goes out
+            data = request.encode()
+            self._send(conn_id, Request(self.peer_id, up.peer.peer_id, doc.doc_id, data))
+            doc.asking.add(conn_id)
+            asked_now = True
+        if asked_now:
+            self._fx.asked.append(doc.doc_id)
+        return bool(doc.asking)
+
+    def _settle_asking(self, doc: Doc) -> None:
+        """No upstream has the document: answer the peers that asked for it."""
+        if doc.has_data():
+            return
+        for conn_id, pd in list(doc.peers.items()):
+            conn = self._conns.get(conn_id)
+            if conn is None or conn.peer is None or conn.upstream is not None:
+                continue
+            if pd.status is not PeerStatus.UNAVAILABLE and pd.tell_unavailable(again=True):
+                self._send(conn_id, DocUnavailable(self.peer_id, conn.peer.peer_id, doc.doc_id))
+
+    def _quiet_upstreams(self, doc: Doc) -> set[ConnectionId]:
+        """Upstream servers that have everything of ``doc``: they need not keep it in memory."""
+        return {
+            conn_id
+            for conn_id, pd in doc.peers.items()
+            if self._is_upstream(conn_id) and not pd.owes_reply and pd.quiet_version == doc.version
+        }
 
     # -- helpers ---------------------------------------------------------------
 
@@ -1210,6 +1441,9 @@ class Hub:
                 doc.guard.record(changes, {})  # a no-op for changes checked on arrival
         doc.saved_heads = doc.doc.get_heads()
         doc.version += 1
+        for name, owed in self._owed.items():
+            if name not in self._upstream_conns:
+                owed.add(doc.doc_id)
 
     def _sync_to(self, doc: Doc, conn_id: ConnectionId, pd: PeerDoc) -> None:
         conn = self._conns.get(conn_id)
@@ -1231,7 +1465,10 @@ class Hub:
             self._fail(conn, f"sync with {doc.doc_id} failed")
             return
         if message is not None:
+            pd.quiet_version = -1
             self._send(conn_id, Sync(self.peer_id, conn.peer.peer_id, doc.doc_id, message.encode()))
+        else:
+            pd.quiet_version = doc.version  # nothing more to say: in sync
 
     def _may_receive(self, peer: PeerInfo, doc: Doc, pd: PeerDoc | None) -> bool:
         decision = self._decide(peer, doc.doc_id)
@@ -1253,10 +1490,15 @@ class Hub:
                 self._fx.load.append(doc_id)
 
     def _announce_to_all(self, doc: Doc) -> None:
-        if self.share == "request" or self.share == "deny" or not doc.heads():
+        if not doc.heads():
             return
-        for conn in self._conns.values():
-            if conn.peer is not None and self._decide(conn.peer, doc.doc_id) is True:
+        to_clients = self.share != "request" and self.share != "deny"
+        if not to_clients and not self._upstream_conns:
+            return
+        for conn in list(self._conns.values()):
+            if conn.peer is None or (not to_clients and conn.upstream is None):
+                continue
+            if self._decide(conn.peer, doc.doc_id) is True:
                 self._engage_and_sync(doc, conn)
 
     def _engage_and_sync(self, doc: Doc, conn: _Connection) -> None:
@@ -1276,6 +1518,8 @@ class Hub:
             yield from self._stored
 
     def _decide(self, peer: PeerInfo, doc_id: DocumentId) -> ShareDecision:
+        if peer.upstream:
+            return True  # the operator chose to sync with it: everything
         share = self.share
         if share == "request":
             return None
@@ -1306,6 +1550,10 @@ class Hub:
             if doc is None:
                 continue
             doc.peers.pop(conn.conn_id, None)
+            if conn.conn_id in doc.asking:
+                doc.asking.discard(conn.conn_id)
+                if not doc.asking:
+                    self._settle_asking(doc)
             self._used(doc)  # idle from now on, if it was its last peer
             if any(owner == conn.conn_id for owner, _ in doc.orphans.values()):
                 # The changes it left waiting for dependencies go with it.
@@ -1319,6 +1567,8 @@ class Hub:
         conn.parked.clear()
         conn.waiting_for = None
         conn.probing = None
+        if conn.upstream is not None and self._upstream_conns.get(conn.upstream) == conn.conn_id:
+            del self._upstream_conns[conn.upstream]
         if conn.peer is not None:
             if self._peers.get(conn.peer.peer_id) == conn.conn_id:
                 del self._peers[conn.peer.peer_id]

@@ -172,7 +172,16 @@ class ServerStatus:
         self.data_dir = server.data_location if server is not None else None
         self.documents = server.document_summaries() if server is not None else []
         self.peers = (
-            [(p.peer_id, p.remote_address or "") for p in server.hub.peers()]
+            [(p.peer_id, p.remote_address or "") for p in server.hub.peers() if not p.upstream]
+            if server is not None
+            else []
+        )
+        #: ``(url, state)`` of each upstream server: joined, or why not.
+        self.upstreams = (
+            [
+                (u.shown, "joined" if u.joined.is_set() else (u.last_error or "connecting"))
+                for u in server.upstreams
+            ]
             if server is not None
             else []
         )
@@ -189,6 +198,7 @@ class ServerStatus:
             for d in self.documents
         ]
         lines += [f"  peer {peer} from {address}" for peer, address in self.peers]
+        lines += [f"  upstream {url}: {state}" for url, state in self.upstreams]
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:
@@ -207,13 +217,18 @@ class ServerStatus:
             f"<li><code>{html.escape(peer)}</code> from {html.escape(address)}</li>"
             for peer, address in self.peers
         )
+        upstreams = "".join(
+            f"<div>upstream <code>{html.escape(url)}</code>: {html.escape(state)}</div>"
+            for url, state in self.upstreams
+        )
         return (
             f"<div class='autosync-status'><b>autosync server</b> at "
             f"<code>{html.escape(self.url)}</code> (data: "
             f"{html.escape(self.data_dir or 'memory')})"
             f"<table><thead><tr><th>document</th><th>size</th><th>heads</th><th>peers</th>"
             f"</tr></thead><tbody>{rows}</tbody></table>"
-            f"<div>{counted(len(self.peers), 'connected peer')}</div><ul>{peers}</ul></div>"
+            f"<div>{counted(len(self.peers), 'connected peer')}</div><ul>{peers}</ul>"
+            f"{upstreams}</div>"
         )
 
 
@@ -302,6 +317,12 @@ class AutosyncMagics(Magics):
             print(note)
         where = server.data_location if server.data_location != "memory" else "memory only"
         print(f"autosync server listening on {server.url} (data: {where}; {elapsed:.0f} ms)")
+        for upstream in server.upstreams:
+            if upstream.joined.is_set():
+                print(f"upstream {upstream.shown}: joined")
+            else:
+                why = upstream.last_error or "connecting"
+                print(f"upstream {upstream.shown}: {why} (retrying in the background)")
         print(
             "Connect a peer: new Repo({ network: [new WebSocketClientAdapter("
             f'"{server.url}")] }}); then repo.find("automerge:<id>").\n'

@@ -7,12 +7,13 @@ terminal and in a notebook cell.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import tempfile
 from pathlib import Path
 
 from ..auth.oidc import AuthConfig
-from ..auth.tls import make_self_signed_certificate, server_ssl_context
+from ..auth.tls import client_ssl_context, make_self_signed_certificate, server_ssl_context
 from ..errors import AutosyncError
 from ..storage import PostgresStore, Store
 from ..storage.postgres import is_postgres_url
@@ -139,6 +140,29 @@ def add_serve_arguments(serve: argparse.ArgumentParser, *, default_port: int) ->
         help="documents kept in memory at most; beyond, the least recently used idle ones "
         "leave it (default: %(default)s; 0: no bound; documents in use always stay)",
     )
+    upstream = serve.add_argument_group(
+        "upstream servers",
+        "also be a client of other automerge-repo servers: every document with changes "
+        "here is synced with them, and documents peers ask for that are not here are "
+        "asked of them",
+    )
+    upstream.add_argument(
+        "--upstream",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="ws:// or wss:// URL of an upstream server (repeatable)",
+    )
+    upstream.add_argument(
+        "--upstream-token",
+        metavar="TOKEN",
+        help="bearer token for the upstream servers (default: $AUTOSYNC_UPSTREAM_TOKEN)",
+    )
+    upstream.add_argument(
+        "--upstream-cafile",
+        metavar="FILE",
+        help="PEM certificate(s) to trust for wss:// upstreams (a private CA, self-signed)",
+    )
     auth = serve.add_argument_group(
         "authentication", "require an OIDC ID token from every peer (needs TLS)"
     )
@@ -220,6 +244,13 @@ def server_from_arguments(args: argparse.Namespace) -> tuple[SyncServer, list[st
             allowed_emails=args.allow_email,
             allowed_domains=args.allow_domain,
         )
+    upstreams: list[str] = list(getattr(args, "upstream", None) or [])
+    token = getattr(args, "upstream_token", None) or os.environ.get("AUTOSYNC_UPSTREAM_TOKEN")
+    cafile = getattr(args, "upstream_cafile", None)
+    if (token or cafile) and not upstreams:
+        raise AutosyncError("--upstream-token and --upstream-cafile go with --upstream URL")
+    if cafile and not any(url.startswith("wss://") for url in upstreams):
+        raise AutosyncError("--upstream-cafile is for wss:// upstreams")
     server = SyncServer(
         auth=auth,
         insecure_auth_on_loopback=args.insecure_auth_on_loopback,
@@ -240,5 +271,8 @@ def server_from_arguments(args: argparse.Namespace) -> tuple[SyncServer, list[st
         max_loaded_documents=args.max_loaded_documents or None,
         origins=args.origin,
         path=args.path,
+        upstreams=upstreams,
+        upstream_token=token if upstreams else None,
+        upstream_ssl=client_ssl_context(cafile) if cafile else None,
     )
     return server, notes

@@ -28,7 +28,7 @@ import os
 import shutil
 import ssl as ssl_module
 import weakref
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from http import HTTPStatus
 from typing import Any, TypeVar
 from urllib.parse import parse_qs
@@ -56,12 +56,15 @@ from .sync_runtime import (
     DEFAULT_MAX_QUEUED_BYTES,
     DEFAULT_MAX_SEND_QUEUE,
     DEFAULT_TAKEOVER_TIMEOUT,
+    DEFAULT_UPSTREAM_TIMEOUT,
     DocumentSummary,
     ServerListener,
     SyncRuntime,
     logger,
 )
 from .transport import PeerClosed, PeerSocket
+from .upstream import Upstream
+from .websocket_peer import WebsocketPeer, format_address
 
 __all__ = [
     "DEFAULT_MAX_CONNECTIONS",
@@ -93,45 +96,6 @@ def _listen_error(host: str, port: int, exc: OSError) -> str:
     if exc.errno == errno.EADDRNOTAVAIL:
         return f"cannot listen on {where}: this machine has no such address"
     return f"cannot listen on {where}: {exc.strerror or exc}"
-
-
-class _WebsocketsPeer:
-    """A ``websockets`` server connection as a :class:`PeerSocket`."""
-
-    def __init__(self, ws: ServerConnection) -> None:
-        self._ws = ws
-        self.remote_address = _format_address(ws.remote_address)
-
-    async def __aiter__(self) -> AsyncIterator[bytes | str]:
-        frames = aiter(self._ws)
-        while True:
-            try:
-                # No local name: a generator would keep its last frame alive
-                # for as long as the connection stays idle.
-                yield await anext(frames)
-            except (StopAsyncIteration, ConnectionClosed):
-                return
-
-    async def send(self, data: bytes) -> None:
-        try:
-            await self._ws.send(data)
-        except ConnectionClosed as exc:
-            raise PeerClosed(str(exc)) from None
-
-    async def close(self, code: int, reason: str) -> None:
-        with contextlib.suppress(ConnectionClosed):  # closed already: what we wanted
-            await self._ws.close(code, reason)
-
-    def abort(self) -> None:
-        self._ws.transport.abort()
-
-    async def ping(self, timeout: float) -> bool:
-        try:
-            pong = await self._ws.ping()
-            await asyncio.wait_for(pong, timeout)
-        except (ConnectionClosed, asyncio.TimeoutError):
-            return False
-        return True
 
 
 class SyncServer(SyncRuntime):
@@ -185,6 +149,9 @@ class SyncServer(SyncRuntime):
             again when next asked for.
         max_loaded_documents: documents kept in memory at most (None: no
             bound); beyond, the least recently used idle ones leave it.
+        upstreams, upstream_token, upstream_ssl, upstream_timeout: other
+            servers this one is also a client of, syncing every document
+            with them (see :class:`~autosync_jupyter.runtime.sync_runtime.SyncRuntime`).
         path: if given, only upgrades on this URL path are accepted.
         auth: an :class:`~autosync_jupyter.auth.AuthConfig`: every connection
             must present a valid OIDC ID token, as ``Authorization: Bearer``
@@ -224,6 +191,10 @@ class SyncServer(SyncRuntime):
         takeover_timeout: float = DEFAULT_TAKEOVER_TIMEOUT,
         idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
         max_loaded_documents: int | None = DEFAULT_MAX_LOADED_DOCUMENTS,
+        upstreams: Sequence[str | Upstream] = (),
+        upstream_token: str | None = None,
+        upstream_ssl: ssl_module.SSLContext | None = None,
+        upstream_timeout: float = DEFAULT_UPSTREAM_TIMEOUT,
         path: str | None = None,
         auth: AuthConfig | None = None,
         insecure_auth_on_loopback: bool = False,
@@ -254,6 +225,10 @@ class SyncServer(SyncRuntime):
             takeover_timeout=takeover_timeout,
             idle_timeout=idle_timeout,
             max_loaded_documents=max_loaded_documents,
+            upstreams=upstreams,
+            upstream_token=upstream_token,
+            upstream_ssl=upstream_ssl,
+            upstream_timeout=upstream_timeout,
         )
         self.host = host
         self.port = port
@@ -306,6 +281,7 @@ class SyncServer(SyncRuntime):
             raise AutosyncError(_listen_error(self.host, self.port, exc)) from exc
         sock = next(iter(self._server.sockets))
         self.port = sock.getsockname()[1]
+        await self._await_upstreams()
         logger.info("serving %s (data: %s)", self.url, self.data_location)
         return self
 
@@ -342,7 +318,7 @@ class SyncServer(SyncRuntime):
         if self._full():
             logger.warning(
                 "refused %s: %d connections already (max_connections)",
-                _format_address(connection.remote_address),
+                format_address(connection.remote_address),
                 len(self._links),
             )
             return connection.respond(
@@ -356,7 +332,7 @@ class SyncServer(SyncRuntime):
         self, connection: ServerConnection, request: HttpRequest, query: str
     ) -> dict[str, Any] | AuthError:
         assert self._auth is not None
-        address = _format_address(connection.remote_address)
+        address = format_address(connection.remote_address)
         in_url = parse_qs(query).get("token")
         try:
             header = request.headers.get("Authorization")
@@ -389,7 +365,7 @@ class SyncServer(SyncRuntime):
                     await ws.close(CloseCode.POLICY_VIOLATION, public)
                 return
             identity = outcome
-        await self.serve_peer(_WebsocketsPeer(ws), identity=identity)
+        await self.serve_peer(WebsocketPeer(ws), identity=identity)
 
 
 def _is_loopback(host: str) -> bool:
@@ -399,12 +375,6 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-
-
-def _format_address(address: Any) -> str:
-    if isinstance(address, tuple) and len(address) >= 2:
-        return f"{address[0]}:{address[1]}"
-    return str(address)
 
 
 class BackgroundSyncServer:

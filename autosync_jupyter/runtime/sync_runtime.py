@@ -34,7 +34,7 @@ import logging
 import os
 import sys
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, TypeVar
@@ -60,7 +60,9 @@ from ..ids import DocumentId, generate_document_id, validate_document_id
 from ..storage import FileStore, MemoryStore, Store
 from ..storage.salvage import load_document, log_salvage
 from ..wording import counted
+from .client import SSLOption
 from .transport import PeerClosed, PeerSocket
+from .upstream import Upstream
 
 __all__ = [
     "DEFAULT_IDLE_TIMEOUT",
@@ -69,6 +71,7 @@ __all__ = [
     "DEFAULT_MAX_QUEUED_BYTES",
     "DEFAULT_MAX_SEND_QUEUE",
     "DEFAULT_TAKEOVER_TIMEOUT",
+    "DEFAULT_UPSTREAM_TIMEOUT",
     "DocumentSummary",
     "ServerListener",
     "SyncRuntime",
@@ -95,6 +98,9 @@ DEFAULT_IDLE_TIMEOUT = 300.0
 #: Documents held in memory at most, beyond those in use: about 100 MB of
 #: small documents (10 KB each); busy servers with large documents lower it.
 DEFAULT_MAX_LOADED_DOCUMENTS = 10_000
+#: Seconds an upstream server has to answer whether it has a document (and
+#: to accept the first connection at start) before peers are told it is not here.
+DEFAULT_UPSTREAM_TIMEOUT = 10.0
 # The idle sweep runs this often at most (a quarter of the idle timeout).
 _MAX_SWEEP_INTERVAL = 30.0
 # Unloaded documents after which the C heap is asked to give freed pages back.
@@ -358,6 +364,18 @@ class SyncRuntime:
             bound); beyond, the least recently used idle ones leave memory
             at once. Documents in use (peers syncing them, writes not yet
             durable) stay whatever their number.
+        upstreams: other automerge-repo servers (``ws://``/``wss://`` URLs,
+            or :class:`~autosync_jupyter.runtime.upstream.Upstream` objects
+            for a token or TLS context each) this one is also a client of:
+            every document with changes here is synced with them both ways,
+            and a document a peer asks for that is not here is asked of
+            them before the peer hears it is unavailable. Connections are
+            kept up (reconnected with backoff); :meth:`start` waits up to
+            ``upstream_timeout`` for the first.
+        upstream_token, upstream_ssl: the bearer token and ``ssl`` context
+            for upstreams given as URLs.
+        upstream_timeout: seconds to wait for an upstream's answer about a
+            document (and for its first connection at start).
     """
 
     def __init__(
@@ -376,6 +394,10 @@ class SyncRuntime:
         takeover_timeout: float = DEFAULT_TAKEOVER_TIMEOUT,
         idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
         max_loaded_documents: int | None = DEFAULT_MAX_LOADED_DOCUMENTS,
+        upstreams: Sequence[str | Upstream] = (),
+        upstream_token: str | None = None,
+        upstream_ssl: SSLOption = None,
+        upstream_timeout: float = DEFAULT_UPSTREAM_TIMEOUT,
     ) -> None:
         if idle_timeout is not None and not idle_timeout > 0:
             raise ValueError(f"idle_timeout must be positive or None, not {idle_timeout!r}")
@@ -422,14 +444,42 @@ class SyncRuntime:
         self._last_change: dict[DocumentId, datetime.datetime] = {}
         # Per document: the heads its size and title were measured at.
         self._sizes: dict[DocumentId, tuple[tuple[str, ...], int, str | None]] = {}
+        if isinstance(upstreams, str):
+            raise TypeError("upstreams must be a list of URLs, not one string")
+        self.upstreams: list[Upstream] = [
+            each
+            if isinstance(each, Upstream)
+            else Upstream(
+                each,
+                token=upstream_token,
+                ssl=upstream_ssl if each.startswith("wss://") else None,
+                max_message_size=max_message_size,
+            )
+            for each in upstreams
+        ]
+        if len({u.url for u in self.upstreams}) != len(self.upstreams):
+            raise ValueError("the same upstream URL is given twice")
+        self._upstream_timeout = upstream_timeout
+        self._asking: dict[DocumentId, asyncio.TimerHandle] = {}
+        self._upstream_tasks: list[asyncio.Task[Any]] = []
 
     # -- lifecycle ---------------------------------------------------------------
 
     async def start(self: _R) -> _R:
         """Open the store and make the hub; from now on :meth:`serve_peer` serves peers."""
         await self._open()
+        await self._await_upstreams()
         logger.info("sync hub ready (data: %s)", self.data_location)
         return self
+
+    async def _await_upstreams(self) -> None:
+        """Give each upstream a first attempt (bounded), so early requests can reach it."""
+        for upstream in self.upstreams:
+            self._upstream_tasks.append(self._spawn(upstream.run(self._serve_upstream(upstream))))
+        waits = [u.settled.wait() for u in self.upstreams]
+        if waits:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.gather(*waits), self._upstream_timeout)
 
     async def _open(self) -> None:
         if self._started:
@@ -442,6 +492,7 @@ class SyncRuntime:
             stored=self._store,
             create_on_request=self._create_on_request,
             limits=HubLimits.for_message_size(self._max_message_size),
+            upstreams=[u.url for u in self.upstreams],
         )
         self._store.watch(self._stored_elsewhere)
         if self._idle_timeout is not None:
@@ -460,6 +511,12 @@ class SyncRuntime:
         if self._sweep_timer is not None:
             self._sweep_timer.cancel()
             self._sweep_timer = None
+        for timer in self._asking.values():
+            timer.cancel()
+        self._asking.clear()
+        for task in self._upstream_tasks:
+            task.cancel()  # no reconnecting while closing
+        self._upstream_tasks.clear()
         self._apply(hub.propagate())
         with contextlib.suppress(Exception):
             await self._store.flush()
@@ -734,10 +791,32 @@ class SyncRuntime:
             await peer.close(CloseCode.TRY_AGAIN_LATER, "too many connections, try again later")
             return
         conn_id = hub.open_connection(remote_address=peer.remote_address, identity=identity)
+        await self._serve(peer, conn_id)
+
+    def _serve_upstream(self, upstream: Upstream) -> Callable[[PeerSocket], Awaitable[None]]:
+        async def serve(peer: PeerSocket) -> None:
+            hub = self._require_hub()
+            conn_id, fx = hub.open_upstream(upstream.url, remote_address=upstream.shown)
+            await self._serve(peer, conn_id, upstream=upstream, first=fx)
+
+        return serve
+
+    async def _serve(
+        self,
+        peer: PeerSocket,
+        conn_id: ConnectionId,
+        *,
+        upstream: Upstream | None = None,
+        first: Effects | None = None,
+    ) -> None:
+        """Read a connection's messages into the hub until it closes."""
+        hub = self._require_hub()
         link = _PeerLink(peer, conn_id)
         self._links[conn_id] = link
         self._notify(frozenset())
         sender = asyncio.create_task(self._send_loop(link))
+        if first is not None:
+            self._apply(first)
         try:
             async for data in peer:
                 if isinstance(data, str):
@@ -746,6 +825,9 @@ class SyncRuntime:
                     break
                 self._apply(hub.receive(conn_id, data))
                 del data  # an idle connection must not hold on to its last frame
+                joining = upstream is not None and not upstream.joined.is_set()
+                if joining and upstream is not None and hub.upstream_joined(upstream.url):
+                    upstream.mark_joined()
                 if link.closing:
                     break
                 # While the hub waits (a document loading, a probe of who holds
@@ -796,9 +878,22 @@ class SyncRuntime:
             self._spawn_load(doc_id)
         for holder, newcomer in fx.probe:
             self._spawn(self._probe(holder, newcomer))
+        for doc_id in fx.asked:
+            timer = self._asking.pop(doc_id, None)
+            if timer is not None:
+                timer.cancel()
+            self._asking[doc_id] = asyncio.get_running_loop().call_later(
+                self._upstream_timeout, self._upstream_silent, doc_id
+            )
         hub = self._hub
         if hub is not None and hub.pending_propagation():
             self._throttle.schedule(hub)
+
+    def _upstream_silent(self, doc_id: DocumentId) -> None:
+        self._asking.pop(doc_id, None)
+        hub = self._hub
+        if hub is not None and self._started:
+            self._apply(hub.upstream_timeout(doc_id))
 
     def _propagate(self, doc_ids: set[DocumentId]) -> None:
         """A round of sync messages for ``doc_ids`` (the throttle says when)."""

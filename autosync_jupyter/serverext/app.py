@@ -20,7 +20,7 @@ import secrets
 from typing import Any
 
 from jupyter_server.extension.application import ExtensionApp
-from traitlets import Bool, Callable, Enum, Float, Int, Unicode, Union
+from traitlets import Bool, Callable, Enum, Float, Int, List, Unicode, Union
 
 from ..core.protocol import DEFAULT_MAX_MESSAGE_SIZE
 from ..runtime.sync_runtime import (
@@ -198,6 +198,21 @@ class AutosyncExtension(ExtensionApp):
         used idle ones leave it (documents in use always stay). 0: no bound.""",
     ).tag(config=True)
 
+    upstreams = List(
+        Unicode(),
+        default_value=[],
+        help="""Other automerge-repo servers (ws:// or wss:// URLs) this one
+        is also a client of: every document with changes here is synced with
+        them both ways, and a document a peer asks for that is not here is
+        asked of them first. The connections are kept up in the background.""",
+    ).tag(config=True)
+
+    upstream_token = Unicode(
+        "",
+        help="""Bearer token sent to the upstream servers (empty: none;
+        default: $AUTOSYNC_UPSTREAM_TOKEN).""",
+    ).tag(config=True)
+
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.sync_runtime: SyncRuntime | None = None
@@ -229,6 +244,10 @@ class AutosyncExtension(ExtensionApp):
             max_connections=self.max_connections,
             idle_timeout=self.idle_timeout or None,
             max_loaded_documents=self.max_loaded_documents or None,
+            upstreams=list(self.upstreams),
+            upstream_token=(self.upstream_token or os.environ.get("AUTOSYNC_UPSTREAM_TOKEN"))
+            if self.upstreams
+            else None,
         )
 
     def initialize_handlers(self) -> None:

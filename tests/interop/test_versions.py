@@ -177,3 +177,25 @@ async def test_fetch_of_an_unknown_id_from_a_26_server_is_unavailable(tmp_path: 
 async def _until(check: Callable[[], bool]) -> None:
     while not check():
         await asyncio.sleep(0.02)
+
+
+async def test_the_releases_sync_server_as_our_upstream(version: str, tmp_path: Path) -> None:
+    """Our server relays to the release's sync server: found through us, made on us, live edits."""
+    async with (
+        js_sync_server(tmp_path / "js", version=version) as central,
+        SyncServer(
+            port=0, data_dir=tmp_path / "edge", upstreams=[central.url], upstream_timeout=5
+        ) as edge,
+        JSPeer.start(central.url, version=version) as far,
+        JSPeer.start(edge.url, version=version) as near,
+    ):
+        assert edge.upstreams[0].joined.is_set()
+        doc_id = (await far.create({"from": "central"}))["documentId"]
+        await far.wait_synced(doc_id)
+        found = await near.find(doc_id, timeout=10)
+        assert found["state"] == "ready" and found["doc"] == {"from": "central"}, found
+        await near.change(doc_id, [Op.set("edge", version)])
+        await far.wait_for(doc_id, path="edge", equals=version)
+        made = (await near.create({"from": "edge"}))["documentId"]
+        await near.wait_synced(made)
+        assert (await far.find(made, timeout=10))["doc"] == {"from": "edge"}

@@ -76,6 +76,25 @@ def test_create_binds_a_live_handle_and_status_lists_it(kernel: Kernel) -> None:
     assert kernel.value("await s.read_document(d.document_id)") == {"a": 1, "b": 2}
 
 
+def test_serve_upstream_makes_the_kernels_server_a_hub_of_a_central_one(
+    kernel: Kernel, tmp_path: Path
+) -> None:
+    """%autosync serve --upstream: documents made in the kernel reach the central server."""
+    with BackgroundSyncServer(port=0, data_dir=tmp_path / "central") as central:
+        out = kernel.run(f"%autosync serve --data-dir data --upstream {central.url}")
+        assert f"upstream {central.url}: joined" in out.stdout, out.stdout
+        kernel.run('%autosync create --name d --content \'{"made": "in the kernel"}\'')
+        doc_id = kernel.value("d.document_id")
+        deadline = time.monotonic() + 10
+        while doc_id not in central.list_documents():
+            assert time.monotonic() < deadline, "never reached the upstream"
+            time.sleep(0.05)
+        assert central.read_document(doc_id) == {"made": "in the kernel"}
+        status = kernel.run("%autosync status").data("text/html")[0]
+        assert f"upstream <code>{central.url}</code>: joined" in status
+        kernel.run("%autosync stop")
+
+
 def test_every_blocking_form_works_against_the_kernels_own_server(kernel: Kernel) -> None:
     """Magic, fetch_blocking, await fetch and connect_blocking: no deadlock, same content."""
     _serve(kernel)

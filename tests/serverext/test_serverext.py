@@ -15,6 +15,7 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -24,7 +25,15 @@ from tornado.httpclient import HTTPClientError
 from tornado.websocket import WebSocketClientConnection, WebSocketClosedError
 from traitlets.config import Config
 
-from autosync_jupyter import ConnectionFailed, Document, PeerId, connect, document_url, fetch
+from autosync_jupyter import (
+    ConnectionFailed,
+    Document,
+    PeerId,
+    SyncServer,
+    connect,
+    document_url,
+    fetch,
+)
 from autosync_jupyter.core.protocol import Join, decode, encode
 from autosync_jupyter.ids import decode_heads, encode_heads
 from autosync_jupyter.runtime.server import PeerClosed
@@ -646,3 +655,24 @@ async def test_a_shared_postgres_store_sees_and_is_seen_by_other_servers(
         assert created["id"] in other
     finally:
         await other.close()
+
+
+@pytest.fixture
+async def central(jp_server_config: Config, tmp_path: Path) -> AsyncIterator[SyncServer]:
+    """A sync server of ours, set as the extension's upstream."""
+    async with SyncServer(port=0, data_dir=tmp_path / "central") as server:
+        jp_server_config.AutosyncExtension.upstreams = [server.url]
+        yield server
+
+
+async def test_documents_made_in_jupyter_reach_the_upstream_server(
+    central: SyncServer, api: ApiCall
+) -> None:
+    """``upstreams``: the extension's hub is a client of the upstream and pushes its documents."""
+    status, created = await api("documents", method="POST", body='{"content": {"a": 1}}')
+    assert status == 201
+    for _ in range(200):
+        if created["id"] in central.list_documents():
+            break
+        await asyncio.sleep(0.05)
+    assert await central.read_document(created["id"]) == {"a": 1}

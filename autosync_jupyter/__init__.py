@@ -30,9 +30,21 @@ Fetch a document from any automerge-repo server (ours, the JS sync server,
         async for event in handle.changes():    # local and remote changes as they happen
             print(event.origin, handle.doc.to_py())
 
+A document keeps its history: ``doc.history()`` lists its changes
+(:class:`ChangeRecord`: author, time, message), ``doc.at(heads)`` is the
+document at a past version and ``doc.diff(heads)`` what changed since
+(:class:`Patch` es); ``doc.change(message="...")`` gives a change its
+message. With pandas installed, ``doc.to_pandas("rows")`` turns a list of
+maps into a ``DataFrame`` and ``d.update_from_pandas("rows", df, key="id")``
+writes one back as the fewest edits.
+
 ``fetch_blocking`` and ``connect_blocking`` do the same in scripts without an
 event loop (and in notebook cells, even against the kernel's own server);
 from a shell: ``autosync fetch URL DOC`` and ``autosync watch URL DOC``.
+
+``handle.presence`` (a :class:`Presence`) says who else is in a document now
+and announces you there (``handle.presence.announce(name="Ada")``), in
+automerge-repo's presence messages; nothing of it is stored.
 
 In Jupyter, ``%load_ext autosync_jupyter`` adds the ``%autosync`` magic
 (``%autosync serve``, ``create``, ``fetch``, ``open``, ``docs``, ``login``;
@@ -69,6 +81,7 @@ from .crdt.document import (
     MutableMap,
     MutableText,
 )
+from .crdt.history import ChangeRecord, History, Patch
 from .crdt.values import to_py
 from .errors import (
     AuthError,
@@ -99,6 +112,7 @@ from .jupyter import load_ipython_extension, unload_ipython_extension
 from .runtime.blocking import BlockingConnection, BlockingDocHandle, connect_blocking
 from .runtime.client import fetch, fetch_blocking
 from .runtime.connection import ChangeStream, Connection, DocHandle, connect
+from .runtime.presence import PeerPresence, Presence
 from .runtime.server import BackgroundSyncServer, SyncServer
 from .runtime.sync_runtime import DocumentSummary, SyncRuntime
 from .storage import FileStore, MemoryStore, Store
@@ -112,6 +126,7 @@ __all__ = [
     "BlockingConnection",
     "BlockingDocHandle",
     "ChangeEvent",
+    "ChangeRecord",
     "ChangeStream",
     "Connection",
     "ConnectionFailed",
@@ -126,6 +141,7 @@ __all__ = [
     "DocumentUnavailable",
     "DocumentUnreadable",
     "FileStore",
+    "History",
     "Hub",
     "InvalidDocumentId",
     "ListView",
@@ -137,8 +153,11 @@ __all__ = [
     "MutableList",
     "MutableMap",
     "MutableText",
+    "Patch",
     "PeerId",
     "PeerInfo",
+    "PeerPresence",
+    "Presence",
     "ProtocolError",
     "ServerError",
     "SharePolicy",

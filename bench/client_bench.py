@@ -11,9 +11,15 @@ document and a large one (random bytes, so it stays over 5 MB), then:
   until ``repo.find(id)`` resolves (``bench/js_client_bench.mjs``). Both run
   in a warm process, so neither counts interpreter or module start-up.
 * live change round trip: two live connections on one document; A sets
-  ``ping``, B answers with ``pong`` as soon as it sees it, A waits for it.
+  ``ping``, B answers with ``pong`` as soon as it sees it, A waits for it,
+  then pauses ``--pause-ms`` (50 ms: a person typing) before the next one.
   Ours: two :class:`~autosync_jupyter.runtime.connection.Connection` objects; JS: two
   Repos.
+
+The servers (``--servers``): ``js``, the JS sync server of the interop tests
+(automerge-repo 2.5.6); ``js028``, the published sync server 0.2.8
+(``bench/bench_servers.py``); ``py``, ours; ``--py-tree NAME=DIR`` adds ours
+from another copy of the package (the code before a change, say).
 
 It prints a markdown table with medians, p90 and ours/JS ratios (below 1 means
 ours is faster), then the in-process small-document fetch latency against an
@@ -23,6 +29,7 @@ in-process :class:`~autosync_jupyter.SyncServer` (the project's aim: under
     python bench/client_bench.py                # both servers
     python bench/client_bench.py --only py --runs 50
     python bench/client_bench.py --json results.json
+    python bench/client_bench.py --measure roundtrip --servers js,js028,py --py-tree before=DIR
 
 Needs the interop install (``npm ci --prefix tests/interop/js``). This is a
 script, never a timed test.
@@ -32,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -49,13 +57,20 @@ sys.path.insert(0, str(REPO_ROOT / "tests" / "interop"))
 from jspeer import JSPeer, node_executable  # noqa: E402
 from servers import ServerProcess, js_sync_server, py_sync_server  # noqa: E402
 
+sys.path.insert(0, str(REPO_ROOT / "bench"))
+from bench_servers import parse_tree, published_sync_server, py_tree_server  # noqa: E402
+
 from autosync_jupyter import SyncServer  # noqa: E402
 from autosync_jupyter.runtime.client import fetch  # noqa: E402
 from autosync_jupyter.runtime.connection import connect  # noqa: E402
 
 JS_BENCH = REPO_ROOT / "bench" / "js_client_bench.mjs"
 LARGE_BYTES = 5_500_000
-SERVER_LABELS = {"js": "JS sync-server", "py": "autosync server (ours)"}
+SERVER_LABELS = {
+    "js": "JS sync-server (repo 2.5.6)",
+    "js028": "published sync-server 0.2.8",
+    "py": "autosync server (ours)",
+}
 
 
 def summary(times_ms: list[float]) -> dict[str, float]:
@@ -70,7 +85,9 @@ def summary(times_ms: list[float]) -> dict[str, float]:
     }
 
 
-async def js_client(url: str, mode: str, doc_id: str, runs: int) -> list[float]:
+async def js_client(
+    url: str, mode: str, doc_id: str, runs: int, pause_ms: float = 0
+) -> list[float]:
     """Run bench/js_client_bench.mjs and return its timings."""
     proc = await asyncio.create_subprocess_exec(
         node_executable(),
@@ -83,6 +100,8 @@ async def js_client(url: str, mode: str, doc_id: str, runs: int) -> list[float]:
         doc_id,
         "--runs",
         str(runs),
+        "--pause-ms",
+        str(pause_ms),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         limit=1 << 24,
@@ -105,7 +124,7 @@ async def py_fetch(url: str, doc_id: str, runs: int) -> list[float]:
     return times
 
 
-async def py_roundtrip(url: str, doc_id: str, runs: int) -> list[float]:
+async def py_roundtrip(url: str, doc_id: str, runs: int, pause_ms: float = 0) -> list[float]:
     """Ping-pong between two live connections; time per round trip."""
     async with connect(url) as conn_a, connect(url) as conn_b:
         a = await conn_a.open(doc_id)
@@ -137,6 +156,7 @@ async def py_roundtrip(url: str, doc_id: str, runs: int) -> list[float]:
                 d["ping"] = base + i
             await asyncio.wait_for(answered.wait(), 30)
             times.append((time.perf_counter() - started) * 1000)
+            await asyncio.sleep(pause_ms / 1000)
     return times
 
 
@@ -152,12 +172,27 @@ def small_content() -> dict[str, Any]:
     return {"title": "hello", "items": [1, 2, 3], "meta": {"owner": "bench", "done": False}}
 
 
-async def bench_server(kind: str, runs: int, large_runs: int) -> dict[str, Any]:
+def start_server(
+    kind: str, data_dir: Path, trees: dict[str, Path]
+) -> contextlib.AbstractAsyncContextManager[ServerProcess]:
+    """The server ``kind`` names (js, js028, py, or py:NAME of ``--py-tree``)."""
+    if kind == "js":
+        return js_sync_server(data_dir)
+    if kind == "js028":
+        return published_sync_server(data_dir)
+    if kind.startswith("py:"):
+        return py_tree_server(trees[kind[3:]], data_dir)
+    return py_sync_server(data_dir)
+
+
+async def bench_server(
+    kind: str, args: argparse.Namespace, trees: dict[str, Path]
+) -> dict[str, Any]:
     """Every measurement, ours and JS's, against one server."""
+    runs, large_runs, pause = args.runs, args.large_runs, args.pause_ms
     with tempfile.TemporaryDirectory(prefix=f"client-bench-{kind}-") as tmp:
-        factory = js_sync_server if kind == "js" else py_sync_server
         server: ServerProcess
-        async with factory(Path(tmp) / "data") as server:
+        async with start_server(kind, Path(tmp) / "data", trees) as server:
             async with JSPeer.start(server.url) as seeder:
                 small = (await seeder.create(small_content()))["documentId"]
                 big = {"blob": os.urandom(LARGE_BYTES), "items": list(range(2000))}
@@ -168,6 +203,12 @@ async def bench_server(kind: str, runs: int, large_runs: int) -> dict[str, Any]:
             # The seeder is gone: each fetch is the document's only peer.
             print(f"[{kind}] documents ready on {server.url}", file=sys.stderr)
             results: dict[str, Any] = {}
+            if args.measure == "roundtrip":
+                results["change round trip"] = {
+                    "py": summary(await py_roundtrip(server.url, ping, runs, pause)),
+                    "js": summary(await js_client(server.url, "roundtrip", ping, runs, pause)),
+                }
+                return results
             results["fetch small"] = {
                 "py": summary(await py_fetch(server.url, small, runs)),
                 "js": summary(await js_client(server.url, "fetch", small, runs)),
@@ -185,14 +226,14 @@ async def bench_server(kind: str, runs: int, large_runs: int) -> dict[str, Any]:
                     "js": summary(await js_client(server.url, "fetch", small, runs)),
                 }
             results["change round trip"] = {
-                "py": summary(await py_roundtrip(server.url, ping, runs)),
-                "js": summary(await js_client(server.url, "roundtrip", ping, runs)),
+                "py": summary(await py_roundtrip(server.url, ping, runs, pause)),
+                "js": summary(await js_client(server.url, "roundtrip", ping, runs, pause)),
             }
             print(f"[{kind}] done", file=sys.stderr)
     return results
 
 
-def table(all_results: dict[str, dict[str, Any]]) -> str:
+def table(all_results: dict[str, dict[str, Any]], labels: dict[str, str]) -> str:
     """A markdown table of the results with ours/JS ratios."""
     lines = [
         "| server | measurement | ours median (p90) ms | JS client median (p90) ms | ours/JS |",
@@ -203,7 +244,7 @@ def table(all_results: dict[str, dict[str, Any]]) -> str:
             py, js = pair["py"], pair["js"]
             ratio = py["median"] / js["median"] if js["median"] else float("nan")
             lines.append(
-                f"| {SERVER_LABELS[kind]} | {name} | {py['median']:.1f} ({py['p90']:.1f}) | "
+                f"| {labels[kind]} | {name} | {py['median']:.1f} ({py['p90']:.1f}) | "
                 f"{js['median']:.1f} ({js['p90']:.1f}) | {ratio:.2f} |"
             )
     return "\n".join(lines)
@@ -211,18 +252,42 @@ def table(all_results: dict[str, dict[str, Any]]) -> str:
 
 async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--only", choices=["js", "py"], help="benchmark against one server only")
+    parser.add_argument("--only", choices=list(SERVER_LABELS), help="against one server only")
+    parser.add_argument(
+        "--servers", default="js,py", help="comma-separated: js, js028, py (default: js,py)"
+    )
+    parser.add_argument(
+        "--py-tree",
+        action="append",
+        default=[],
+        type=parse_tree,
+        metavar="NAME=DIR",
+        help="also against our server from another copy of the package (repeatable)",
+    )
+    parser.add_argument(
+        "--measure", choices=["all", "roundtrip"], default="all", help="what to measure"
+    )
+    parser.add_argument(
+        "--pause-ms", type=float, default=50.0, help="pause between two round trips (50)"
+    )
     parser.add_argument("--runs", type=int, default=30, help="runs per small measurement")
     parser.add_argument("--large-runs", type=int, default=5, help="runs per large fetch")
     parser.add_argument("--json", type=Path, help="also write the results to this file")
     args = parser.parse_args()
-    kinds = [args.only] if args.only else ["js", "py"]
-    all_results = {kind: await bench_server(kind, args.runs, args.large_runs) for kind in kinds}
+    kinds = [args.only] if args.only else [k.strip() for k in args.servers.split(",") if k]
+    if bad := [k for k in kinds if k not in SERVER_LABELS]:
+        parser.error(f"unknown server(s) {bad}: choose from {', '.join(SERVER_LABELS)}")
+    trees = dict(args.py_tree)
+    labels = dict(SERVER_LABELS)
+    for name, tree in trees.items():
+        kinds.append(f"py:{name}")
+        labels[f"py:{name}"] = f"autosync server, {name} ({tree})"
+    all_results = {kind: await bench_server(kind, args, trees) for kind in kinds}
     local = await in_process_fetch(max(args.runs, 50))
     print()
     print(f"client benchmark — {platform.platform()}, Python {platform.python_version()}")
     print()
-    print(table(all_results))
+    print(table(all_results, labels))
     print()
     print(
         f"in-process small-document fetch (our client and server in one process): "

@@ -12,7 +12,8 @@
 //   is for Python.
 // roundtrip: two Repos (two sockets) with the document open; per run, A sets
 //   ping = i, B answers pong = i as soon as it sees it, and the time until A
-//   sees pong = i is recorded: one change through the server each way.
+//   sees pong = i is recorded: one change through the server each way; then
+//   A pauses --pause-ms before the next.
 //
 // Prints one JSON object {"mode", "runs", "times_ms": [...]} on stdout.
 
@@ -26,6 +27,8 @@ const { values: args } = parseArgs({
     mode: { type: "string", default: "fetch" },
     doc: { type: "string" },
     runs: { type: "string", default: "20" },
+    // roundtrip: pause between two round trips (a person typing, not a flood)
+    "pause-ms": { type: "string", default: "0" },
     "timeout-s": { type: "string", default: "60" },
   },
   strict: true,
@@ -99,6 +102,7 @@ async function roundtrip() {
     })
     await answered
     times.push(performance.now() - start)
+    await new Promise(resolve => setTimeout(resolve, Number(args["pause-ms"])))
   }
   for (const { adapter } of [a, b]) adapter.disconnect()
   return times

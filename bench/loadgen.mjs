@@ -42,6 +42,10 @@ const { values: args } = parseArgs({
     // client also starts at a random offset within one interval, so the
     // clients' rounds are spread out instead of arriving as one burst.
     "interval-ms": { type: "string", default: "0" },
+    // Closed loop: a writer makes its next change only once its previous one
+    // has reached every other client (then waits --interval-ms, if any). The
+    // latency then measures the relay's pacing rather than a backlog.
+    "closed-loop": { type: "boolean", default: false },
     "timeout-s": { type: "string", default: "90" },
   },
   strict: true,
@@ -55,6 +59,7 @@ const D = Number(args.docs)
 const N = Number(args.changes)
 const W = Math.min(C, args.writers === undefined ? C : Number(args.writers))
 const intervalMs = Number(args["interval-ms"])
+const closedLoop = args["closed-loop"]
 const deadline = performance.now() + Number(args["timeout-s"]) * 1000
 
 const log = (...parts) => console.error("[loadgen]", ...parts)
@@ -207,6 +212,25 @@ let ackedPairs = 0
 let tDone = null
 let started = false
 
+// Closed loop: per writer, a resolver waiting until its latest change has
+// reached every other client.
+const deliveryWaiters = new Map()
+function seenByAll(author, count) {
+  return clients.every(c => c.i === author || c.seen.every(perDoc => perDoc[author] >= count))
+}
+function checkWaiters() {
+  for (const [author, { count, resolve }] of deliveryWaiters) {
+    if (seenByAll(author, count)) {
+      deliveryWaiters.delete(author)
+      resolve()
+    }
+  }
+}
+function delivered(author, count) {
+  if (seenByAll(author, count)) return Promise.resolve()
+  return new Promise(resolve => deliveryWaiters.set(author, { count, resolve }))
+}
+
 function checkDone() {
   if (started && tDone === null && remainingDeliveries === 0 && ackedPairs === C * D) tDone = now()
 }
@@ -260,6 +284,7 @@ for (const client of clients) {
         }
         seen[author] = list.length
       }
+      if (deliveryWaiters.size) checkWaiters()
       checkDone()
     })
     updateAck()
@@ -297,7 +322,12 @@ await Promise.all(
           noteError(`client ${client.i} change`, err)
         }
       })
-      await (intervalMs > 0 ? sleep(intervalMs) : tick())
+      if (closedLoop) {
+        await Promise.race([delivered(client.i, r + 1), sleep(Math.max(0, timeLeft()))])
+        if (intervalMs > 0) await sleep(intervalMs)
+      } else {
+        await (intervalMs > 0 ? sleep(intervalMs) : tick())
+      }
     }
   }),
 )
@@ -334,6 +364,7 @@ const result = {
   docs: D,
   changes_per_doc_per_client: N,
   interval_ms: intervalMs,
+  closed_loop: closedLoop,
   total_changes: totalChanges,
   changes_made: made,
   connect_s: round3(connectS),

@@ -1,26 +1,36 @@
 #!/usr/bin/env python3
-"""Benchmark our sync server against the official JavaScript one, same load, same machine.
+"""Benchmark our sync server against the official JavaScript ones, same load, same machine.
 
 For each load and each server, one at a time: start the server on a free
-loopback port with a fresh temporary data directory (the JS server is
-``tests/interop/js/sync-server.mjs`` with NodeFS storage; ours is
-``python -m autosync_jupyter serve``), run ``bench/loadgen.mjs`` (official JS
-clients) against it, sample the server process with psutil, stop it, and
-finally print a markdown table with ours/JS ratios.
+loopback port with a fresh temporary data directory, run ``bench/loadgen.mjs``
+(official JS clients) against it, sample the server process with psutil, stop
+it, and finally print a markdown table with ratios of ours to the better JS
+server. The servers: ``js`` is ``tests/interop/js/sync-server.mjs``
+(automerge-repo 2.5.6, NodeFS storage); ``js028`` is the published
+``@automerge/automerge-repo-sync-server`` 0.2.8 on automerge-repo 1.2.1
+(what sync.automerge.org runs; ``npm ci --prefix bench/published-sync-server``);
+``py`` is ours, ``python -m autosync_jupyter serve``. ``--py-tree`` adds our
+server run from another copy of the package, to compare before and after a
+change in one run.
 
-    python bench/server_bench.py                     # both servers, loads 1, 10, 100
-    python bench/server_bench.py --only js --loads 10
+    python bench/server_bench.py                     # every server, every load
+    python bench/server_bench.py --servers js,py --loads 10
+    python bench/server_bench.py --loads loop,fan1,fan10 --py-tree before=/tmp/before
     python bench/server_bench.py --json bench/results/run.json
     python bench/server_bench.py --shape 10=10x20x20 --shape 100=100x10x2/10
 
-Loads are named by client count. A shape is CxDxN[/W]: C clients, D documents
-(created by client 0, found by all), N changes per writer per document, W
-writers (default: all clients). Defaults: 1 = 1x20x50, 10 = 10x20x50,
-100 = 100x10x2/10. The 100-client load has 10 writers because 100 clients all
-writing every document makes every sync message carry ~100 concurrent heads
-and saturates the JS client library (one Node process, 2 cores) long before
-the server: the run then measures the load generator (and the JS server's
-keep-alive drops its stalled sockets).
+A shape is CxDxN[/W][@Ims][+loop]: C clients, D documents (created by client
+0, found by all), N changes per writer per document, W writers (default: all
+clients), a pause of I ms between a writer's rounds, and ``+loop`` for a
+closed loop (a writer's next change waits until its last one reached every
+other client). Defaults: 1 = 1x20x50, 10 = 10x20x50, 100 = 100x10x2/10,
+loop = 20x1x150/2+loop (two live editors among 20 clients of one document),
+fan1 = 51x1x100/1@50ms (one writer, 50 viewers) and fan10 = 50x1x50/10@100ms
+(10 writers, 40 viewers). The 100-client load has 10 writers because 100
+clients all writing every document makes every sync message carry ~100
+concurrent heads and saturates the JS client library (one Node process, 2
+cores) long before the server: the run then measures the load generator (and
+the JS server's keep-alive drops its stalled sockets).
 
 Metrics per run: throughput = changes / time until every change reached every
 client and the server acknowledged every client's heads; p50/p99 = change
@@ -58,9 +68,23 @@ sys.path.insert(0, str(REPO_ROOT / "tests" / "interop"))
 from jspeer import JS_DIR, node_executable  # noqa: E402
 from servers import ServerProcess, js_sync_server, py_sync_server  # noqa: E402
 
+sys.path.insert(0, str(REPO_ROOT / "bench"))
+from bench_servers import (  # noqa: E402
+    INSTALL_HINT,
+    installed,
+    parse_tree,
+    published_sync_server,
+    py_tree_server,
+)
+
 LOADGEN = REPO_ROOT / "bench" / "loadgen.mjs"
-SERVERS = ("js", "py")
-SERVER_LABELS = {"js": "JS sync-server", "py": "autosync (ours)"}
+SERVERS = ("js", "js028", "py")
+JS_SERVERS = ("js", "js028")
+SERVER_LABELS = {
+    "js": "JS sync-server (repo 2.5.6)",
+    "js028": "published sync-server 0.2.8",
+    "py": "autosync (ours)",
+}
 
 
 @dataclass(frozen=True)
@@ -72,6 +96,7 @@ class Shape:
     changes: int
     writers: int | None = None
     interval_ms: int = 0
+    closed_loop: bool = False
 
     @property
     def total_changes(self) -> int:
@@ -79,29 +104,44 @@ class Shape:
         return (self.writers or self.clients) * self.docs * self.changes
 
     def label(self) -> str:
-        """``CxDxN`` or ``CxDxN/W``."""
+        """``CxDxN[/W][@Ims][+loop]``."""
         base = f"{self.clients}x{self.docs}x{self.changes}"
-        return base if self.writers in (None, self.clients) else f"{base}/{self.writers}"
+        if self.writers not in (None, self.clients):
+            base += f"/{self.writers}"
+        if self.interval_ms:
+            base += f"@{self.interval_ms}ms"
+        return base + ("+loop" if self.closed_loop else "")
 
 
-DEFAULT_SHAPES: dict[int, Shape] = {
-    1: Shape(1, 20, 50),
-    10: Shape(10, 20, 50),
-    100: Shape(100, 10, 2, writers=10),
+DEFAULT_SHAPES: dict[str, Shape] = {
+    "1": Shape(1, 20, 50),
+    "10": Shape(10, 20, 50),
+    "100": Shape(100, 10, 2, writers=10),
+    # Two live editors of one document among 20 connected clients, each
+    # editing again as soon as the other clients have its last change: the
+    # relay's pacing of a busy document, not a backlog, sets the latency.
+    "loop": Shape(20, 1, 150, writers=2, closed_loop=True),
+    # Fan-out of one document: one writer (then ten) typing every 50 ms
+    # (100 ms), every other client only watching.
+    "fan1": Shape(51, 1, 100, writers=1, interval_ms=50),
+    "fan10": Shape(50, 1, 50, writers=10, interval_ms=100),
 }
+DEFAULT_LOADS = "1,10,100,loop,fan1,fan10"
 
-_SHAPE_RE = re.compile(r"(\d+)=(\d+)x(\d+)x(\d+)(?:/(\d+))?")
+_SHAPE_RE = re.compile(r"(\w+)=(\d+)x(\d+)x(\d+)(?:/(\d+))?(?:@(\d+)ms)?(\+loop)?")
 
 
-def parse_shape(text: str) -> tuple[int, Shape]:
-    """Parse ``LOAD=CxDxN[/W]``."""
+def parse_shape(text: str) -> tuple[str, Shape]:
+    """Parse ``LOAD=CxDxN[/W][@Ims][+loop]``."""
     match = _SHAPE_RE.fullmatch(text)
     if not match:
         raise argparse.ArgumentTypeError(
-            f"shape must look like 10=10x20x50 or 100=100x10x2/10: {text}"
+            "shape must look like 10=10x20x50, 100=100x10x2/10, fan=51x1x100/1@50ms "
+            f"or loop=20x1x100/2+loop: {text}"
         )
-    load, c, d, n, w = match.groups()
-    return int(load), Shape(int(c), int(d), int(n), int(w) if w else None)
+    load, c, d, n, w, interval, loop = match.groups()
+    shape = Shape(int(c), int(d), int(n), int(w) if w else None, int(interval or 0), bool(loop))
+    return load, shape
 
 
 # -- process sampling --------------------------------------------------------
@@ -168,6 +208,8 @@ async def run_loadgen(url: str, shape: Shape, timeout_s: float) -> tuple[dict[st
     argv += ["--timeout-s", str(timeout_s)]
     if shape.writers is not None:
         argv += ["--writers", str(shape.writers)]
+    if shape.closed_loop:
+        argv.append("--closed-loop")
     proc = await asyncio.create_subprocess_exec(
         *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=REPO_ROOT
     )
@@ -190,8 +232,15 @@ async def run_one(
     kind: str, shape: Shape, workdir: Path, args: argparse.Namespace
 ) -> dict[str, Any]:
     """Start one server, run one load against it, stop it; return the measurements."""
-    data_dir = workdir / f"{kind}-{shape.label().replace('/', 'w')}-data"
-    server_cm = js_sync_server(data_dir) if kind == "js" else py_sync_server(data_dir, *args.py_arg)
+    data_dir = workdir / f"{kind}-{re.sub(r'[^0-9a-z]', '_', shape.label())}-data"
+    if kind == "js":
+        server_cm = js_sync_server(data_dir)
+    elif kind == "js028":
+        server_cm = published_sync_server(data_dir)
+    elif kind.startswith("py:"):
+        server_cm = py_tree_server(dict(args.py_tree)[kind[3:]], data_dir, *args.py_arg)
+    else:
+        server_cm = py_sync_server(data_dir, *args.py_arg)
     record: dict[str, Any] = {"server": kind, "shape": asdict(shape), "label": shape.label()}
     server: ServerProcess | None = None
     try:
@@ -248,8 +297,36 @@ def _ratio(ours: float | None, theirs: float | None) -> str:
     return f"{ours / theirs:.2f}"
 
 
-def markdown(records: Sequence[dict[str, Any]]) -> str:
-    """The results as a markdown table, with an ours/JS ratio row per load."""
+def _values(run: dict[str, Any]) -> dict[str, float | None]:
+    lg = run.get("loadgen") or {}
+    p50, p99, _ = _latency(run)
+    return {
+        "tput": lg.get("throughput_changes_per_s"),
+        "p50": p50,
+        "p99": p99,
+        "cpu": run.get("cpu_s"),
+        "rss": run.get("peak_rss_mib"),
+    }
+
+
+def _best_js(recs: dict[str, dict[str, Any]]) -> dict[str, float | None]:
+    """Per metric, the better of the JS servers' figures (higher throughput, else lower)."""
+    best: dict[str, float | None] = {}
+    for kind in JS_SERVERS:
+        run = recs.get(kind)
+        if run is None or "failure" in run:
+            continue
+        for key, value in _values(run).items():
+            if value is None:
+                continue
+            held = best.get(key)
+            if held is None or (value > held if key == "tput" else value < held):
+                best[key] = value
+    return best
+
+
+def markdown(records: Sequence[dict[str, Any]], labels: dict[str, str]) -> str:
+    """The results as a markdown table, with ours/(better JS) ratio rows per load."""
     head = (
         "| load (CxDxN[/W]) | server | changes/s | p50 ms | p99 ms | CPU s | peak RSS MiB "
         "| errors | msgs/change | loadgen CPU s |\n"
@@ -260,34 +337,30 @@ def markdown(records: Sequence[dict[str, Any]]) -> str:
     for rec in records:
         by_load.setdefault(rec["label"], {})[rec["server"]] = rec
     for label, recs in by_load.items():
-        values: dict[str, dict[str, float | None]] = {}
-        for kind in SERVERS:
-            run = recs.get(kind)
-            if run is None:
-                continue
+        for kind, run in recs.items():
             lg = run.get("loadgen") or {}
-            p50, p99, tag = _latency(run)
-            values[kind] = {
-                "tput": lg.get("throughput_changes_per_s"),
-                "p50": p50,
-                "p99": p99,
-                "cpu": run.get("cpu_s"),
-                "rss": run.get("peak_rss_mib"),
-            }
-            v = values[kind]
+            _, _, tag = _latency(run)
+            v = _values(run)
             rows.append(
-                f"| {label} | {SERVER_LABELS[kind]} | {_fmt(v['tput'], 0)} "
-                f"| {_fmt(p50)}{tag} | {_fmt(p99)}{tag} | {_fmt(v['cpu'], 2)} "
+                f"| {label} | {labels[kind]} | {_fmt(v['tput'], 0)} "
+                f"| {_fmt(v['p50'])}{tag} | {_fmt(v['p99'])}{tag} | {_fmt(v['cpu'], 2)} "
                 f"| {_fmt(v['rss'])} | {_errors(run)} | {_fmt(lg.get('messages_per_change'))} "
                 f"| {_fmt(lg.get('loadgen_cpu_s'), 1)} |"
             )
-        if "js" in values and "py" in values:
-            ours, theirs = values["py"], values["js"]
-            cells = [_ratio(ours[k], theirs[k]) for k in ("tput", "p50", "p99", "cpu", "rss")]
-            rows.append(f"| {label} | **ours/JS** | {' | '.join(cells)} | | | |")
+        best = _best_js(recs)
+        if not best:
+            continue
+        for kind, run in recs.items():
+            if kind in JS_SERVERS:
+                continue
+            ours = _values(run)
+            keys = ("tput", "p50", "p99", "cpu", "rss")
+            cells = [_ratio(ours[k], best.get(k)) for k in keys]
+            rows.append(f"| {label} | **{labels[kind]} / best JS** | {' | '.join(cells)} | | | |")
     notes = [
         "",
         "changes/s: higher is better; latency, CPU and RSS: lower is better.",
+        "best JS: per column, the better figure of the JS servers run.",
         "`ack`: single client, latency until the server acknowledged the change.",
         "msgs/change: messages between the clients and the server per change made.",
         "loadgen CPU s near the run time means the JS client library, not the server, "
@@ -312,16 +385,23 @@ def machine_info() -> dict[str, Any]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark; returns the exit status (1 if any run failed)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument(
+        "--servers",
+        default=",".join(SERVERS),
+        help="comma-separated servers to run, of " + ", ".join(SERVERS) + " (default: all)",
+    )
     parser.add_argument("--only", choices=SERVERS, help="benchmark one server only")
     parser.add_argument(
-        "--loads", default="1,10,100", help="comma-separated loads (client counts): 1,10,100"
+        "--loads",
+        default=DEFAULT_LOADS,
+        help=f"comma-separated loads, of {', '.join(DEFAULT_SHAPES)} (default: {DEFAULT_LOADS})",
     )
     parser.add_argument(
         "--shape",
         action="append",
         type=parse_shape,
         default=[],
-        metavar="L=CxDxN[/W]",
+        metavar="L=CxDxN[/W][@Ims][+loop]",
         help="override the shape of load L (repeatable)",
     )
     parser.add_argument(
@@ -335,23 +415,38 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=[],
         help="extra argument for our server, e.g. --py-arg=--ephemeral (repeatable)",
     )
+    parser.add_argument(
+        "--py-tree",
+        action="append",
+        default=[],
+        type=parse_tree,
+        metavar="NAME=DIR",
+        help="also run our server from another copy of the package (DIR holds "
+        "autosync_jupyter/), e.g. the code before a change, side by side (repeatable)",
+    )
     args = parser.parse_args(argv)
 
     if not (JS_DIR / "node_modules").is_dir():
         parser.error("tests/interop/js/node_modules is missing: npm ci --prefix tests/interop/js")
     shapes = dict(DEFAULT_SHAPES)
     shapes.update(dict(args.shape))
-    try:
-        loads = [int(x) for x in args.loads.split(",") if x.strip()]
-    except ValueError:
-        parser.error(f"--loads must be comma-separated integers: {args.loads}")
+    loads = [x.strip() for x in args.loads.split(",") if x.strip()]
     unknown = [load for load in loads if load not in shapes]
     if unknown:
         parser.error(f"no shape for load(s) {unknown}; add --shape {unknown[0]}=CxDxN")
-    kinds = [args.only] if args.only else list(SERVERS)
+    kinds = [args.only] if args.only else [k.strip() for k in args.servers.split(",") if k]
+    if bad := [k for k in kinds if k not in SERVERS]:
+        parser.error(f"unknown server(s) {bad}: choose from {', '.join(SERVERS)}")
+    if "js028" in kinds and not installed():
+        parser.error(f"the published sync server is not installed: {INSTALL_HINT}")
+    labels = dict(SERVER_LABELS)
+    for name, tree in args.py_tree:
+        kinds.append(f"py:{name}")
+        labels[f"py:{name}"] = f"ours, {name} ({tree})"
+    args.labels = labels
 
     records = asyncio.run(_run_all(kinds, [shapes[load] for load in loads], args, print_progress))
-    table = markdown(records)
+    table = markdown(records, labels)
     print()
     print(table)
     if args.json:
@@ -379,7 +474,7 @@ async def _run_all(
             if args.interval_ms:
                 shape = Shape(**{**asdict(shape), "interval_ms": args.interval_ms})
             for kind in kinds:
-                progress(f"{SERVER_LABELS[kind]}: {shape.label()} ({shape.total_changes} changes)")
+                progress(f"{args.labels[kind]}: {shape.label()} ({shape.total_changes} changes)")
                 record = await run_one(kind, shape, Path(tmp), args)
                 if "failure" in record:
                     progress(f"  FAILED: {record['failure']}")

@@ -33,7 +33,10 @@ Rules of ``protocol.md`` that are easy to get wrong, and where they live:
   (:meth:`Hub._rollback`);
 * a peer speaks only for itself: every message must carry the peer id it
   joined with, and a live connection's peer id is not taken over by another
-  identity (:meth:`Hub._join`, :meth:`Hub.probe_result`);
+  identity (:meth:`Hub._join`, :meth:`Hub.probe_result`); an ephemeral
+  message in another's name that the peer may not relay is dropped, not
+  punished, because a stock JS repo passes every ephemeral message it gets
+  on to its other peers, the hub included (:meth:`Hub._may_relay`);
 * what a peer leaves behind is forgotten: documents it asked for that
   nobody has, changes whose dependencies never came (:meth:`Hub._forget_peer`);
 * a document nobody is engaged with and whose every change is stored may
@@ -821,8 +824,13 @@ class Hub:
         if msg.sender_id != conn.peer.peer_id:
             if msg.sender_id is None and isinstance(msg, UnknownMessage):
                 return  # an unknown kind of message, with nobody to answer
-            if isinstance(msg, Ephemeral) and self._may_relay(conn, msg.sender_id):
-                self._ephemeral(conn, msg)
+            if isinstance(msg, Ephemeral):
+                if self._may_relay(conn, msg.sender_id):
+                    self._ephemeral(conn, msg)
+                # Else it is a JS repo's echo of what we relayed to it (its
+                # DocSynchronizer re-sends every ephemeral to its other
+                # peers): dropped like a duplicate. Closing the link for it
+                # cut every browser off at the first presence message.
                 return
             # A peer speaks only for itself; relayed ephemerals are re-sent
             # by the hub, never by peers in another's name.
@@ -882,14 +890,7 @@ class Hub:
                 self._fx.probe.append((holder.conn_id, conn.conn_id))
                 return
             self._replace(holder)
-        meta = msg.peer_metadata or PeerMetadata()
-        conn.peer = PeerInfo(
-            peer_id=msg.sender_id,
-            storage_id=meta.storage_id,
-            is_ephemeral=meta.is_ephemeral is not False,
-            identity=conn.identity,
-            remote_address=conn.remote_address,
-        )
+        conn.peer = _peer_info(conn, msg.sender_id, msg.peer_metadata)
         self._peers[msg.sender_id] = conn.conn_id
         self._send(
             conn.conn_id,
@@ -1315,14 +1316,7 @@ class Hub:
         if msg.sender_id == self.peer_id:
             self._fail(conn, "the upstream server is this server")
             return
-        meta = msg.peer_metadata or PeerMetadata()
-        conn.peer = PeerInfo(
-            peer_id=msg.sender_id,
-            storage_id=meta.storage_id,
-            is_ephemeral=meta.is_ephemeral is not False,
-            remote_address=conn.remote_address,
-            upstream=True,
-        )
+        conn.peer = _peer_info(conn, msg.sender_id, msg.peer_metadata, upstream=True)
         self._peers.setdefault(msg.sender_id, conn.conn_id)
         previous = self._upstream_conns.get(conn.upstream)
         if previous is not None and previous in self._conns:
@@ -1492,13 +1486,13 @@ class Hub:
     def _announce_to_all(self, doc: Doc) -> None:
         if not doc.heads():
             return
-        to_clients = self.share != "request" and self.share != "deny"
-        if not to_clients and not self._upstream_conns:
-            return
-        for conn in list(self._conns.values()):
-            if conn.peer is None or (not to_clients and conn.upstream is None):
-                continue
-            if self._decide(conn.peer, doc.doc_id) is True:
+        if self.share == "request" or self.share == "deny":
+            # Clients get it on request only; upstream servers get everything.
+            conns = [self._conns[c] for c in self._upstream_conns.values() if c in self._conns]
+        else:
+            conns = list(self._conns.values())
+        for conn in conns:
+            if conn.peer is not None and self._decide(conn.peer, doc.doc_id) is True:
                 self._engage_and_sync(doc, conn)
 
     def _engage_and_sync(self, doc: Doc, conn: _Connection) -> None:
@@ -1653,6 +1647,21 @@ class HubView:
     def save_document(self, doc_id: DocumentId) -> tuple[bytes, list[bytes]]:
         """What compaction would store for ``doc_id``, and the heads it covers."""
         return self._hub.save_document(doc_id)
+
+
+def _peer_info(
+    conn: _Connection, peer_id: PeerId, meta: PeerMetadata | None, *, upstream: bool = False
+) -> PeerInfo:
+    """Who joined on ``conn`` (or answered our join, for an upstream)."""
+    meta = meta or PeerMetadata()
+    return PeerInfo(
+        peer_id=peer_id,
+        storage_id=meta.storage_id,
+        is_ephemeral=meta.is_ephemeral is not False,
+        identity=conn.identity,
+        remote_address=conn.remote_address,
+        upstream=upstream,
+    )
 
 
 def _silences_reply(message: SyncMessage, doc: Doc) -> bool:

@@ -71,6 +71,7 @@ __all__ = [
     "change_header",
     "change_value_types",
     "read_change",
+    "restamp_change",
 ]
 
 # Counters are 32-bit in the core (it refuses larger start ops).
@@ -264,6 +265,52 @@ def change_value_types(chunk: bytes, *, max_inflated: int = MAX_INFLATED) -> set
             raise
         raise ChangeRejected(f"change columns do not decode: {exc}") from None
     return set()
+
+
+def restamp_change(
+    chunk: bytes, *, time: int, message: str | None, max_inflated: int = MAX_INFLATED
+) -> tuple[bytes, bytes]:
+    """A change chunk with its time and message replaced: the new chunk and its hash.
+
+    Works around ``transaction()`` of the binding, which takes neither (its
+    changes carry time 0 and no message). Only the two header fields are
+    written again; the operations' columns are kept byte for byte, so the
+    result is as canonical as the input (a save and load keeps its hash).
+    ``time`` is in seconds since the epoch, as JavaScript's ``change()``
+    writes it. The result is uncompressed (type 1), which every reader takes.
+
+    >>> import automerge.core as am
+    >>> doc = am.Document()
+    >>> with doc.transaction() as tx:
+    ...     tx.put(am.ROOT, "n", am.ScalarType.Int, 1)
+    >>> chunk, digest = restamp_change(doc.get_changes([])[0].bytes, time=1700000000, message="hi")
+    >>> info = read_change(chunk)
+    >>> info.hash == digest, info.seq, info.num_ops
+    (True, 1, 1)
+
+    Raises:
+        ChangeRejected: the chunk is not a sound change chunk.
+    """
+    _, _, body = _change_body(chunk, max_inflated)
+    try:
+        count, pos = read_uleb(body, 0)
+        actor_length, pos = read_uleb(body, pos + 32 * count)
+        _, pos = read_uleb(body, pos + actor_length)  # sequence number
+        _, pos = read_uleb(body, pos)  # start op
+        fields_at = pos
+        _, pos = read_sleb(body, pos)
+        message_length, pos = read_uleb(body, pos)
+    except ColumnError as exc:
+        raise ChangeRejected(f"not a sound change chunk: {exc}") from None
+    pos += message_length
+    if pos > len(body):
+        raise ChangeRejected("change ends inside its message")
+    # The core writes no message and the empty message alike (length 0).
+    text = (message or "").encode("utf-8")
+    rebuilt = body[:fields_at] + sleb(time) + uleb(len(text)) + text + body[pos:]
+    framed = bytes((CHUNK_CHANGE,)) + uleb(len(rebuilt)) + rebuilt
+    digest = hashlib.sha256(framed).digest()
+    return MAGIC + digest[:4] + framed, digest
 
 
 def _take(data: bytes, pos: int, length: int, what: str) -> tuple[bytes, int]:

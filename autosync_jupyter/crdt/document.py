@@ -60,8 +60,11 @@ import automerge.core as am
 from ..errors import CounterNotSupported, DocumentError
 from ..ids import encode_heads
 from .binding import insert_text, obj_key
+from .frames import Path, frame_of, walk, write_frame
+from .history import History, Patch, diff, parse_heads
 from .patches import SpecialIndex, Tracker
 from .patches import _Counter as _IndexedCounter
+from .stamp import Stamper, stamp_new
 from .values import (
     COUNTER_CREATION_MESSAGE,
     Counter,
@@ -424,6 +427,25 @@ class MutableMap(MutableMapping[str, Any]):
         result: dict[str, Any] = self._edit.reader.to_py(self._obj, am.ObjType.Map)
         return result
 
+    def update_from_pandas(self, path: Path, frame: Any, *, key: str = "id") -> None:
+        """Write a pandas DataFrame into the list of maps at ``path`` with the fewest edits.
+
+        Rows are matched by their ``key`` column: only cells whose value
+        changed are written, rows with a new key are appended, rows whose
+        key the frame lacks are deleted; nothing else is touched, so others'
+        concurrent edits to other cells merge. ``path`` is dotted
+        (``"data.rows"``) or a tuple; a missing list is made. See
+        :mod:`autosync_jupyter.crdt.frames` for types and missing values.
+
+        Raises:
+            KeyError: ``path`` is not a list, or the frame lacks ``key``.
+            ValueError: a key is missing or repeated.
+            ImportError: pandas is not installed
+                (``pip install 'autosync-jupyter[pandas]'``).
+        """
+        self._edit.check()
+        write_frame(self, path, frame, key=key)
+
     def __repr__(self) -> str:
         self._edit.check()
         return f"MutableMap({_one_line(self._edit.reader, self._obj, am.ObjType.Map)})"
@@ -549,6 +571,30 @@ class MutableText:
         self._edit.check()
         self._edit.splice_text(self._obj, index, delete, insert)
 
+    def update(self, new: str) -> None:
+        """Make the text ``new`` by splicing only what differs.
+
+        The common start and end are kept, so concurrent edits there merge
+        (rather than the whole text being replaced).
+
+        >>> doc = Document({"t": "hello world"})
+        >>> with doc.change() as d:
+        ...     d["t"].update("hello there world")
+        >>> doc["t"]
+        'hello there world'
+        """
+        old = str(self)
+        if old == new:
+            return
+        limit = min(len(old), len(new))
+        start = 0
+        while start < limit and old[start] == new[start]:
+            start += 1
+        end = 0
+        while end < limit - start and old[-1 - end] == new[-1 - end]:
+            end += 1
+        self.splice(start, len(old) - start - end, new[start : len(new) - end])
+
     def __str__(self) -> str:
         self._edit.check()
         return self._edit.reader.text(self._obj)
@@ -650,10 +696,13 @@ class Document(Mapping[str, Any]):
         else:
             if initial is not None and not isinstance(initial, Mapping):
                 raise TypeError(f"a document's content is a mapping, not {type(initial).__name__}")
-            self._core = new_document(_storable(initial) if initial else None)
+            self._core = stamp_new(new_document(_storable(initial) if initial else None))
         self._tracker = Tracker(self._core)
+        self._stamper = Stamper(self._core)
         self._listeners: list[Listener] = []
         self._edit: _Edit | None = None
+        # Why this document cannot be changed (a past version), or None.
+        self._read_only: str | None = None
 
     # -- the binding document
 
@@ -722,6 +771,8 @@ class Document(Mapping[str, Any]):
             raise TypeError(f"merge a Document, not {type(other).__name__}")
         if other is self:
             return
+        if self._read_only is not None:
+            raise DocumentError(self._read_only)
         self._check_no_change("merge")
         other._check_no_change("merge")
         before = self.heads
@@ -759,6 +810,26 @@ class Document(Mapping[str, Any]):
         result: dict[str, Any] = self._reader().to_py()
         return result
 
+    def to_pandas(self, path: Path) -> Any:
+        """The list of maps at ``path`` as a pandas DataFrame (one column per key).
+
+        ``path`` is dotted (``"data.rows"``) or a tuple (``("data", "rows")``).
+        Types are kept: ints, floats, booleans, strings, timestamps
+        (``datetime64[ns, UTC]``); rows lacking a key give missing values in
+        a nullable column. Write a frame back with
+        :meth:`MutableMap.update_from_pandas`.
+
+        Raises:
+            KeyError: ``path`` does not lead to a list.
+            TypeError: a row is not a map.
+            ImportError: pandas is not installed
+                (``pip install 'autosync-jupyter[pandas]'``).
+        """
+        rows = walk(self, path)
+        if not isinstance(rows, ListView):
+            raise KeyError(f"{path!r} is not a list of maps (it is a {type(rows).__name__})")
+        return frame_of(rows.to_py(), where=repr(path))
+
     def __eq__(self, other: object) -> bool:
         if isinstance(other, Document):
             return sorted(self.heads) == sorted(other.heads)
@@ -785,24 +856,34 @@ class Document(Mapping[str, Any]):
         A block that changes nothing makes no change. After the block,
         listeners hear of the change with ``origin="local"``.
 
+        The change records the time it was made and ``message``, as
+        JavaScript's ``change(doc, {message}, fn)`` does, for
+        :meth:`history` and for every peer (see :mod:`.stamp`: in a document
+        beyond :attr:`stamp_limit` operations, only a change with a message
+        gets its time).
+
         Args:
-            message: accepted for symmetry with JavaScript's
-                ``change(doc, message, fn)``; the binding (1.0.0rc1) cannot
-                record change messages, so it is not stored.
+            message: what the change is about (shown in histories).
 
         Raises:
-            DocumentError: a change of this document is already open.
+            DocumentError: a change of this document is already open, or
+                this is a past version (:meth:`at`).
         """
+        if self._read_only is not None:
+            raise DocumentError(self._read_only)
         if self._edit is not None:
             raise DocumentError(
                 "a change of this document is already open: make all edits in one "
                 "`with doc.change() as d:` block"
             )
-        if message is not None:
-            logger.debug("change message %r not stored: the binding cannot record one", message)
+        if message is not None and not isinstance(message, str):
+            raise TypeError(f"a change message is a str, not {type(message).__name__}")
         base = self._tracker.current()
         before = self._core.get_heads()
-        tx = self._core.transaction()
+        # Stamped changes are made on a copy (see .stamp); a panic inside the
+        # block then harms only the copy.
+        workspace = self._stamper.workspace() if self._stamper.wanted(message) else None
+        tx = (workspace if workspace is not None else self._core).transaction()
         edit = self._edit = _Edit(tx, base, before)
         try:
             yield MutableMap(edit, am.ROOT)
@@ -814,7 +895,99 @@ class Document(Mapping[str, Any]):
         edit.open = False
         self._edit = None
         tx.__exit__(None, None, None)  # commits
+        if workspace is not None:
+            self._stamper.apply(workspace, before, message)
         self.notify("local", before)
+
+    @property
+    def stamp_limit(self) -> int | None:
+        """Up to how many operations every change of this document gets its time.
+
+        Beyond it only changes with a message do (stamping copies the
+        document, see :mod:`.stamp`); ``None`` stamps every change.
+        """
+        return self._stamper.limit
+
+    @stamp_limit.setter
+    def stamp_limit(self, limit: int | None) -> None:
+        self._stamper.limit = limit
+
+    # -- history
+
+    def history(self) -> History:
+        """The document's changes, oldest first (causal order), as :class:`ChangeRecord` s.
+
+        Lazy: records are read as they are used, so ``doc.history()[-20:]``
+        is cheap even for a long history.
+
+        >>> doc = Document({"n": 1})
+        >>> with doc.change(message="n is 2") as d:
+        ...     d["n"] = 2
+        >>> [record.message for record in doc.history()]
+        [None, 'n is 2']
+        """
+        self._check_no_change("read the history")
+        return History(self._core.get_changes([]))
+
+    def at(self, heads: Any) -> Document:
+        """The document as it was at ``heads``: a read-only copy.
+
+        ``heads`` is a list of change hashes (32 bytes, hex or bs58 strings,
+        e.g. :attr:`ChangeRecord.hash <autosync_jupyter.ChangeRecord>`) or an
+        ``automerge:<id>#<heads>`` URL. To go back to that version, write its
+        content in a new change (history is never rewritten); to edit from
+        there, use :meth:`fork`.
+
+        >>> doc = Document({"v": 1})
+        >>> first = doc.history()[-1].hash
+        >>> with doc.change() as d:
+        ...     d["v"] = 2
+        >>> doc.at([first])["v"], doc["v"]
+        (1, 2)
+
+        Raises:
+            KeyError: a head names a change this document does not have.
+            ValueError: ``heads`` holds something that is not a change hash.
+        """
+        wanted = parse_heads(heads)
+        past = self.fork(wanted)
+        shown = ", ".join(head.hex()[:12] for head in wanted) or "the start"
+        past._read_only = (
+            f"this is the document as it was at {shown}, a past version, and cannot be "
+            "changed: change the document itself (or a doc.fork(heads) to edit from there)"
+        )
+        return past
+
+    def diff(self, from_heads: Any, to_heads: Any = None) -> list[Patch]:
+        """What changed from version ``from_heads`` to ``to_heads`` (default: now), as patches.
+
+        Versions are given as for :meth:`at` (``[]`` is the empty document);
+        each :class:`Patch` has a path, an action and a value. A patch that
+        cannot be read comes as action ``"unknown"``, the binding's text of it
+        as the value.
+
+        >>> doc = Document({"n": 1})
+        >>> start = doc.heads
+        >>> with doc.change() as d:
+        ...     d["n"] = 2
+        ...     d["tags"] = ["a"]
+        >>> for patch in doc.diff(start):
+        ...     print(patch)
+        put n: 2
+        put tags: []
+        insert tags/0: ['']
+        splice tags/0/0: 'a'
+
+        (Strings are text: a new one is inserted empty, then filled.)
+
+        Raises:
+            KeyError: a head names a change this document does not have.
+            ValueError: a version holds something that is not a change hash.
+        """
+        self._check_no_change("diff")
+        start = parse_heads(from_heads)
+        end = self._core.get_heads() if to_heads is None else parse_heads(to_heads)
+        return diff(self._core, start, end)
 
     def _check_no_change(self, action: str) -> None:
         if self._edit is not None:

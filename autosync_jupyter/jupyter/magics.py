@@ -24,6 +24,7 @@ from IPython.display import display as _display
 
 from ..auth.tls import client_ssl_context
 from ..crdt.document import Document
+from ..crdt.history import ChangeRecord
 from ..errors import AutosyncError
 from ..ids import document_url
 from ..runtime.client import fetch
@@ -120,6 +121,23 @@ def _parser() -> _Parser:
     view = command("view", "show a live view of a document held in a variable")
     view.add_argument("variable", metavar="VAR")
 
+    history = command(
+        "history",
+        "print the changes of a document held in a variable, newest last",
+        "Print the history of the document in VAR (a Document or a live handle): one line "
+        "per change with its time (or 'time unknown'), author (actor), sequence number, "
+        "message and hash, oldest first, the newest last. In Python: VAR.history().",
+    )
+    history.add_argument("variable", metavar="VAR")
+    history.add_argument(
+        "-n",
+        "--last",
+        type=int,
+        default=20,
+        metavar="N",
+        help="show the last N changes (default: 20; 0: all)",
+    )
+
     share = command(
         "share",
         "publish a notebook document to JupyterLab (the Automerge panel), live",
@@ -156,6 +174,34 @@ def _client_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--cafile", help="PEM certificate to trust for wss:// (self-signed)")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds (default: 30)")
+
+
+def history_table(history: Sequence[ChangeRecord], *, last: int = 20) -> str:
+    """The lines ``%autosync history`` prints: the last ``last`` changes (0: all), newest last.
+
+    >>> from autosync_jupyter import Document
+    >>> doc = Document({"n": 1})
+    >>> print(history_table(doc.history()).splitlines()[0])
+    1 change
+    """
+    total = len(history)
+    shown = history[-last:] if last else history[:]
+    lines = [counted(total, "change") + (f", the last {len(shown)}" if len(shown) < total else "")]
+    if not shown:
+        return lines[0]
+    rows = [
+        (record.when, record.actor[:8], str(record.seq), record.message or "", record.hash[:12])
+        for record in shown
+    ]
+    header = ("time", "actor", "seq", "message", "hash")
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    widths[3] = min(widths[3], 60)
+    for row in [header, *rows]:
+        cells = [row[0].ljust(widths[0]), row[1].ljust(widths[1]), row[2].rjust(widths[2])]
+        message = row[3] if len(row[3]) <= 60 else row[3][:59] + "…"
+        cells += [message.replace("\n", " ").ljust(widths[3]), row[4]]
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines)
 
 
 def _check_variable(name: str) -> str:
@@ -248,6 +294,7 @@ class AutosyncMagics(Magics):
             "open": self._open,
             "docs": self._docs,
             "view": self._view,
+            "history": self._history,
             "login": self._login,
             "share": self._share,
         }
@@ -422,6 +469,20 @@ class AutosyncMagics(Magics):
             raise UsageError(f"no variable named {name!r}")
         self._session.require_kernel("%autosync view")
         display(LiveView(self._ns[name], title=name))
+
+    def _history(self, args: argparse.Namespace) -> None:
+        name = _check_variable(args.variable)
+        if name not in self._ns:
+            raise UsageError(f"no variable named {name!r}")
+        value = self._ns[name]
+        document = value.doc if isinstance(value, DocHandle) else value
+        if not isinstance(document, Document):
+            raise UsageError(
+                f"{name} holds a {type(value).__name__}, not a Document or a live handle"
+            )
+        if args.last < 0:
+            raise UsageError("-n must be 0 (all) or more")
+        print(history_table(document.history(), last=args.last))
 
     def _share(self, args: argparse.Namespace) -> None:
         from .share import share

@@ -21,6 +21,7 @@ from ..ids import DocumentId
 from ..nesting import kernel_loop
 from .connection import ChangeCallback, Connection, DocHandle, HandleState
 from .loop_thread import LoopThread
+from .presence import Presence
 
 __all__ = [
     "BlockingConnection",
@@ -80,6 +81,11 @@ class BlockingDocHandle:
     def on_change(self, callback: ChangeCallback) -> Callable[[], None]:
         """See :meth:`DocHandle.on_change`; the callback runs in the connection's thread."""
         return self._handle.on_change(callback)
+
+    @property
+    def presence(self) -> Presence:
+        """See :attr:`DocHandle.presence` (its methods may be called from this thread)."""
+        return self._handle.presence
 
     def broadcast(self, payload: Any) -> None:
         """See :meth:`DocHandle.broadcast`."""

@@ -92,6 +92,7 @@ from .client import (
     verbose_off,
     verbose_on,
 )
+from .presence import Presence
 
 __all__ = [
     "MAX_OFFERED",
@@ -153,6 +154,15 @@ class DocHandle:
         # from other threads (the blocking façade); uncontended in async code.
         self._lock = threading.RLock()
         self._unsubscribe = doc.add_listener(self._on_document_change)
+        # Listening from the start: a peer announces itself once, when it
+        # arrives, whether or not anyone here has looked yet.
+        self._presence = Presence(
+            self.broadcast,
+            self.on_ephemeral,
+            lambda fn: conn._call_in_loop(lambda _: fn(), None),
+            peer_id=conn.peer_id,
+            reconnects=lambda: conn.reconnects,
+        )
 
     @property
     def url(self) -> str:
@@ -222,6 +232,17 @@ class DocHandle:
         _check_not_closed(self)
         self._conn._broadcast(self, payload)
 
+    @property
+    def presence(self) -> Presence:
+        """Who else is in the document now, and what this peer tells them (nothing is stored).
+
+        ``handle.presence.announce(name="Ada", viewing=["rows"])`` makes this
+        peer seen; ``handle.presence.peers`` maps the other peers' ids to
+        what they announced (:class:`~autosync_jupyter.PeerPresence`). The
+        messages are automerge-repo's ``Presence`` ones, so JS apps see us.
+        """
+        return self._presence
+
     async def when_ready(self, timeout: float | None = None) -> None:
         """Wait until the document holds data: a late arrival after ``unavailable`` counts.
 
@@ -256,6 +277,7 @@ class DocHandle:
         """
         if self._closed:
             return
+        self._presence.leave()
         try:
             if flush and self.ready:
                 await self.flush(timeout)
@@ -322,6 +344,7 @@ class DocHandle:
     def _shutdown(self) -> None:
         self._closed = True
         self._unsubscribe()
+        self._presence._stop()
         for queue in self._queues:
             queue.put_nowait(None)
 
@@ -566,9 +589,17 @@ class Connection:
                     # The connection failed or a handle closed meanwhile: nothing
                     # more can be flushed, and closing goes on regardless.
                     logger.debug("flush before close: %s", result)
+        announced = [h for h in self._handles.values() if h._presence.announced]
+        for handle in announced:
+            handle._presence.leave()  # the others forget us at once, not after a timeout
         self._closing = True
         link = self._link
         if link is not None:
+            # Give the pump a few turns to write the goodbyes before the close frame.
+            for _ in range(100 if announced else 0):
+                if not link.outbox:
+                    break
+                await asyncio.sleep(0)
             await close_quietly(link.ws)
         if self._runner is not None:
             self._runner.cancel()

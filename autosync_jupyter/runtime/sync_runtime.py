@@ -61,6 +61,7 @@ from ..storage import FileStore, MemoryStore, Store
 from ..storage.salvage import load_document, log_salvage
 from ..wording import counted
 from .client import SSLOption
+from .sync_throttle import SyncThrottle
 from .transport import PeerClosed, PeerSocket
 from .upstream import Upstream
 
@@ -101,6 +102,10 @@ DEFAULT_MAX_LOADED_DOCUMENTS = 10_000
 #: Seconds an upstream server has to answer whether it has a document (and
 #: to accept the first connection at start) before peers are told it is not here.
 DEFAULT_UPSTREAM_TIMEOUT = 10.0
+# A failed read of another server's rows is tried again after this many
+# seconds, doubling up to the maximum.
+_REFRESH_RETRY = 0.25
+_MAX_REFRESH_RETRY = 30.0
 # The idle sweep runs this often at most (a quarter of the idle timeout).
 _MAX_SWEEP_INTERVAL = 30.0
 # Unloaded documents after which the C heap is asked to give freed pages back.
@@ -186,65 +191,6 @@ class _PeerLink:
 
     def __post_init__(self) -> None:
         self.idle.set()
-
-
-class _SyncThrottle:
-    """When each changed document's next round of sync messages goes out.
-
-    Per document: at once after a quiet spell, else at the end of the
-    interval since its last round (leading and trailing edge). ``run_round``
-    is called with the documents whose round is due.
-    """
-
-    def __init__(self, interval: float, run_round: Callable[[set[DocumentId]], None]) -> None:
-        self.interval = interval
-        self._run_round = run_round
-        self._soon = False
-        self._due: set[DocumentId] = set()
-        self._last: dict[DocumentId, float] = {}
-        self._timers: dict[DocumentId, asyncio.TimerHandle] = {}
-
-    def schedule(self, hub: Hub) -> None:
-        """Plan a round for each of the hub's changed documents that has none planned."""
-        loop = asyncio.get_running_loop()
-        now = loop.time()
-        for doc_id in hub.dirty_documents():
-            if doc_id in self._due or doc_id in self._timers:
-                continue
-            # With one peer there is nothing to gather: answer it at once.
-            interval = self.interval if hub.peer_count(doc_id) > 1 else 0.0
-            wait = self._last.get(doc_id, -1e9) + interval - now
-            if wait <= 0:
-                self._due.add(doc_id)
-            else:
-                self._timers[doc_id] = loop.call_later(wait, self._later, doc_id)
-        if self._due and not self._soon:
-            self._soon = True
-            loop.call_soon(self._now)
-
-    def cancel(self) -> None:
-        """Drop the rounds planned for later (the caller propagates everything itself)."""
-        for timer in self._timers.values():
-            timer.cancel()
-        self._timers.clear()
-
-    def _now(self) -> None:
-        self._soon = False
-        due, self._due = self._due, set()
-        self._round(due)
-
-    def _later(self, doc_id: DocumentId) -> None:
-        self._timers.pop(doc_id, None)
-        self._round({doc_id})
-
-    def _round(self, doc_ids: set[DocumentId]) -> None:
-        now = asyncio.get_running_loop().time()
-        if len(self._last) > 10_000:  # forget documents that went quiet
-            horizon = now - self.interval
-            self._last = {d: t for d, t in self._last.items() if t > horizon}
-        for doc_id in doc_ids:
-            self._last[doc_id] = now
-        self._run_round(doc_ids)
 
 
 class _GroupCommit:
@@ -338,12 +284,16 @@ class SyncRuntime:
         create_on_request: R-compatible "create empty documents on request".
         max_message_size: largest message in bytes; bounds what one message
             may make the hub hold.
-        sync_interval: the shortest time between two rounds of sync
-            messages for a document shared by several peers, in seconds. The
-            first change after a quiet spell goes out at once; changes
-            arriving faster are gathered into one message per peer (as the
-            JS server's 100 ms throttle does). A document with a single peer
-            is answered at once. 0 sends at every loop turn.
+        sync_interval: the longest a change to a document shared by
+            several peers waits before it is relayed, in seconds. A server
+            that is not busy relays each change at once (the next loop
+            turn); under load (many changes relayed to many peers each
+            second, or a busy CPU) a document's changes are gathered into
+            one message per peer, rounds up to this far apart (as the JS
+            server's 100 ms throttle does always). A change never waits
+            for the answers to earlier ones. A document with a single peer
+            is answered at once. 0 never waits. See
+            :mod:`~autosync_jupyter.runtime.sync_throttle`.
         max_send_queue: bytes of unsent messages after which a peer that does
             not read is disconnected.
         max_queued_bytes: unsent bytes of all connections together; beyond,
@@ -421,13 +371,14 @@ class SyncRuntime:
         self._links: dict[ConnectionId, _PeerLink] = {}
         self._loads: dict[DocumentId, asyncio.Future[None]] = {}
         self._commit = _GroupCommit(store, self._spawn, self._compact_flushed)
-        self._throttle = _SyncThrottle(sync_interval, self._propagate)
+        self._throttle = SyncThrottle(sync_interval, self._propagate)
         self._compacting: set[DocumentId] = set()
         # Documents whose rows another server process added are being read
         # (load_new); those announced again meanwhile, or while loading or
         # compacting, are read once that ends.
         self._refreshing: set[DocumentId] = set()
         self._refresh_again: set[DocumentId] = set()
+        self._refresh_failures: dict[DocumentId, int] = {}
         self._idle_timeout = idle_timeout
         self._max_loaded = max_loaded_documents
         # Per document, the flush its latest write waits for: until it
@@ -514,9 +465,6 @@ class SyncRuntime:
         for timer in self._asking.values():
             timer.cancel()
         self._asking.clear()
-        for task in self._upstream_tasks:
-            task.cancel()  # no reconnecting while closing
-        self._upstream_tasks.clear()
         self._apply(hub.propagate())
         with contextlib.suppress(Exception):
             await self._store.flush()
@@ -525,6 +473,13 @@ class SyncRuntime:
         with contextlib.suppress(Exception):
             drains = [self._drain(link) for link in self._links.values()]
             await asyncio.wait_for(asyncio.gather(*drains), timeout=2)
+        # Upstream connections end here (what was queued for them is sent):
+        # cancelled, so they do not reconnect.
+        upstreams, self._upstream_tasks = self._upstream_tasks, []
+        for task in upstreams:
+            task.cancel()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(asyncio.gather(*upstreams, return_exceptions=True), 5)
         self._apply(hub.shutdown())
         await self._close_connections()
         for task in list(self._tasks):
@@ -887,7 +842,7 @@ class SyncRuntime:
             )
         hub = self._hub
         if hub is not None and hub.pending_propagation():
-            self._throttle.schedule(hub)
+            self._throttle.schedule(hub, (doc_id for doc_id, _ in fx.writes))
 
     def _upstream_silent(self, doc_id: DocumentId) -> None:
         self._asking.pop(doc_id, None)
@@ -1072,8 +1027,19 @@ class SyncRuntime:
                 self._apply(self._require_hub().stored_changes_arrived(doc_id, data))
                 self._last_change[doc_id] = datetime.datetime.now(datetime.timezone.utc)
                 self._notify(frozenset({doc_id}))
+            self._refresh_failures.pop(doc_id, None)
         except AutosyncError as exc:
-            logger.error("document %s: reading what another server stored failed: %s", doc_id, exc)
+            # The rows stay unread: read them again soon rather than at the
+            # document's next notification, which may never come.
+            failures = self._refresh_failures[doc_id] = self._refresh_failures.get(doc_id, 0) + 1
+            delay = min(_REFRESH_RETRY * 2 ** (failures - 1), _MAX_REFRESH_RETRY)
+            logger.error(
+                "document %s: reading what another server stored failed (%s); again in %.1f s",
+                doc_id,
+                exc,
+                delay,
+            )
+            asyncio.get_running_loop().call_later(delay, self._stored_elsewhere, doc_id)
         finally:
             self._refreshing.discard(doc_id)
             self._refresh_if_asked(doc_id)

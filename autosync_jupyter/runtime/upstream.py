@@ -13,6 +13,7 @@ backoff whenever it drops, for as long as the server runs.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -104,6 +105,10 @@ class Upstream:
             finally:
                 self.joined.clear()
                 self.settled.set()  # refused after the upgrade: settled too
+                # Also when cancelled (the server closes): a clean close, no
+                # socket left to the garbage collector.
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(ws.close(1001, "server shutting down"), 2)
             if loop.time() - started >= _HEALTHY_AFTER:
                 backoff = self._min_backoff
             logger.info("upstream %s: connection closed; reconnecting", self.shown)

@@ -7,8 +7,13 @@
  * Keyboard: every value is focusable, with an accessible name ("title:
  * "draft", text"); Enter (or F2) edits it, Enter commits, Escape cancels;
  * ↑/↓ move from line to line, ←/→ collapse and expand maps and lists.
+ *
+ * Above the tree: who else is in the document (presence, `presence.ts`)
+ * and, from the toolbar's "History" button, the history slider
+ * (`timeline.ts`); a past version shows read-only, its change highlighted.
  */
 import * as A from '@automerge/automerge/slim';
+import { encodeHeads } from '@automerge/automerge-repo/slim';
 import type { AutomergeUrl, DocHandle, Repo } from '@automerge/automerge-repo/slim';
 import { Clipboard, MainAreaWidget } from '@jupyterlab/apputils';
 import { nullTranslator, TranslationBundle } from '@jupyterlab/translation';
@@ -40,6 +45,8 @@ import {
   setValue
 } from './tree';
 import { el } from './dom';
+import { DocumentPresence } from './presence';
+import { DocumentTimeline } from './timeline';
 
 /** The status shown in the tab's toolbar (`autosync-doc-status`). */
 export type DocStatus =
@@ -144,6 +151,12 @@ export class DocumentView extends Widget {
   private readonly collapsed = new Set<string>();
   private readonly messageNode: HTMLElement;
   private readonly treeNode: HTMLElement;
+  private readonly presenceHost: HTMLElement;
+  private readonly timelineHost: HTMLElement;
+  private presence: DocumentPresence | null = null;
+  private timeline: DocumentTimeline | null = null;
+  /** Open the timeline as soon as the document is there (asked before). */
+  private timelineWanted = false;
   private readonly cleanups: (() => void)[] = [];
   private readonly trans: TranslationBundle;
 
@@ -175,7 +188,10 @@ export class DocumentView extends Widget {
     this.treeNode.setAttribute('aria-label', this.trans.__('Document content'));
     this.treeNode.addEventListener('keydown', event => this.onTreeKey(event));
     this.treeNode.append(el('div', 'autosync-doc-placeholder', this.trans.__('Loading…')));
-    this.node.append(this.messageNode, this.treeNode);
+    this.treeNode.addEventListener('focusin', event => this.onTreeFocus(event));
+    this.presenceHost = el('div', 'autosync-doc-presence-host');
+    this.timelineHost = el('div', 'autosync-doc-timeline-host');
+    this.node.append(this.presenceHost, this.timelineHost, this.messageNode, this.treeNode);
     this.setStatus('loading');
     void this.open();
   }
@@ -187,6 +203,8 @@ export class DocumentView extends Widget {
     for (const cleanup of this.cleanups.splice(0)) {
       cleanup();
     }
+    this.presence?.dispose();
+    this.presence = null;
     super.dispose();
   }
 
@@ -246,7 +264,17 @@ export class DocumentView extends Widget {
       return;
     }
     this.handle = handle;
+    this.presence = new DocumentPresence(handle, repo.peerId);
+    this.presenceHost.replaceChildren(this.presence.node);
+    this.timeline = new DocumentTimeline(handle, documentIdOf(this.url), this.trans, () =>
+      this.onTimeline()
+    );
+    this.timelineHost.replaceChildren(this.timeline.node);
+    if (this.timelineWanted) {
+      this.timeline.toggle(true);
+    }
     const onChange = () => {
+      this.timeline?.refresh();
       this.render();
       this.updateSyncStatus();
     };
@@ -254,6 +282,42 @@ export class DocumentView extends Widget {
     this.cleanups.push(() => handle.off('change', onChange));
     this.render();
     this.updateSyncStatus();
+  }
+
+  /** Show or hide the history slider (the toolbar's "History" button). */
+  toggleTimeline(): void {
+    if (this.timeline === null) {
+      this.timelineWanted = !this.timelineWanted;
+      return;
+    }
+    this.timeline.toggle();
+    this.onTimeline();
+  }
+
+  /** The people in the document now (this user first), for tests and commands. */
+  get people(): DocumentPresence | null {
+    return this.presence;
+  }
+
+  private onTimeline(): void {
+    const past = this.timeline?.pinned ?? null;
+    // As automerge: URLs write heads (bs58), like the notebook's views.
+    this.presence?.setHeads(past ? [...encodeHeads(past.heads)].sort() : null);
+    this.render();
+  }
+
+  /** Tell the others what this user looks at: the path of the focused line. */
+  private onTreeFocus(event: FocusEvent): void {
+    const target = event.target;
+    if (!(target instanceof HTMLElement) || this.presence === null) {
+      return;
+    }
+    const entry = target.closest<HTMLElement>('.autosync-doc-entry');
+    try {
+      this.presence.setViewing(entry?.dataset.path ? JSON.parse(entry.dataset.path) : []);
+    } catch {
+      // not a path: nothing to say
+    }
   }
 
   /**
@@ -361,6 +425,13 @@ export class DocumentView extends Widget {
     if (this.handle === null) {
       return false;
     }
+    if (this.timeline?.pinned) {
+      this.messageNode.hidden = false;
+      this.messageNode.textContent = this.trans.__(
+        'This is a past version: go back to the live document ("Live") to edit, or restore it.'
+      );
+      return false;
+    }
     try {
       this.handle.change(edit);
     } catch (error) {
@@ -396,11 +467,17 @@ export class DocumentView extends Widget {
         ? (active.dataset.focusKey ?? null)
         : null);
     this.focusAfterRender = null;
-    const doc = this.handle.doc();
-    const title = documentTitle(doc);
+    const live = this.handle.doc();
+    const past = this.timeline?.pinned ?? null;
+    const doc = past ? past.doc : live;
+    const title = documentTitle(live);
     this.title.label = title ?? shortId(this.url);
     this.updateCaption(title);
     this.treeNode.replaceChildren(this.renderRoot(doc));
+    this.treeNode.classList.toggle('autosync-doc-past', past !== null);
+    if (past) {
+      this.markChanged(past.changed);
+    }
     const controls = [...this.treeNode.querySelectorAll<HTMLElement>('[data-focus-key]')];
     if (focusKey !== null) {
       const target = controls.find(node => node.dataset.focusKey === focusKey);
@@ -408,6 +485,26 @@ export class DocumentView extends Widget {
     } else if (active === this.node) {
       // The tab was activated before its document was there: on to its first control.
       controls[0]?.focus();
+    }
+  }
+
+  /**
+   * Highlight the lines a past version's change touched; a deleted key or a
+   * collapsed container shows on its nearest ancestor on screen.
+   */
+  private markChanged(paths: Path[]): void {
+    const entries = new Map<string, HTMLElement>();
+    for (const entry of this.treeNode.querySelectorAll<HTMLElement>('.autosync-doc-entry')) {
+      entries.set(entry.dataset.path ?? '', entry);
+    }
+    for (const path of paths) {
+      for (let n = path.length; n > 0; n--) {
+        const entry = entries.get(JSON.stringify(path.slice(0, n)));
+        if (entry) {
+          entry.querySelector(':scope > .autosync-doc-line')?.classList.add('autosync-doc-changed');
+          break;
+        }
+      }
     }
   }
 
@@ -502,6 +599,7 @@ export class DocumentView extends Widget {
     entry.append(line);
     const kind = kindOf(value);
     const key = JSON.stringify(path);
+    entry.dataset.path = key;
     if (kind === 'map' || kind === 'list') {
       const count =
         kind === 'map' ? Object.keys(value as object).length : (value as unknown[]).length;
@@ -905,6 +1003,15 @@ export class DocumentWidget extends MainAreaWidget<DocumentView> {
       );
     }
     toolbar.addItem('spacer', Toolbar.createSpacerItem());
+    toolbar.addItem(
+      'history',
+      new ToolbarButton({
+        label: t.__('History'),
+        className: 'autosync-doc-history',
+        tooltip: t.__("Browse the document's versions, restore one or copy its link"),
+        onClick: () => content.toggleTimeline()
+      })
+    );
     const status = new Widget();
     status.addClass('autosync-doc-status-item');
     status.node.append(content.statusNode);

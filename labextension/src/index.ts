@@ -31,6 +31,7 @@ import {
   setKernelServerTimeout
 } from './document';
 import { automergeIcon } from './icon';
+import { colorOf, setLocalUser } from './presence';
 import { AutomergeSidePanel, HUB_ROW_CLASS, KERNEL_ROW_CLASS, REFRESH_INTERVAL_MS } from './panel';
 import { documentIdOf, normalizeAutomergeUrl } from './repo';
 
@@ -62,6 +63,18 @@ const plugin: JupyterFrontEndPlugin<void> = {
   ) => {
     const trans = (translator ?? nullTranslator).load('autosync_jupyter');
     const category = trans.__('Automerge');
+
+    // Document tabs announce this user to the other peers under JupyterLab's identity.
+    const user = app.serviceManager.user;
+    const announceUser = () => {
+      const identity = user.identity;
+      if (identity) {
+        const name = identity.display_name || identity.name || identity.username;
+        setLocalUser({ name, color: concreteColor(identity.color, identity.username) });
+      }
+    };
+    void user.ready.then(announceUser).catch(() => undefined);
+    user.userChanged.connect(announceUser);
     const tracker = new WidgetTracker<DocumentWidget>({ namespace: 'autosync-doc' });
 
     /**
@@ -242,5 +255,18 @@ const plugin: JupyterFrontEndPlugin<void> = {
     }
   }
 };
+
+/**
+ * JupyterLab's identity colours are CSS variables (`var(--jp-collaborator-color1)`),
+ * meaningless to peers outside this page: send the colour they stand for.
+ */
+function concreteColor(color: string | undefined, username: string): string {
+  const variable = color ? /^var\((--[\w-]+)\)$/.exec(color.trim()) : null;
+  if (variable) {
+    const value = getComputedStyle(document.body).getPropertyValue(variable[1]).trim();
+    return value || colorOf(username);
+  }
+  return color || colorOf(username);
+}
 
 export default [plugin];

@@ -17,7 +17,15 @@ from test_hub import Client, World, create_doc, edit, stored_into
 
 import autosync_jupyter.core.hub as hub_module
 from autosync_jupyter.core.hub import Effects, Hub, HubLimits
-from autosync_jupyter.core.protocol import Ephemeral, Error, Join, PeerMetadata, Request, Sync
+from autosync_jupyter.core.protocol import (
+    DocUnavailable,
+    Ephemeral,
+    Error,
+    Join,
+    PeerMetadata,
+    Request,
+    Sync,
+)
 from autosync_jupyter.crdt.guard import Admission, Limits
 from autosync_jupyter.crdt.values import to_py
 from autosync_jupyter.ids import DocumentId, PeerId, generate_document_id
@@ -287,17 +295,26 @@ def test_orphan_bytes_per_connection_are_bounded() -> None:
 # -- 6. impersonation ----------------------------------------------------------------------
 
 
-def test_an_ephemeral_in_another_peers_name_is_refused() -> None:
-    """Mallory cannot speak as Alice; Alice's own broadcasts still go through after."""
+def test_an_ephemeral_in_another_peers_name_is_dropped() -> None:
+    """Mallory cannot speak as Alice; Alice's own broadcasts still go through after.
+
+    Dropped, not punished: a stock JS repo sends every ephemeral it gets
+    back to its other peers (us), in the author's name.
+    """
     world = make_world()
     alice, bob, doc_id = shared_doc(world)
     mallory = world.client("mallory")
     mallory.sync(doc_id, request=True)
     forged = Ephemeral(PeerId("alice"), PeerId("server"), doc_id, "s1", 2**53 - 1, b"\xa0")
     mallory.send(forged)
-    closed_with(mallory, 1008, "senderId")
+    assert bob.of_type(Ephemeral) == [] and not mallory.closed
     alice.send(Ephemeral(PeerId("alice"), PeerId("server"), doc_id, "s1", 1, b"\xa0"))
     assert [m.sender_id for m in bob.of_type(Ephemeral)] == ["alice"]
+    # Nor in the hub's own name; other messages in another's name still cut the link.
+    mallory.send(Ephemeral(PeerId("server"), PeerId("server"), doc_id, "s9", 1, b"\xa0"))
+    assert [m.sender_id for m in bob.of_type(Ephemeral)] == ["alice"] and not mallory.closed
+    mallory.send(DocUnavailable(PeerId("alice"), PeerId("server"), doc_id))
+    closed_with(mallory, 1008, "senderId")
 
 
 def test_a_live_connections_peer_id_cannot_be_taken() -> None:

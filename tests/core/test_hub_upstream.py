@@ -302,10 +302,11 @@ def test_a_client_with_storage_may_relay_presence_of_peers_not_connected_here() 
     relay.send(Ephemeral(PeerId("far-away"), PeerId("server"), doc_id, "s", 1, b"\xa0"))
     assert [m.sender_id for m in plain.of_type(Ephemeral)] == ["far-away"]
     assert not relay.closed
-    # Never in the name of a peer connected here, and never from a plain client.
+    # Never in the name of a peer connected here, and never from a plain
+    # client: dropped (a JS repo echoes what it is sent), the link kept.
     relay.send(Ephemeral(PeerId("plain"), PeerId("server"), doc_id, "s", 2, b"\xa0"))
-    assert relay.closed and relay.closed[0][0] == CloseCode.POLICY_VIOLATION
     other = world.client("other")
     other.sync(doc_id, request=True)
     other.send(Ephemeral(PeerId("far-away-2"), PeerId("server"), doc_id, "s", 1, b"\xa0"))
-    assert other.closed and other.closed[0][0] == CloseCode.POLICY_VIOLATION
+    assert [m.sender_id for m in plain.of_type(Ephemeral)] == ["far-away"]
+    assert not relay.closed and not other.closed

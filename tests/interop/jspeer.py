@@ -551,6 +551,13 @@ class JSPeer:
         heads: list[str] = reply["heads"]
         return heads
 
+    async def history(self, doc_id: str) -> list[dict[str, Any]]:
+        """Every change as automerge decodes it: hash, actor (hex), seq, time (seconds),
+        message, deps, startOp, ops; in the handle's topological order."""
+        reply = await self.request("history", documentId=doc_id)
+        changes: list[dict[str, Any]] = reply["changes"]
+        return changes
+
     async def heads(self, doc_id: str) -> list[str]:
         """Current heads (bs58check, as automerge-repo URLs use them)."""
         reply = await self.request("heads", documentId=doc_id)
@@ -600,6 +607,38 @@ class JSPeer:
     async def broadcast(self, doc_id: str, message: Any) -> None:
         """``handle.broadcast(message)`` (an ephemeral message)."""
         await self.request("broadcast", documentId=doc_id, message=js_value(message))
+
+    async def presence_start(
+        self,
+        doc_id: str,
+        state: Mapping[str, Any],
+        *,
+        heartbeat_ms: int | None = None,
+        ttl_ms: int | None = None,
+    ) -> None:
+        """``new Presence({handle}).start({initialState: state, ...})`` (automerge-repo 2.x)."""
+        args: dict[str, Any] = {"documentId": doc_id, "state": js_value(dict(state))}
+        if heartbeat_ms is not None:
+            args["heartbeat_ms"] = heartbeat_ms
+        if ttl_ms is not None:
+            args["ttl_ms"] = ttl_ms
+        await self.request("presence_start", **args)
+
+    async def presence_broadcast(self, doc_id: str, channel: str, value: Any) -> None:
+        """``presence.broadcast(channel, value)``: change one key of the announced state."""
+        await self.request(
+            "presence_broadcast", documentId=doc_id, channel=channel, value=js_value(value)
+        )
+
+    async def presence_states(self, doc_id: str) -> dict[str, Any]:
+        """``presence.getPeerStates().value``: peer id -> {peerId, lastSeenAt, value, ...}."""
+        reply = await self.request("presence_states", documentId=doc_id)
+        peers: dict[str, Any] = reply["peers"]
+        return peers
+
+    async def presence_stop(self, doc_id: str) -> None:
+        """``presence.stop()``: a goodbye, and no more heartbeats."""
+        await self.request("presence_stop", documentId=doc_id)
 
     async def events(self, *, keep: bool = False) -> list[dict[str, Any]]:
         """Drain the ephemeral messages received so far (documentId, senderId, message)."""

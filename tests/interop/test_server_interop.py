@@ -97,6 +97,9 @@ async def test_ephemeral_reaches_each_other_peer_exactly_once(py_server: ServerP
         for peer in (b, c):
             got = await peer.events()
             assert [(e["senderId"], e["message"]) for e in got] == [(a.peer_id, {"cursor": 7})]
+            # A JS repo echoes what it receives to its other peers (the
+            # server): that echo is dropped, the peer stays connected.
+            assert (await peer.peers())["peers"] != []
         assert await a.events() == []
 
 

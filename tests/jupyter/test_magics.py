@@ -86,10 +86,11 @@ def test_serve_upstream_makes_the_kernels_server_a_hub_of_a_central_one(
         kernel.run('%autosync create --name d --content \'{"made": "in the kernel"}\'')
         doc_id = kernel.value("d.document_id")
         deadline = time.monotonic() + 10
-        while doc_id not in central.list_documents():
+        while doc_id not in central.list_documents() or central.read_document(doc_id) != {
+            "made": "in the kernel"
+        }:
             assert time.monotonic() < deadline, "never reached the upstream"
             time.sleep(0.05)
-        assert central.read_document(doc_id) == {"made": "in the kernel"}
         status = kernel.run("%autosync status").data("text/html")[0]
         assert f"upstream <code>{central.url}</code>: joined" in status
         kernel.run("%autosync stop")
@@ -387,3 +388,46 @@ def test_share_outside_a_jupyter_server_says_what_to_do(kernel: Kernel) -> None:
     assert out.error is not None and "AUTOSYNC_JUPYTER_URL" in out.error[1]
     out = kernel.run("x = 3\n%autosync share x --url ws://127.0.0.1:9", allow_error=True)
     assert out.error is not None and "share() takes a Document" in out.error[1]
+
+
+# -- history ----------------------------------------------------------------------------
+
+
+def test_history_prints_the_changes_newest_last(kernel: Kernel) -> None:
+    """%autosync history VAR prints time, actor, seq, message and hash; -n limits it."""
+    kernel.run(
+        "from autosync_jupyter import Document\n"
+        "notes = Document({'n': 0})\n"
+        "for i in range(1, 4):\n"
+        "    with notes.change(message=f'step {i}') as d:\n"
+        "        d['n'] = i"
+    )
+    lines = kernel.run("%autosync history notes -n 2").stdout.strip().splitlines()
+    assert lines[0] == "4 changes, the last 2"
+    assert lines[1].split() == ["time", "actor", "seq", "message", "hash"]
+    assert len(lines) == 4 and "step 2" in lines[2] and "step 3" in lines[3]
+    assert lines[3].endswith(kernel.value("notes.history()[-1].hash[:12]"))
+    assert " UTC " in lines[3] and kernel.value("notes.history()[-1].actor[:8]") in lines[3]
+    every = kernel.run("%autosync history notes -n 0").stdout.strip().splitlines()
+    assert every[0] == "4 changes" and len(every) == 6
+    assert "usage: %autosync history" in kernel.run("%autosync history --help").stdout
+    out = kernel.run("%autosync history nothing_here", allow_error=True)
+    assert out.error is not None and "no variable named" in out.error[1]
+    out = kernel.run("x = 5\n%autosync history x", allow_error=True)
+    assert out.error is not None and "not a Document" in out.error[1]
+
+
+def test_history_of_a_live_handle(kernel: Kernel) -> None:
+    """A live handle's history shows its changes, a raw binding change as time unknown."""
+    _serve(kernel)
+    kernel.run("%autosync create --name live --content '{\"a\": 1}'")
+    kernel.run(
+        "with live.doc.change(message='from the notebook') as d:\n"
+        "    d['a'] = 2\n"
+        "import automerge.core as am\n"
+        "with live.doc.core.transaction() as tx:\n"
+        "    tx.put(am.ROOT, 'b', am.ScalarType.Int, 3)"
+    )
+    lines = kernel.run("%autosync history live").stdout.strip().splitlines()
+    assert "from the notebook" in lines[-2]
+    assert lines[-1].startswith("time unknown")

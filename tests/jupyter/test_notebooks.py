@@ -81,3 +81,27 @@ def test_auth_notebook_runs_top_to_bottom(tmp_path: Path, provider: OIDCProvider
     refused = _outputs(_cell(notebook, "try:"))
     assert "refused:" in refused and "Authentication failed" in refused
     assert "world domination" in _outputs(_cell(notebook, "%autosync fetch"))
+
+
+def test_history_presence_frames_runs_top_to_bottom(tmp_path: Path) -> None:
+    """Issue 16's notebook: presence, the timeline, history and data frames, in one run."""
+    notebook = _run("history_presence_frames.ipynb", tmp_path)
+    people = _outputs(_cell(notebook, "import autosync_jupyter"))
+    assert "Ada (you) viewing []" in people and "Grace  viewing ['items']" in people
+    assert "Ada" in _outputs(_cell(notebook, "# What Grace"))
+    timeline = _outputs(_cell(notebook, "view.timeline = True"))
+    assert "version 2 of 3: {'items': ['milk'], 'title': 'Plan'}" in timeline
+    assert "automerge:" in timeline and "#" in timeline
+    restored = _outputs(_cell(notebook, "before = len("))
+    assert "{'items': ['milk'], 'title': 'Plan'}" in restored
+    assert "1 new change: restore version 2" in restored
+    assert "Plan" in _outputs(_cell(notebook, "for _ in range(200):  # Grace"))
+    table = _outputs(_cell(notebook, "%autosync history doc -n 5"))
+    assert "add two books" in table and "finished Dune" in table and " UTC " in table
+    assert "put books/0/read: True" in _outputs(_cell(notebook, "then = doc.at("))
+    frame = _outputs(_cell(notebook, 'df = doc.to_pandas("books")'))
+    assert "Dune" in frame and "Emma" in frame
+    # pages put (1); a map inserted with id, pages, read, title (5) and 7 characters
+    written = _outputs(_cell(notebook, "import pandas as pd"))
+    assert "13 operations" in written and "Ulysses" in written
+    assert "from pandas" in _outputs(_cell(notebook, "%autosync history doc -n 2"))

@@ -255,3 +255,37 @@ async def test_both_servers_compacting_lose_nothing(postgres_url: str) -> None:
     assert snapshots is not None and snapshots[0] >= 1  # compactions did happen
     async with SyncServer(port=0, data_dir=None, store=PostgresStore(postgres_url)) as alone:
         assert (await alone.read_document(doc_id)) == {"items": expected}
+
+
+async def test_a_failed_read_after_a_notification_is_tried_again(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read of the other server's rows that fails is retried, not left for a next NOTIFY."""
+    from autosync_jupyter.errors import StorageError
+
+    async with (
+        two_servers(postgres_url) as (a, b),
+        connect(a.url) as on_a,
+        connect(b.url) as on_b,
+    ):
+        mine = await on_a.create({"n": 1})
+        await mine.flush()
+        await until(lambda: mine.document_id in b.list_documents())
+        theirs = await on_b.open(mine.document_id)
+        store = b._store
+        real = store.load_new
+        failures = []
+
+        async def flaky(doc_id: DocumentId) -> bytes:
+            if not failures:
+                failures.append(doc_id)
+                raise StorageError("connection to the database lost (test)")
+            return await real(doc_id)
+
+        monkeypatch.setattr(store, "load_new", flaky)
+        with mine.change() as d:
+            d["n"] = 2
+        await mine.flush()
+        # One notification only: the change arrives through the retry.
+        await theirs.wait_for(lambda c: c.get("n") == 2, timeout=WAIT)
+        assert failures == [mine.document_id]

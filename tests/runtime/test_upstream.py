@@ -89,11 +89,14 @@ async def test_documents_made_on_the_local_server_reach_the_upstream(
     by_api = await local.create_document({"made": "by the API"})
 
     async def on_upstream() -> bool:
-        return {handle.document_id, by_api} <= set(upstream.list_documents())
+        # Listed as soon as its first change is stored: wait for the content.
+        if not {handle.document_id, by_api} <= set(upstream.list_documents()):
+            return False
+        return (await upstream.read_document(handle.document_id)) == {"made": "locally"} and (
+            await upstream.read_document(by_api)
+        ) == {"made": "by the API"}
 
     await eventually_async(on_upstream)
-    assert (await upstream.read_document(handle.document_id)) == {"made": "locally"}
-    assert (await upstream.read_document(by_api)) == {"made": "by the API"}
 
 
 async def test_live_edits_flow_both_ways(local: SyncServer, upstream: SyncServer) -> None:
@@ -172,10 +175,11 @@ async def test_changes_made_while_the_upstream_is_away_reach_it_when_it_is_back(
             await asyncio.wait_for(up.joined.wait(), 10)
 
             async def arrived() -> bool:
-                return doc_id in central.list_documents()
+                if doc_id not in central.list_documents():
+                    return False
+                return await central.read_document(doc_id) == {"written": "offline"}
 
             await eventually_async(arrived)
-            assert await central.read_document(doc_id) == {"written": "offline"}
 
 
 async def test_a_document_in_sync_with_the_upstream_can_leave_memory(

@@ -671,8 +671,11 @@ async def test_documents_made_in_jupyter_reach_the_upstream_server(
     """``upstreams``: the extension's hub is a client of the upstream and pushes its documents."""
     status, created = await api("documents", method="POST", body='{"content": {"a": 1}}')
     assert status == 201
-    for _ in range(200):
+    content = None
+    for _ in range(200):  # listed at its first change: wait for the content
         if created["id"] in central.list_documents():
-            break
+            content = await central.read_document(created["id"])
+            if content == {"a": 1}:
+                break
         await asyncio.sleep(0.05)
-    assert await central.read_document(created["id"]) == {"a": 1}
+    assert content == {"a": 1}

@@ -49,6 +49,7 @@ __all__ = [
     "TimestampValue",
     "UnknownValue",
     "Unmoved",
+    "insert_values",
     "patch_object",
     "read_action",
     "read_patch",
@@ -335,7 +336,7 @@ def _tree_elements(node: Any, out: list[Any]) -> None:
             out.append(elements[position])
 
 
-def _insert_values(values: Any) -> list[Any]:
+def insert_values(values: Any) -> list[Any]:
     # SequenceTreeInternal { root_node: Some(SequenceTreeNode { ... }) | None }
     if isinstance(values, list):
         return values
@@ -371,7 +372,7 @@ def read_patch(text: str, *, only: ObjKey | None = None) -> PatchEdit | None:
     if name == "PutSeq":
         return Put(key, int(fields["index"]), _scalar_node(fields["value"]))
     if name == "Insert":
-        elements = _insert_values(fields["values"])
+        elements = insert_values(fields["values"])
         return Insert(key, int(fields["index"]), [_scalar_node(e) for e in elements])
     if name == "DeleteMap":
         return Delete(key, fields["key"])

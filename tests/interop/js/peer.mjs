@@ -18,7 +18,8 @@
 //           change, ephemeral, wire (with --trace), error (an exception the
 //           library threw from a callback), library-log (a failure the
 //           library swallowed and only console.log'ed)
-// Commands: info create find doc heads change wait_for broadcast events
+// Commands: info create find doc heads change history wait_for broadcast events
+// presence_start presence_broadcast presence_states presence_stop
 // import export disconnect reconnect peers sync_info flush sleep close.
 // Requests run concurrently (a long wait_for does not block other commands);
 // match replies by id. stderr carries human-readable logs only.
@@ -154,6 +155,7 @@ function hexPrefix(bytes) {
 
 const handles = new Map() // documentId -> DocHandle
 const ephemeralInbox = [] // drained by the "events" command
+const presences = new Map() // documentId -> Presence (presence_* commands)
 
 function track(handle) {
   if (handles.has(handle.documentId)) return handle
@@ -412,6 +414,31 @@ const commands = {
     return { heads, headsHex }
   },
 
+  async history(req) {
+    // Every change of the document as automerge decodes it (inspectChange:
+    // hash, actor, seq, time in seconds, message, deps), in the handle's
+    // topological order (handle.history(), automerge-repo 2.x).
+    const handle = knownHandle(req)
+    if (!handle.isReady()) throw new Error(`document ${handle.documentId} is ${handle.state}`)
+    if (typeof handle.history !== "function") {
+      throw new Error(`automerge-repo ${release.version} has no handle.history()`)
+    }
+    const changes = handle.history().map(heads => {
+      const change = handle.metadata(heads[0])
+      return {
+        hash: change.hash,
+        actor: change.actor,
+        seq: change.seq,
+        time: change.time,
+        message: change.message ?? null,
+        deps: change.deps,
+        startOp: change.startOp,
+        ops: change.ops?.length ?? null,
+      }
+    })
+    return { changes }
+  },
+
   async wait_for(req) {
     // One of: {path, equals}, {heads}, {state}, {doc}, {synced: true}. Fails
     // on timeout with the last seen value, so the Python side can print a
@@ -456,6 +483,43 @@ const commands = {
   async broadcast(req) {
     const handle = knownHandle(req)
     handle.broadcast(fromJson(req.message))
+    return {}
+  },
+
+  // automerge-repo's own Presence (2.x): start announcing a state, change
+  // one key, read what the other peers announced, stop (goodbye).
+  async presence_start(req) {
+    const handle = knownHandle(req)
+    if (!release.repo.Presence) throw new Error(`automerge-repo ${release.version} has no Presence`)
+    let presence = presences.get(handle.documentId)
+    if (!presence) {
+      presence = new release.repo.Presence({ handle })
+      presences.set(handle.documentId, presence)
+    }
+    presence.start({
+      initialState: fromJson(req.state ?? {}),
+      heartbeatMs: req.heartbeat_ms,
+      peerTtlMs: req.ttl_ms,
+    })
+    return {}
+  },
+
+  async presence_broadcast(req) {
+    const presence = presences.get(knownHandle(req).documentId)
+    if (!presence) throw new Error("presence_start first")
+    presence.broadcast(req.channel, fromJson(req.value))
+    return {}
+  },
+
+  async presence_states(req) {
+    const presence = presences.get(knownHandle(req).documentId)
+    if (!presence) throw new Error("presence_start first")
+    return { peers: plain(presence.getPeerStates().value) }
+  },
+
+  async presence_stop(req) {
+    const presence = presences.get(knownHandle(req).documentId)
+    presence?.stop()
     return {}
   },
 

@@ -76,6 +76,16 @@ def mute_upstream(local: Linked) -> int:
     return l_conn
 
 
+def asked_of_a_mute_upstream() -> tuple[Linked, int, Client, DocumentId]:
+    """A client of ``local`` asks for an id nobody has; the one upstream never answers."""
+    local, _ = hubs()
+    l_conn = mute_upstream(local)
+    reader = local.client("reader")
+    doc_id = generate_document_id()
+    reader.sync(doc_id, request=True)
+    return local, l_conn, reader, doc_id
+
+
 def test_the_hub_joins_its_upstream_with_its_storage_id() -> None:
     local, _ = hubs()
     l_conn, fx = local.hub.open_upstream(CENTRAL)
@@ -145,11 +155,7 @@ def test_a_document_nobody_has_is_unavailable_once_the_upstream_said_so() -> Non
 
 
 def test_a_silent_upstream_is_waited_for_until_the_timeout() -> None:
-    local, _ = hubs()
-    mute_upstream(local)
-    reader = local.client("reader")
-    doc_id = generate_document_id()
-    reader.sync(doc_id, request=True)
+    local, _, reader, doc_id = asked_of_a_mute_upstream()
     assert not reader.of_type(DocUnavailable)
     assert local.asked == [doc_id]
     local.deliver(local.hub.upstream_timeout(doc_id))
@@ -159,22 +165,14 @@ def test_a_silent_upstream_is_waited_for_until_the_timeout() -> None:
 
 
 def test_an_upstream_that_drops_while_asked_settles_the_request() -> None:
-    local, _ = hubs()
-    l_conn = mute_upstream(local)
-    reader = local.client("reader")
-    doc_id = generate_document_id()
-    reader.sync(doc_id, request=True)
+    local, l_conn, reader, _ = asked_of_a_mute_upstream()
     local.deliver(local.hub.close_connection(l_conn))
     assert len(reader.of_type(DocUnavailable)) == 1
     assert not local.hub.upstream_joined("ws://mute")
 
 
 def test_an_empty_answer_from_the_upstream_counts_as_unavailable() -> None:
-    local, _ = hubs()
-    l_conn = mute_upstream(local)
-    reader = local.client("reader")
-    doc_id = generate_document_id()
-    reader.sync(doc_id, request=True)
+    local, l_conn, reader, doc_id = asked_of_a_mute_upstream()
     empty = am.Document().generate_sync_message(am.SyncState())
     assert empty is not None
     local.deliver(

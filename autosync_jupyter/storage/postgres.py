@@ -525,12 +525,7 @@ class PostgresStore(Store):
                 "ORDER BY (kind = 'snapshot') DESC, seq",
                 (doc_id, known),
             )
-            for seq, kind, data in await cur.fetchall():
-                kind = _SNAPSHOT if kind == _SNAPSHOT else _INCREMENTAL
-                good = await self._checked(conn, doc_id, int(seq), kind, bytes(data), damage)
-                if good:
-                    pieces.append(good)
-                    rows[int(seq)] = _Row(kind, len(good))
+            await self._take_rows(conn, doc_id, await cur.fetchall(), damage, pieces, rows)
 
         await self._run(f"read document {doc_id}", read)
         known = self._rows.get(doc_id)
@@ -615,12 +610,7 @@ class PostgresStore(Store):
                 "ORDER BY (kind = 'snapshot') DESC, seq",
                 (doc_id,),
             )
-            for seq, kind, data in await cur.fetchall():
-                kind = _SNAPSHOT if kind == _SNAPSHOT else _INCREMENTAL
-                good = await self._checked(conn, doc_id, int(seq), kind, bytes(data), damage)
-                if good:
-                    pieces.append(good)
-                    rows[int(seq)] = _Row(kind, len(good))
+            await self._take_rows(conn, doc_id, await cur.fetchall(), damage, pieces, rows)
 
         await self._run(f"read document {doc_id}", read)
         self._damage[doc_id] = damage
@@ -628,6 +618,23 @@ class PostgresStore(Store):
         known.update(rows)
         result = b"".join(pieces) + unwritten
         return result or None
+
+    async def _take_rows(
+        self,
+        conn: AsyncConnection[Any],
+        doc_id: DocumentId,
+        found: list[tuple[Any, ...]],
+        damage: Damage,
+        pieces: list[bytes],
+        rows: dict[int, _Row],
+    ) -> None:
+        """Check each ``(seq, kind, data)`` row read; keep the sound bytes and count the row."""
+        for seq, kind, data in found:
+            kind = _SNAPSHOT if kind == _SNAPSHOT else _INCREMENTAL
+            good = await self._checked(conn, doc_id, int(seq), kind, bytes(data), damage)
+            if good:
+                pieces.append(good)
+                rows[int(seq)] = _Row(kind, len(good))
 
     async def _checked(
         self,

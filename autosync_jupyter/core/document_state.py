@@ -67,6 +67,7 @@ import automerge.core as am
 
 from ..crdt.changes import ChangeInfo
 from ..crdt.guard import DocumentGuard
+from ..crdt.sync_message import SyncMessage
 from ..ids import DocumentId
 
 __all__ = [
@@ -185,6 +186,21 @@ class PeerDoc:
     # peer: it has everything (what lets an upstream server go idle).
     quiet_version: int = -1
     _status: PeerStatus = field(default=PeerStatus.UNKNOWN, init=False)
+    # What decides whether the core's next message to the peer can be
+    # anything at all, mirrored from the messages in and out (the binding
+    # hides the sync state): the call walks the document's whole history
+    # before it finds it has nothing to say. See :meth:`surely_silent`.
+    _responded: bool = field(default=False, init=False)
+    _sent_heads: list[bytes] | None = field(default=None, init=False)
+    _in_flight: bool = field(default=False, init=False)
+    _their_heads: list[bytes] | None = field(default=None, init=False)
+    _their_need: bool = field(default=False, init=False)
+    _their_sync: tuple[bytes, ...] = field(default=(), init=False)
+    # Whether the peer owes an answer to the last message (it brought
+    # heads the peer lacked), and for how many rounds news was held back
+    # waiting for it.
+    _expects_answer: bool = field(default=False, init=False)
+    held: int = field(default=0, init=False)
 
     @property
     def status(self) -> PeerStatus:
@@ -222,6 +238,62 @@ class PeerDoc:
         self.owes_reply = True
         self.synced_version = -1
         self.quiet_version = -1
+        self._responded = self._in_flight = self._their_need = False
+        self._sent_heads = self._their_heads = None
+        self._their_sync = ()
+        self._expects_answer = False
+        self.held = 0
+
+    def generated(self, heads: list[bytes]) -> None:
+        """The core made a message for the peer; the document's heads were ``heads``."""
+        self._responded = self._in_flight = True
+        self._expects_answer = self._their_heads != heads
+        self._sent_heads = heads
+        self.held = 0
+
+    def heard(self, message: SyncMessage, heads_before: list[bytes]) -> None:
+        """The core took ``message`` from the peer; the document's heads were ``heads_before``."""
+        # As the core's receive_sync_message, in its order.
+        self._in_flight = False
+        heads = list(message.heads)
+        if not message.changes and heads == heads_before:
+            self._sent_heads = heads
+        if not heads:
+            self._sent_heads = []  # the peer lost everything: the core starts over
+        self._their_heads = heads
+        self._their_need = bool(message.need)
+        self._their_sync = message.last_sync or ()
+
+    @property
+    def unanswered(self) -> bool:
+        """Whether the peer has not yet answered a message that brought it news.
+
+        A peer's core answers such a message (its heads change, or it asks
+        for what it lacks); until it does, more news only adds to what it
+        has still to read.
+        """
+        return self._in_flight and self._expects_answer
+
+    def surely_silent(self, heads: list[bytes], guard: DocumentGuard | None) -> bool:
+        """Whether the core, the document at ``heads``, certainly has no message for the peer.
+
+        The core's own test, on the mirrored state: nothing new since its
+        last message and either no answer to it yet, or the peer holding
+        exactly these heads and asking for nothing; and the document holds
+        what the peer's last summary names (else the core starts over with
+        it), which ``guard``, if it is up to date, tells. When in doubt, False.
+        """
+        if not self._responded or self._sent_heads != heads:
+            return False
+        if self._their_sync and (
+            guard is None
+            or guard.heads != heads
+            or not all(guard.knows(h) for h in self._their_sync)
+        ):
+            return False
+        if self._in_flight:
+            return True
+        return self._their_heads == heads and not self._their_need
 
 
 class Doc:

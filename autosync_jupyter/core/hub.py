@@ -142,6 +142,10 @@ def close_reason(text: str) -> str:
 # oldest are forgotten first, so a flood of fresh session ids cannot grow it.
 _MAX_EPHEMERAL_SESSIONS = 10_000
 
+#: How many rounds of a document :meth:`Hub.propagate` holds news back from a
+#: peer that has not answered the last (a peer may never answer).
+MAX_HELD_ROUNDS = 3
+
 
 @dataclass(frozen=True)
 class HubLimits:
@@ -562,7 +566,9 @@ class Hub:
                 self._announce_to_all(doc)
         return self._take()
 
-    def propagate(self, doc_ids: Iterable[DocumentId] | None = None) -> Effects:
+    def propagate(
+        self, doc_ids: Iterable[DocumentId] | None = None, *, hold: bool = False
+    ) -> Effects:
         """Send the sync messages that documents with news owe their peers.
 
         Receiving a message or changing a document only marks it; this
@@ -570,6 +576,13 @@ class Hub:
         many changes arrived since. The transport decides how often to call
         it (at least once per loop turn; throttled per document under load).
         Without ``doc_ids``, every marked document is synced.
+
+        ``hold`` (for a busy server): a peer that has not answered the last
+        message that brought it news gets the next one when it answers, or
+        after :data:`MAX_HELD_ROUNDS` rounds of the document, whichever comes
+        first; the document stays marked meanwhile. A peer slower than the
+        rounds then gets fewer, fuller messages instead of a backlog, and
+        each message saved is an answer the server need not read.
         """
         if doc_ids is None:
             dirty, self._dirty = self._dirty, set()
@@ -580,7 +593,7 @@ class Hub:
             doc = self._docs.get(doc_id)
             if doc is not None and doc.doc is not None:
                 for conn_id, pd in list(doc.peers.items()):
-                    self._sync_to(doc, conn_id, pd)
+                    self._sync_to(doc, conn_id, pd, hold=hold)
         return self._take()
 
     def pending_propagation(self) -> bool:
@@ -1053,6 +1066,7 @@ class Hub:
                 self._fail(conn, f"refused changes for {doc.doc_id}: {exc}", code=code)
                 return False
         before = doc.saved_heads
+        heads_before = doc.doc.get_heads()
         try:
             doc.doc.receive_sync_message(pd.sync_state, am.Message.decode(data))
         except BaseException as exc:
@@ -1065,19 +1079,32 @@ class Hub:
                 doc.abandon()  # nothing came of it
             self._fail(conn, f"invalid sync message for {doc.doc_id}: {printable(exc)}")
             return False
+        pd.heard(parsed, heads_before)
         heads = doc.doc.get_heads()
         if heads != before:
-            owners = {h: owner for h, (owner, _) in doc.orphans.items()}
-            failure = self._verify(doc, before, admission)
-            if failure is not None:
-                self._rollback(doc, failure.reason)
-                # The change's author is cut off; a peer whose message only
-                # completed it is not at fault, and resyncs after the reload.
-                culprit = self._conns.get(owners.get(failure.change_hash, conn.conn_id))
-                if culprit is not None:
-                    self._fail(culprit, f"refused changes for {doc.doc_id}: {failure.reason}")
-                return conn.conn_id in self._conns
-            self._record_changes(doc)
+            guard = doc.guard
+            if (
+                not doc.orphans
+                and guard is not None
+                and guard.heads == before
+                and admission.applied_alone(before, heads)
+            ):
+                # The usual message: checked changes, all applied. What the
+                # core would be asked for is known already.
+                guard.record_admitted(admission, heads)
+                self._record_changes(doc, new=[admission.chunks[h] for h in admission.accepted])
+            else:
+                owners = {h: owner for h, (owner, _) in doc.orphans.items()}
+                failure = self._verify(doc, before, admission)
+                if failure is not None:
+                    self._rollback(doc, failure.reason)
+                    # The change's author is cut off; a peer whose message only
+                    # completed it is not at fault, and resyncs after the reload.
+                    culprit = self._conns.get(owners.get(failure.change_hash, conn.conn_id))
+                    if culprit is not None:
+                        self._fail(culprit, f"refused changes for {doc.doc_id}: {failure.reason}")
+                    return conn.conn_id in self._conns
+                self._record_changes(doc)
             if doc.waiting:
                 self._apply_waiting(doc)
             if not before:  # the document's first changes: share it
@@ -1381,6 +1408,7 @@ class Hub:
             pd.interacted = True
             request = am.Document().generate_sync_message(pd.sync_state)
             assert request is not None  # a first message always goes out
+            pd.generated([])
             data = request.encode()
             self._send(conn_id, Request(self.peer_id, up.peer.peer_id, doc.doc_id, data))
             doc.asking.add(conn_id)
@@ -1425,21 +1453,32 @@ class Hub:
         ):
             self._handle(conn, conn.parked.popleft())
 
-    def _record_changes(self, doc: Doc, *, write: bool = True) -> None:
+    def _record_changes(
+        self, doc: Doc, *, write: bool = True, new: list[bytes] | None = None
+    ) -> None:
+        """Store what the document holds beyond its saved heads, and move them.
+
+        ``new``: those changes' bytes, when known (the guard has them
+        already); otherwise the document is asked.
+        """
         assert doc.doc is not None
-        changes = doc.doc.get_changes(doc.saved_heads)
-        if changes:
-            if write:
-                self._fx.writes.append((doc.doc_id, b"".join(c.bytes for c in changes)))
-            if doc.guard is not None:
-                doc.guard.record(changes, {})  # a no-op for changes checked on arrival
+        if new is not None:
+            if write and new:
+                self._fx.writes.append((doc.doc_id, b"".join(new)))
+        else:
+            changes = doc.doc.get_changes(doc.saved_heads)
+            if changes:
+                if write:
+                    self._fx.writes.append((doc.doc_id, b"".join(c.bytes for c in changes)))
+                if doc.guard is not None:
+                    doc.guard.record(changes, {})  # a no-op for changes checked on arrival
         doc.saved_heads = doc.doc.get_heads()
         doc.version += 1
         for name, owed in self._owed.items():
             if name not in self._upstream_conns:
                 owed.add(doc.doc_id)
 
-    def _sync_to(self, doc: Doc, conn_id: ConnectionId, pd: PeerDoc) -> None:
+    def _sync_to(self, doc: Doc, conn_id: ConnectionId, pd: PeerDoc, *, hold: bool = False) -> None:
         conn = self._conns.get(conn_id)
         if conn is None or conn.peer is None or doc.doc is None:
             return
@@ -1447,8 +1486,16 @@ class Hub:
             return
         if not self._may_receive(conn.peer, doc, pd):
             return
+        if hold and pd.unanswered and pd.held < MAX_HELD_ROUNDS:
+            pd.held += 1
+            self._dirty.add(doc.doc_id)  # its answer, or a later round, sends it
+            return
         pd.owes_reply = False
         pd.synced_version = doc.version
+        heads = doc.doc.get_heads()
+        if pd.surely_silent(heads, doc.guard):
+            pd.quiet_version = doc.version
+            return
         try:
             message = doc.doc.generate_sync_message(pd.sync_state)
         except BaseException as exc:
@@ -1459,6 +1506,7 @@ class Hub:
             self._fail(conn, f"sync with {doc.doc_id} failed")
             return
         if message is not None:
+            pd.generated(heads)
             pd.quiet_version = -1
             self._send(conn_id, Sync(self.peer_id, conn.peer.peer_id, doc.doc_id, message.encode()))
         else:

@@ -33,6 +33,7 @@ __all__ = [
     "check_chunks",
     "check_document_chunk",
     "chunk_end",
+    "deflate_change",
     "document_columns",
     "inflate_bounded",
     "scan_chunks",
@@ -89,6 +90,18 @@ def inflate_bounded(data: bytes, limit: int) -> bytes:
         return zlib.decompress(data, -zlib.MAX_WBITS, max(size, 1))
     except zlib.error as exc:
         raise ChunkRejected(f"compressed data does not inflate: {exc}") from None
+
+
+def deflate_change(chunk: bytes) -> bytes:
+    """The deflated chunk of one uncompressed change chunk: same change, same hash.
+
+    The form in which the core keeps and saves a large change (its own
+    compressor may pick other bytes; either loads).
+    """
+    length, start = read_uleb(chunk, 9)
+    packer = zlib.compressobj(6, zlib.DEFLATED, -15)
+    body = packer.compress(chunk[start : start + length]) + packer.flush()
+    return MAGIC + chunk[4:8] + bytes([CHUNK_COMPRESSED]) + uleb(len(body)) + body
 
 
 def chunk_end(data: bytes, pos: int) -> int | None:

@@ -37,10 +37,12 @@ import automerge.core as am
 from .binding import object_id
 from .changes import MAP, SEQUENCE, ChangeInfo, OpRef, read_change
 from .chunks import (
+    CHUNK_COMPRESSED,
     CHUNK_DOCUMENT,
     MAGIC,
     ChunkRejected,
     check_document_chunk,
+    deflate_change,
     document_columns,
 )
 from .columns import ColumnError, decode_boolean, decode_delta, decode_rle, read_uleb
@@ -279,13 +281,8 @@ class DocumentGuard:
             change_hash = change.hash
             if change_hash in self._changes:
                 continue
-            author = self._authors.setdefault(change.actor_id, _Author())
-            author.starts.append(change.start_op)
-            author.ends.append(change.max_op)
-            author.hashes.append(change_hash)
-            self._changes[change_hash] = (change.actor_id, len(author.hashes) - 1)
-            ops = self._ops
-            if ops is None:
+            self._note(change_hash, change.actor_id, change.start_op, change.max_op)
+            if self._ops is None:
                 continue
             info = infos.get(change_hash)
             if info is None:
@@ -294,7 +291,31 @@ class DocumentGuard:
                 except ChunkRejected:
                     self._ops = None  # rebuilt from a save when next needed
                     continue
-            ops.add(info)
+            self._ops.add(info)
+
+    def record_admitted(self, admission: Admission, heads: list[bytes]) -> None:
+        """Take note of the changes of ``admission``, which the core applied, leaving ``heads``.
+
+        For when :meth:`Admission.applied_alone` holds: the changes were read
+        and checked on arrival, so the document need not be asked for them.
+        """
+        for info in admission.accepted.values():
+            self._note(info.hash, info.actor, info.start_op, info.max_op)
+            if self._ops is not None:
+                self._ops.add(info)
+        self._heads = heads
+
+    @property
+    def heads(self) -> list[bytes]:
+        """The document's heads when the guard last took note of its changes."""
+        return self._heads
+
+    def _note(self, change_hash: bytes, actor: bytes, start_op: int, max_op: int) -> None:
+        author = self._authors.setdefault(actor, _Author())
+        author.starts.append(start_op)
+        author.ends.append(max_op)
+        author.hashes.append(change_hash)
+        self._changes[change_hash] = (actor, len(author.hashes) - 1)
 
     def _max_op(self, change_hash: bytes, pending: Pending) -> int | None:
         found = self._changes.get(change_hash)
@@ -445,11 +466,40 @@ class Admission:
             keeps them until those arrive, and they are checked then.
         documents: how many saved-document chunks came along (checked
             after the core unpacks them).
+        chunks: the bytes to store for each accepted change, by hash: as
+            it came, or deflated as the core deflates a large change.
     """
 
     accepted: dict[bytes, ChangeInfo] = field(default_factory=dict)
     orphans: dict[bytes, ChangeInfo] = field(default_factory=dict)
     documents: int = 0
+    chunks: dict[bytes, bytes] = field(default_factory=dict)
+
+    def applied_alone(self, before: list[bytes], heads: list[bytes]) -> bool:
+        """Whether the core, at ``before`` and now at ``heads``, applied just the accepted changes.
+
+        The heads the accepted changes lead to from ``before`` are computed
+        here; a document's changes are exactly the ancestors of its heads, so
+        if the core's heads are those, it holds what it held plus the accepted
+        changes, nothing more and nothing less. Asking the core which changes
+        are new costs a walk of the document's whole history, the price of
+        the message itself again; this costs a few set operations. Only for
+        messages without orphans or document chunks.
+        """
+        if self.orphans or self.documents:
+            return False
+        expected = set(before)
+        for info in self.accepted.values():
+            expected.difference_update(info.deps)
+            expected.add(info.hash)
+        return sorted(expected) == heads
+
+
+#: The core deflates an uncompressed change chunk of this many bytes or more
+#: (automerge's DEFLATE_MIN_SIZE, measured on the chunk's data, which is
+#: shorter than the chunk) before it keeps it; a shorter one, or one that
+#: came deflated, it keeps, and saves, byte for byte.
+_STORED_AS_SENT = 256
 
 
 def _chunks(entry: bytes) -> list[bytes]:
@@ -511,6 +561,10 @@ def admit(guard: DocumentGuard, message: SyncMessage, limits: Limits) -> Admissi
             if reason:
                 raise Rejected(reason)
             pending.add(info)
+            if chunk[8] == CHUNK_COMPRESSED or len(chunk) < _STORED_AS_SENT:
+                admission.chunks[info.hash] = chunk
+            else:
+                admission.chunks[info.hash] = deflate_change(chunk)
     admission.accepted = pending.infos
     return admission
 

@@ -47,6 +47,8 @@ class SyncMessage:
         need: hashes the sender asks for.
         changes: the change entries, each one or more concatenated chunks.
         capabilities: the capability codes the sender listed, if any.
+        last_sync: the hashes of the first "have" summary (what the sender
+            believes both sides hold), None without summaries.
     """
 
     version: int
@@ -54,6 +56,7 @@ class SyncMessage:
     need: tuple[bytes, ...]
     changes: tuple[bytes, ...]
     capabilities: tuple[int, ...] | None
+    last_sync: tuple[bytes, ...] | None = None
 
     @property
     def has_changes(self) -> bool:
@@ -110,8 +113,11 @@ def _read(data: bytes) -> SyncMessage:
     count, pos = read_uleb(data, pos)
     if count > len(data):
         raise SyncMessageRejected("sync message claims more summaries than it holds")
+    last_sync = None
     for _ in range(count):
-        _, pos = _hashes(data, pos, "last-sync hashes")
+        hashes, pos = _hashes(data, pos, "last-sync hashes")
+        if last_sync is None:
+            last_sync = hashes
         length, pos = read_uleb(data, pos)
         if pos + length > len(data):
             raise SyncMessageRejected("sync message ends inside a Bloom filter")
@@ -136,7 +142,7 @@ def _read(data: bytes) -> SyncMessage:
         if pos + count > len(data):
             raise SyncMessageRejected("sync message ends inside its capabilities")
         capabilities = tuple(data[pos : pos + count])
-    return SyncMessage(data[0], heads, need, tuple(changes), capabilities)
+    return SyncMessage(data[0], heads, need, tuple(changes), capabilities, last_sync)
 
 
 def sync_message_of(changes: list[bytes]) -> bytes:

@@ -852,7 +852,8 @@ class SyncRuntime:
 
     def _propagate(self, doc_ids: set[DocumentId]) -> None:
         """A round of sync messages for ``doc_ids`` (the throttle says when)."""
-        self._apply(self._require_hub().propagate(doc_ids))
+        hub = self._require_hub()
+        self._apply(hub.propagate(doc_ids, hold=self._throttle.busy()))
 
     async def _probe(self, holder: ConnectionId, newcomer: ConnectionId) -> None:
         link = self._links.get(holder)

@@ -70,6 +70,10 @@ __all__ = [
     "SyncThrottle",
 ]
 
+#: The load (:meth:`SyncThrottle.load`) from which a round holds news back
+#: from peers that have not answered the previous one (:meth:`Hub.propagate`).
+HOLD_LOAD = 0.5
+
 #: Relayed messages per second (messages bringing changes, times the other
 #: peers of their document) below which rounds go out at once: two people
 #: typing in a document open in twenty places make about 500.
@@ -222,6 +226,12 @@ class SyncThrottle:
             self._held = (load, now)
             return load
         return held
+
+    def busy(self) -> bool:
+        """Whether rounds are batched at all now (the load is above the low marks)."""
+        if self.interval <= 0:
+            return False
+        return self._held[0] >= HOLD_LOAD
 
     def delay(
         self, doc_id: DocumentId, peers: int, now: float, load: Callable[[], float] | None = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import zlib
 
 import automerge.core as am
 import pytest
@@ -10,6 +11,7 @@ from hostile import body, chunk, edit_of, mutate, op_columns, reseal, sample_doc
 
 from autosync_jupyter.crdt.binding import is_panic
 from autosync_jupyter.crdt.changes import read_change
+from autosync_jupyter.crdt.columns import read_uleb
 from autosync_jupyter.crdt.guard import DocumentGuard, Limits, Pending, Rejected, admit
 from autosync_jupyter.crdt.sync_message import read_sync_message
 
@@ -156,3 +158,54 @@ def test_changes_made_locally_are_seen_by_catch_up() -> None:
     assert not all(guard.knows(h) for h in doc.get_heads())
     guard.catch_up()
     assert all(guard.knows(h) for h in doc.get_heads())
+
+
+def _message_of(doc: am.Document, since: list[bytes]) -> bytes:
+    return sync_message([c.bytes for c in doc.get_changes(since)])
+
+
+def _two_edits_on_a_fork(
+    first: tuple[str, object], second: tuple[str, object]
+) -> tuple[am.Document, list[bytes], am.Document]:
+    """The sample document, its heads, and a fork with two more changes (key, value) each."""
+    doc = sample_document()
+    other = doc.fork()
+    for key, value in (first, second):
+        kind = am.ScalarType.Str if isinstance(value, str) else am.ScalarType.Int
+        with other.transaction() as tx:
+            tx.put(am.ROOT, key, kind, value)
+    return doc, doc.get_heads(), other
+
+
+def test_an_admitted_message_says_which_heads_it_leads_to() -> None:
+    """applied_alone: the accepted changes from ``before`` give exactly the core's heads."""
+    doc, before, other = _two_edits_on_a_fork(("fresh", 1), ("fresher", 2))
+    admission = admit(DocumentGuard(doc), read_sync_message(_message_of(other, before)), LIMITS)
+    assert len(admission.accepted) == 2
+    assert admission.applied_alone(before, other.get_heads())
+    # Heads that are not where the accepted changes lead: the core did something else.
+    assert not admission.applied_alone(before, before)
+
+
+def test_an_admission_with_orphans_never_claims_to_know_the_outcome() -> None:
+    doc, before, other = _two_edits_on_a_fork(("fresh", 0), ("fresh", 1))
+    second_only = [other.get_changes(before)[1].bytes]
+    admission = admit(DocumentGuard(doc), read_sync_message(sync_message(second_only)), LIMITS)
+    assert admission.orphans
+    assert not admission.applied_alone(before, other.get_heads())
+
+
+def test_admitted_changes_are_kept_in_the_form_the_core_stores() -> None:
+    """Small changes as sent; a large uncompressed one deflated, hashing the same."""
+    doc, before, other = _two_edits_on_a_fork(("small", 1), ("large", "x" * 600))
+    small, deflated = (c.bytes for c in other.get_changes(before))
+    assert deflated[8] == 2  # the core keeps a large change deflated...
+    length, start = read_uleb(deflated, 9)
+    large = chunk(1, zlib.decompress(deflated[start : start + length], -15))
+    assert read_change(large).hash == read_change(deflated).hash  # ...and may send it inflated
+    admission = admit(DocumentGuard(doc), read_sync_message(sync_message([small, large])), LIMITS)
+    kept = list(admission.chunks.values())
+    assert kept[0] == small
+    assert kept[1][8] == 2 and len(kept[1]) < len(large) // 4
+    rebuilt = am.Document.load(b"".join(c.bytes for c in doc.get_changes([])) + b"".join(kept))
+    assert rebuilt.get_heads() == other.get_heads()

@@ -316,3 +316,16 @@ async def test_a_lightly_loaded_server_relays_edits_without_waiting_the_interval
                     d["n"] = n
                 while (got := await asyncio.wait_for(seen.get(), timeout=10)) != n:
                     assert got is not None and got < n
+
+
+@pytest.mark.parametrize(
+    ("interval", "cpu", "busy"),
+    [(0.1, 0.0, False), (0.1, 1.0, True), (0.0, 1.0, False)],
+    ids=["idle", "loaded", "never-batching"],
+)
+def test_rounds_hold_news_for_slow_peers_only_under_load(
+    interval: float, cpu: float, busy: bool
+) -> None:
+    rig = Rig(interval=interval, cpu=cpu)
+    rig.throttle.load(rig.clock())
+    assert rig.throttle.busy() is busy

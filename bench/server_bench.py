@@ -51,6 +51,7 @@ import contextlib
 import json
 import platform
 import re
+import statistics
 import sys
 import tempfile
 import threading
@@ -232,7 +233,9 @@ async def run_one(
     kind: str, shape: Shape, workdir: Path, args: argparse.Namespace
 ) -> dict[str, Any]:
     """Start one server, run one load against it, stop it; return the measurements."""
-    data_dir = workdir / f"{kind}-{re.sub(r'[^0-9a-z]', '_', shape.label())}-data"
+    # A fresh directory per run: repeated runs (--runs) never see earlier data.
+    prefix = f"{kind}-{re.sub(r'[^0-9a-z]', '_', shape.label())}-data-".replace(":", "_")
+    data_dir = Path(tempfile.mkdtemp(prefix=prefix, dir=workdir))
     if kind == "js":
         server_cm = js_sync_server(data_dir)
     elif kind == "js028":
@@ -366,6 +369,9 @@ def markdown(records: Sequence[dict[str, Any]], labels: dict[str, str]) -> str:
         "loadgen CPU s near the run time means the JS client library, not the server, "
         "was the bottleneck.",
     ]
+    runs = max((len(rec.get("runs", ())) for rec in records), default=0)
+    if runs > 1:
+        notes.append(f"each figure is the median of {runs} runs, the servers taking turns.")
     return "\n".join(rows + notes)
 
 
@@ -408,6 +414,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--interval-ms", type=int, default=0, help="pause between a client's rounds"
     )
     parser.add_argument("--timeout", type=float, default=120.0, help="bound per run, seconds")
+    parser.add_argument(
+        "--runs",
+        type=int,
+        default=1,
+        help="run each server on each load this many times, taking turns, and report "
+        "the median of each figure (the saturating loads swing by 15%% run to run)",
+    )
     parser.add_argument("--json", type=Path, help="also write all measurements to this file")
     parser.add_argument(
         "--py-arg",
@@ -473,21 +486,71 @@ async def _run_all(
         for shape in shapes:
             if args.interval_ms:
                 shape = Shape(**{**asdict(shape), "interval_ms": args.interval_ms})
-            for kind in kinds:
-                progress(f"{args.labels[kind]}: {shape.label()} ({shape.total_changes} changes)")
-                record = await run_one(kind, shape, Path(tmp), args)
-                if "failure" in record:
-                    progress(f"  FAILED: {record['failure']}")
-                else:
-                    lg = record["loadgen"]
-                    progress(
-                        f"  {lg['throughput_changes_per_s']} changes/s, wall {lg['wall_s']} s, "
-                        f"server CPU {record['cpu_s']:.2f} s, peak RSS "
-                        f"{record['peak_rss_mib']:.1f} MiB, errors {lg['errors']}, "
-                        f"converged {lg['converged']}"
-                    )
-                records.append(record)
+            runs: dict[str, list[dict[str, Any]]] = {kind: [] for kind in kinds}
+            # Servers take turns run after run, so a slow spell of the
+            # machine falls on all of them alike.
+            for _ in range(max(1, args.runs)):
+                for kind in kinds:
+                    runs[kind].append(await _run_reported(kind, shape, Path(tmp), args, progress))
+            records.extend(median_record(runs[kind]) for kind in kinds)
     return records
+
+
+def median_record(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One record for several runs of a server on a load: each figure's median.
+
+    A failed run makes the whole record that failure; ``runs`` keeps them all.
+    """
+    failed = [run for run in runs if "failure" in run]
+    if len(runs) == 1 or failed:
+        return failed[0] if failed else runs[0]
+
+    def median(values: list[Any]) -> Any:
+        known = sorted(v for v in values if v is not None)
+        return statistics.median(known) if known else None
+
+    record = dict(runs[0], runs=runs)
+    for key in ("cpu_s", "peak_rss_mib", "run_s", "rss_idle_mib"):
+        record[key] = median([run.get(key) for run in runs])
+    loadgens = [run["loadgen"] for run in runs]
+    loadgen = dict(loadgens[0])
+    for key in ("throughput_changes_per_s", "messages_per_change", "loadgen_cpu_s", "wall_s"):
+        loadgen[key] = median([lg.get(key) for lg in loadgens])
+    for latency in ("latency_ms", "ack_latency_ms"):
+        if isinstance(loadgen.get(latency), dict):
+            loadgen[latency] = {
+                **loadgen[latency],
+                **{
+                    key: median([(lg.get(latency) or {}).get(key) for lg in loadgens])
+                    for key in ("p50", "p99")
+                },
+            }
+    loadgen["converged"] = all(lg.get("converged") for lg in loadgens)
+    loadgen["errors"] = sum(int(lg.get("errors", 0)) for lg in loadgens)
+    record["loadgen"] = loadgen
+    return record
+
+
+async def _run_reported(
+    kind: str,
+    shape: Shape,
+    workdir: Path,
+    args: argparse.Namespace,
+    progress: Callable[[str], None],
+) -> dict[str, Any]:
+    progress(f"{args.labels[kind]}: {shape.label()} ({shape.total_changes} changes)")
+    record = await run_one(kind, shape, workdir, args)
+    if "failure" in record:
+        progress(f"  FAILED: {record['failure']}")
+    else:
+        lg = record["loadgen"]
+        progress(
+            f"  {lg['throughput_changes_per_s']} changes/s, wall {lg['wall_s']} s, "
+            f"server CPU {record['cpu_s']:.2f} s, peak RSS "
+            f"{record['peak_rss_mib']:.1f} MiB, errors {lg['errors']}, "
+            f"converged {lg['converged']}"
+        )
+    return record
 
 
 if __name__ == "__main__":

@@ -99,7 +99,10 @@ def deflate_change(chunk: bytes) -> bytes:
     compressor may pick other bytes; either loads).
     """
     length, start = read_uleb(chunk, 9)
-    packer = zlib.compressobj(6, zlib.DEFLATED, -15)
+    # A window no larger than the change: most of zlib's cost on a change of
+    # a few hundred bytes is setting up the default 32 KiB one.
+    window = min(15, max(9, length.bit_length()))
+    packer = zlib.compressobj(6, zlib.DEFLATED, -window, max(1, window - 7))
     body = packer.compress(chunk[start : start + length]) + packer.flush()
     return MAGIC + chunk[4:8] + bytes([CHUNK_COMPRESSED]) + uleb(len(body)) + body
 

@@ -67,6 +67,8 @@ def read_uleb(data: bytes, pos: int) -> tuple[int, int]:
 
     Returns the value and the position after it.
     """
+    if pos < len(data) and data[pos] < 0x80:
+        return data[pos], pos + 1  # one byte: most lengths, counts and deltas
     value = shift = 0
     end = len(data)
     while True:

@@ -467,7 +467,7 @@ class Admission:
         documents: how many saved-document chunks came along (checked
             after the core unpacks them).
         chunks: the bytes to store for each accepted change, by hash: as
-            it came, or deflated as the core deflates a large change.
+            it came, or deflated if it came large and uncompressed.
     """
 
     accepted: dict[bytes, ChangeInfo] = field(default_factory=dict)
@@ -495,11 +495,11 @@ class Admission:
         return sorted(expected) == heads
 
 
-#: The core deflates an uncompressed change chunk of this many bytes or more
-#: (automerge's DEFLATE_MIN_SIZE, measured on the chunk's data, which is
-#: shorter than the chunk) before it keeps it; a shorter one, or one that
-#: came deflated, it keeps, and saves, byte for byte.
-_STORED_AS_SENT = 256
+#: Changes that came uncompressed are stored so below this many bytes, and
+#: deflated (as the core keeps any of 256 bytes or more) from it: a change of
+#: a few hundred bytes is mostly hashes, which deflating hardly shrinks, at
+#: a cost near that of checking it; a compaction rewrites both anyway.
+_DEFLATE_FROM = 1024
 
 
 def _chunks(entry: bytes) -> list[bytes]:
@@ -561,7 +561,7 @@ def admit(guard: DocumentGuard, message: SyncMessage, limits: Limits) -> Admissi
             if reason:
                 raise Rejected(reason)
             pending.add(info)
-            if chunk[8] == CHUNK_COMPRESSED or len(chunk) < _STORED_AS_SENT:
+            if chunk[8] == CHUNK_COMPRESSED or len(chunk) < _DEFLATE_FROM:
                 admission.chunks[info.hash] = chunk
             else:
                 admission.chunks[info.hash] = deflate_change(chunk)

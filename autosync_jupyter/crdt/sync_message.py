@@ -69,7 +69,7 @@ def _hashes(data: bytes, pos: int, what: str) -> tuple[tuple[bytes, ...], int]:
     end = pos + 32 * count
     if end > len(data):
         raise SyncMessageRejected(f"sync message ends inside its {what}")
-    return tuple(data[pos + 32 * i : pos + 32 * (i + 1)] for i in range(count)), end
+    return tuple([data[at : at + 32] for at in range(pos, end, 32)]), end
 
 
 def _check_bloom(bloom: bytes) -> None:

@@ -285,10 +285,12 @@ class SyncThrottle:
                 measured.append(self.load(now))
             return measured[0]
 
-        for doc_id in dirty:
+        # Only documents with no round planned, or whose planned round may
+        # have to go sooner, need a look (set operations: this runs per message).
+        todo = set(dirty - self._due)
+        todo.difference_update(self._timers.keys() - fresh)
+        for doc_id in todo:
             timer = self._timers.get(doc_id)
-            if doc_id in self._due or (timer is not None and doc_id not in fresh):
-                continue
             wait = self.delay(doc_id, hub.peer_count(doc_id), now, load)
             if timer is not None:
                 if timer.when() <= loop.time() + wait:

@@ -102,13 +102,13 @@ def test_checked_changes_are_stored_without_asking_the_core(
         edit(alice.docs[doc_id], v=i)
         alice.sync(doc_id)
     with alice.docs[doc_id].transaction() as tx:
-        tx.put(am.ROOT, "long", am.ScalarType.Str, "y" * 1000)
+        tx.put(am.ROOT, "long", am.ScalarType.Str, "y" * 3000)
     alice.sync(doc_id)
     assert calls == []
     new = b"".join(data for _, data in world.writes[writes_before:])
     assert len(new) < 1000  # the long one stored deflated
     rebuilt = am.Document.load(b"".join(data for _, data in world.writes))
-    assert to_py(rebuilt) == {"v": 3, "long": "y" * 1000}
+    assert to_py(rebuilt) == {"v": 3, "long": "y" * 3000}
     assert to_py(bob.docs[doc_id]) == to_py(rebuilt)
 
 

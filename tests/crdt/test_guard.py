@@ -197,7 +197,7 @@ def test_an_admission_with_orphans_never_claims_to_know_the_outcome() -> None:
 
 def test_admitted_changes_are_kept_in_the_form_the_core_stores() -> None:
     """Small changes as sent; a large uncompressed one deflated, hashing the same."""
-    doc, before, other = _two_edits_on_a_fork(("small", 1), ("large", "x" * 600))
+    doc, before, other = _two_edits_on_a_fork(("small", 1), ("large", "x" * 3000))
     small, deflated = (c.bytes for c in other.get_changes(before))
     assert deflated[8] == 2  # the core keeps a large change deflated...
     length, start = read_uleb(deflated, 9)

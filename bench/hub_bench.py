@@ -59,7 +59,9 @@ def main() -> None:
     parser.add_argument("--docs", type=int, default=20)
     parser.add_argument("--changes", type=int, default=50)
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--profile", action="store_true", help="print the hub's hot spots")
+    parser.add_argument(
+        "--profile", action="store_true", help="print the hot spots (the peers' own core calls too)"
+    )
     args = parser.parse_args()
     rng = random.Random(args.seed)
     hub = Hub(peer_id=PeerId("server"), storage_id="bench")

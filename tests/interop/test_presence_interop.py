@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from jspeer import JSPeer
 from servers import ServerProcess, js_sync_server, py_sync_server
+from waiting import eventually
 
 from autosync_jupyter.runtime.connection import connect
 
@@ -25,14 +26,6 @@ async def server(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
     start = js_sync_server if request.param == "js" else py_sync_server
     async with start(tmp_path / "data") as running:
         yield running
-
-
-async def eventually(check: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.02)
 
 
 async def js_sees(

@@ -8,10 +8,11 @@ widget sends back (``versions``, ``past``, ``presence``, ``status``).
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
-from collections.abc import Callable
 
 import pytest
+from waiting import eventually
 
 from autosync_jupyter.crdt.document import Document
 from autosync_jupyter.errors import AutosyncError
@@ -23,14 +24,7 @@ from autosync_jupyter.runtime.client import fetch
 from autosync_jupyter.runtime.connection import connect
 from autosync_jupyter.runtime.server import SyncServer
 
-
-async def until(condition: Callable[[], object], timeout: float = 5.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.01)
+until = functools.partial(eventually, timeout=5.0)
 
 
 def three_versions() -> Document:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import json
 import shutil
 import subprocess
@@ -16,11 +17,11 @@ import threading
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from waiting import eventually
 
 from autosync_jupyter.auth.oidc import AuthConfig
 from autosync_jupyter.crdt.document import Document
@@ -39,14 +40,7 @@ FIXTURES = Path(__file__).parent.parent / "fixtures"
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
-async def until(condition: Callable[[], object], timeout: float = 5.0) -> None:
-    """Wait until ``condition()`` is true, failing the test after ``timeout`` seconds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.01)
+until = functools.partial(eventually, timeout=5.0)
 
 
 def sent_messages(widget: Any) -> list[dict[str, Any]]:

@@ -18,6 +18,7 @@ from typing import Any
 
 import automerge.core as am
 import pytest
+from waiting import eventually
 from websockets.asyncio.server import ServerConnection, serve
 
 from autosync_jupyter import SyncServer
@@ -66,13 +67,7 @@ async def server() -> AsyncIterator[SyncServer]:
         yield running
 
 
-async def eventually(check: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Wait until ``check()`` holds (test helper; the client itself never polls)."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.01)
+eventually = functools.partial(eventually, timeout=5.0)
 
 
 @asynccontextmanager

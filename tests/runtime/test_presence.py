@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import pytest
+from waiting import eventually
 
 from autosync_jupyter import PeerPresence, Presence, SyncServer, connect
 from autosync_jupyter.ids import PeerId
@@ -230,14 +231,6 @@ async def test_a_reconnect_makes_the_next_beat_a_snapshot() -> None:
 async def server() -> AsyncIterator[SyncServer]:
     async with SyncServer(port=0, data_dir=None) as running:
         yield running
-
-
-async def eventually(check: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.01)
 
 
 def names(peers: Mapping[PeerId, PeerPresence]) -> dict[str, str | None]:

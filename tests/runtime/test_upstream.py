@@ -16,20 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from waiting import eventually
 
 from autosync_jupyter import DocumentUnavailable, SyncServer
 from autosync_jupyter.runtime.client import fetch
 from autosync_jupyter.runtime.connection import connect
 from autosync_jupyter.runtime.upstream import Upstream
-
-
-async def eventually(check: Callable[[], Any], timeout: float = 10.0) -> None:
-    """Wait until ``check()`` is truthy (polling; fails after ``timeout`` seconds)."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not check():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition never held")
-        await asyncio.sleep(0.02)
 
 
 async def eventually_async(check: Callable[[], Any], timeout: float = 10.0) -> None:

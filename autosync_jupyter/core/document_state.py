@@ -67,7 +67,7 @@ import automerge.core as am
 
 from ..crdt.changes import ChangeInfo
 from ..crdt.guard import DocumentGuard
-from ..crdt.sync_message import SyncMessage
+from ..crdt.sync_message import SyncMessage, acknowledgement
 from ..ids import DocumentId
 
 __all__ = [
@@ -201,6 +201,13 @@ class PeerDoc:
     # waiting for it.
     _expects_answer: bool = field(default=False, init=False)
     held: int = field(default=0, init=False)
+    # The peer, owed an answer, said it holds exactly our heads: from then
+    # on the core believes it told the peer so and would never answer. The
+    # next message to the peer does; else :meth:`take_acknowledgement`.
+    owes_ack: bool = field(default=False, init=False)
+    # The version byte of the core's messages to this peer (0x42 until it
+    # writes one: every core reads it).
+    _message_version: int = field(default=0x42, init=False)
 
     @property
     def status(self) -> PeerStatus:
@@ -243,13 +250,36 @@ class PeerDoc:
         self._their_sync = ()
         self._expects_answer = False
         self.held = 0
+        self.owes_ack = False
 
-    def generated(self, heads: list[bytes]) -> None:
-        """The core made a message for the peer; the document's heads were ``heads``."""
+    def generated(self, heads: list[bytes], version: int | None = None) -> None:
+        """The core made a message for the peer; the document's heads were ``heads``.
+
+        ``version``: the message's version byte.
+        """
         self._responded = self._in_flight = True
         self._expects_answer = self._their_heads != heads
         self._sent_heads = heads
         self.held = 0
+        self.owes_ack = False
+        if version is not None:
+            self._message_version = version
+
+    def take_acknowledgement(self, heads: list[bytes]) -> bytes | None:
+        """The acknowledgement owed to the peer, when the core has nothing to send it.
+
+        The message the core would write (:func:`acknowledgement`) had it
+        not been told the peer knows our heads; only while the mirror says
+        the peer holds exactly ``heads`` (the document's) and asks for
+        nothing, else nothing is owed any more. Sending it leaves the core's
+        state as it is: the core already counts these heads as told.
+        """
+        if not self.owes_ack:
+            return None
+        self.owes_ack = False
+        if self._their_heads != heads or self._their_need:
+            return None
+        return acknowledgement(heads, self._message_version)
 
     def heard(self, message: SyncMessage, heads_before: list[bytes]) -> None:
         """The core took ``message`` from the peer; the document's heads were ``heads_before``."""

@@ -1014,11 +1014,13 @@ class Hub:
             return
 
         if pd.owes_reply and _silences_reply(parsed, doc):
-            # Replies are batched, but a message with no changes that
-            # advertises exactly our heads makes the core believe the peer
-            # knows our heads, and it would never answer the message before
-            # it: the peer would wait forever. Answer that one first.
-            self._sync_to(doc, conn.conn_id, pd)
+            # A message with no changes that advertises exactly our heads
+            # makes the core believe the peer knows our heads, and it would
+            # never answer the message before it: the peer would wait
+            # forever. The document's next round answers it, with news if
+            # there is any by then (one message, not two), else with the
+            # acknowledgement the core would have sent.
+            pd.owes_ack = True
         if not self._apply_sync(conn, doc, pd, msg.data, parsed, created=created):
             return
         if doc.doc is None:
@@ -1495,6 +1497,7 @@ class Hub:
         heads = doc.doc.get_heads()
         if pd.surely_silent(heads, doc.guard):
             pd.quiet_version = doc.version
+            self._acknowledge(doc, conn, pd, heads)
             return
         try:
             message = doc.doc.generate_sync_message(pd.sync_state)
@@ -1506,11 +1509,19 @@ class Hub:
             self._fail(conn, f"sync with {doc.doc_id} failed")
             return
         if message is not None:
-            pd.generated(heads)
+            data = message.encode()
+            pd.generated(heads, data[0])
             pd.quiet_version = -1
-            self._send(conn_id, Sync(self.peer_id, conn.peer.peer_id, doc.doc_id, message.encode()))
+            self._send(conn_id, Sync(self.peer_id, conn.peer.peer_id, doc.doc_id, data))
         else:
             pd.quiet_version = doc.version  # nothing more to say: in sync
+            self._acknowledge(doc, conn, pd, heads)
+
+    def _acknowledge(self, doc: Doc, conn: _Connection, pd: PeerDoc, heads: list[bytes]) -> None:
+        """Send the acknowledgement the peer is owed, if any (the core has nothing for it)."""
+        data = pd.take_acknowledgement(heads)
+        if data is not None and conn.peer is not None:
+            self._send(conn.conn_id, Sync(self.peer_id, conn.peer.peer_id, doc.doc_id, data))
 
     def _may_receive(self, peer: PeerInfo, doc: Doc, pd: PeerDoc | None) -> bool:
         decision = self._decide(peer, doc.doc_id)

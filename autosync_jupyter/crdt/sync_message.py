@@ -24,7 +24,13 @@ from typing import Final
 
 from .columns import ColumnError, read_uleb, uleb
 
-__all__ = ["SyncMessage", "SyncMessageRejected", "read_sync_message", "sync_message_of"]
+__all__ = [
+    "SyncMessage",
+    "SyncMessageRejected",
+    "acknowledgement",
+    "read_sync_message",
+    "sync_message_of",
+]
 
 _VERSIONS: Final = (0x42, 0x43)
 # The core writes 10 bits per entry and 7 probes; anything far beyond is an attack.
@@ -159,3 +165,19 @@ def sync_message_of(changes: list[bytes]) -> bytes:
     for change in changes:
         out += uleb(len(change)) + change
     return bytes(out)
+
+
+def acknowledgement(heads: list[bytes], version: int = 0x42) -> bytes:
+    """The core's message to a peer that holds exactly ``heads``, as the core writes it.
+
+    Our heads, nothing needed, one summary saying both sides hold ``heads``
+    and nothing since (an empty Bloom filter), no changes: what the core
+    sends a peer whose changes it just applied, when it has nothing else
+    to send. ``version``: the version byte the core uses with this peer.
+
+    >>> msg = read_sync_message(acknowledgement([bytes(32)]))
+    >>> msg.heads == msg.last_sync == (bytes(32),), msg.need, msg.changes
+    (True, (), ())
+    """
+    hashes = uleb(len(heads)) + b"".join(heads)
+    return bytes([version]) + hashes + b"\x00\x01" + hashes + b"\x00\x00"

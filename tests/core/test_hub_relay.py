@@ -15,7 +15,7 @@ from autosync_jupyter.core.document_state import PeerDoc
 from autosync_jupyter.core.hub import MAX_HELD_ROUNDS, Hub
 from autosync_jupyter.core.protocol import Sync, encode
 from autosync_jupyter.crdt.guard import DocumentGuard
-from autosync_jupyter.crdt.sync_message import read_sync_message
+from autosync_jupyter.crdt.sync_message import acknowledgement, read_sync_message
 from autosync_jupyter.crdt.values import to_py
 
 
@@ -208,3 +208,50 @@ def test_without_holding_every_round_reaches_a_silent_peer() -> None:
     for v in (1, 2, 3):
         alice_edits(hub, alice, doc_id, v)
         assert len(to_bob(hub, bob, hold=False)) == 1
+
+
+# -- an answer owed to a peer that says it holds our heads -----------------------
+
+
+def bob_crosses_news(hub: Hub, alice: Client, bob: Client, doc_id: Any) -> None:
+    """News for bob crosses his own change; his answer to it then names exactly
+    the hub's heads, while the hub still owes him an answer to his change: the
+    answer waits for the document's round (the core alone would never send it)."""
+    alice_edits(hub, alice, doc_id, 1)
+    (news,) = to_bob(hub, bob, hold=False)
+    doc, state = bob.docs[doc_id], bob.states[doc_id]
+    with doc.transaction() as tx:
+        tx.put(am.ROOT, "w", am.ScalarType.Int, 1)
+    change = doc.generate_sync_message(state)
+    assert change is not None
+    hub.receive(bob.conn, encode(Sync(bob.peer_id, hub.peer_id, doc_id, change.encode())))
+    doc.receive_sync_message(state, am.Message.decode(news.data))
+    answer = doc.generate_sync_message(state)
+    assert answer is not None and not read_sync_message(answer.encode()).changes
+    fx = hub.receive(bob.conn, encode(Sync(bob.peer_id, hub.peer_id, doc_id, answer.encode())))
+    assert [m for c, m in fx.send if c == bob.conn] == []
+    assert hub.document(doc_id).get_heads() == doc.get_heads()
+
+
+def test_an_owed_answer_is_the_acknowledgement_the_core_would_write() -> None:
+    hub, alice, bob, doc_id = held_setup()
+    bob_crosses_news(hub, alice, bob, doc_id)
+    (answer,) = to_bob(hub, bob, hold=False)
+    heads = hub.document(doc_id).get_heads()
+    assert answer.data == acknowledgement(heads, answer.data[0])
+    doc, state = bob.docs[doc_id], bob.states[doc_id]
+    doc.receive_sync_message(state, am.Message.decode(answer.data))
+    assert doc.generate_sync_message(state) is None  # bob knows the hub has his change
+    assert to_bob(hub, bob, hold=False) == []  # and nothing more is owed
+
+
+def test_an_owed_answer_rides_with_news_that_came_meanwhile() -> None:
+    hub, alice, bob, doc_id = held_setup()
+    bob_crosses_news(hub, alice, bob, doc_id)
+    alice_edits(hub, alice, doc_id, 2)
+    (answer,) = to_bob(hub, bob, hold=False)  # one message, not an acknowledgement and news
+    assert read_sync_message(answer.data).changes
+    doc, state = bob.docs[doc_id], bob.states[doc_id]
+    doc.receive_sync_message(state, am.Message.decode(answer.data))
+    assert doc.get_heads() == hub.document(doc_id).get_heads()
+    assert to_py(doc) == {"v": 2, "w": 1}

@@ -10,7 +10,11 @@ from hostile import bloom, sync_message
 from hypothesis import given
 from hypothesis import strategies as st
 
-from autosync_jupyter.crdt.sync_message import SyncMessageRejected, read_sync_message
+from autosync_jupyter.crdt.sync_message import (
+    SyncMessageRejected,
+    acknowledgement,
+    read_sync_message,
+)
 
 EMPTY_DOC_SYNC = bytes.fromhex("42000001000000020284")  # §1.2 / §4.1
 
@@ -106,3 +110,42 @@ def test_any_bytes_read_or_raise_rejected(data: bytes) -> None:
     """Arbitrary bytes never raise anything but SyncMessageRejected."""
     with contextlib.suppress(SyncMessageRejected):
         read_sync_message(data)
+
+
+@pytest.mark.parametrize("concurrent", [False, True])
+def test_an_acknowledgement_is_what_the_core_writes(concurrent: bool) -> None:
+    """The acknowledgement built without the core equals the core's own answer to a
+    peer whose changes it just applied (one head, or two concurrent ones), and the
+    peer's core, reading it, has nothing more to say."""
+    server, peer = am.Document(), am.Document()
+    with server.transaction() as tx:
+        tx.put(am.ROOT, "a", am.ScalarType.Int, 1)
+    server_state, peer_state = am.SyncState(), am.SyncState()
+    for _ in range(10):
+        out = server.generate_sync_message(server_state)
+        back = peer.generate_sync_message(peer_state)
+        if out is not None:
+            peer.receive_sync_message(peer_state, out)
+        if back is not None:
+            server.receive_sync_message(server_state, back)
+        if out is None and back is None:
+            break
+    other = am.Document.load(peer.save())
+    other.set_actor(b"other")
+    with peer.transaction() as tx:
+        tx.put(am.ROOT, "b", am.ScalarType.Int, 2)
+    if concurrent:
+        with other.transaction() as tx:
+            tx.put(am.ROOT, "c", am.ScalarType.Int, 3)
+        peer.merge(other)
+    message = peer.generate_sync_message(peer_state)
+    assert message is not None
+    server.receive_sync_message(server_state, message)
+    heads = server.get_heads()
+    assert heads == peer.get_heads() and len(heads) == (2 if concurrent else 1)
+    answer = server.generate_sync_message(server_state)
+    assert answer is not None
+    core = bytes(answer.encode())
+    assert acknowledgement(heads, core[0]) == core
+    peer.receive_sync_message(peer_state, am.Message.decode(acknowledgement(heads, core[0])))
+    assert peer.generate_sync_message(peer_state) is None

@@ -213,7 +213,7 @@ def test_without_holding_every_round_reaches_a_silent_peer() -> None:
 # -- an answer owed to a peer that says it holds our heads -----------------------
 
 
-def bob_crosses_news(hub: Hub, alice: Client, bob: Client, doc_id: Any) -> None:
+def bob_crosses_news(hub: Hub, alice: Client, bob: Client, doc_id: Any) -> Sync:
     """News for bob crosses his own change; his answer to it then names exactly
     the hub's heads, while the hub still owes him an answer to his change: the
     answer waits for the document's round (the core alone would never send it)."""
@@ -231,14 +231,15 @@ def bob_crosses_news(hub: Hub, alice: Client, bob: Client, doc_id: Any) -> None:
     fx = hub.receive(bob.conn, encode(Sync(bob.peer_id, hub.peer_id, doc_id, answer.encode())))
     assert [m for c, m in fx.send if c == bob.conn] == []
     assert hub.document(doc_id).get_heads() == doc.get_heads()
+    return news
 
 
 def test_an_owed_answer_is_the_acknowledgement_the_core_would_write() -> None:
     hub, alice, bob, doc_id = held_setup()
-    bob_crosses_news(hub, alice, bob, doc_id)
+    news = bob_crosses_news(hub, alice, bob, doc_id)
     (answer,) = to_bob(hub, bob, hold=False)
     heads = hub.document(doc_id).get_heads()
-    assert answer.data == acknowledgement(heads, answer.data[0])
+    assert answer.data == acknowledgement(heads, news.data[0])  # the core's version byte
     doc, state = bob.docs[doc_id], bob.states[doc_id]
     doc.receive_sync_message(state, am.Message.decode(answer.data))
     assert doc.generate_sync_message(state) is None  # bob knows the hub has his change

@@ -213,30 +213,41 @@ def test_without_holding_every_round_reaches_a_silent_peer() -> None:
 # -- an answer owed to a peer that says it holds our heads -----------------------
 
 
-def bob_crosses_news(hub: Hub, alice: Client, bob: Client, doc_id: Any) -> Sync:
+def bob_crosses_news() -> tuple[Hub, Client, Client, Any, Sync]:
     """News for bob crosses his own change; his answer to it then names exactly
     the hub's heads, while the hub still owes him an answer to his change: the
-    answer waits for the document's round (the core alone would never send it)."""
-    alice_edits(hub, alice, doc_id, 1)
-    (news,) = to_bob(hub, bob, hold=False)
-    doc, state = bob.docs[doc_id], bob.states[doc_id]
-    with doc.transaction() as tx:
-        tx.put(am.ROOT, "w", am.ScalarType.Int, 1)
-    change = doc.generate_sync_message(state)
-    assert change is not None
-    hub.receive(bob.conn, encode(Sync(bob.peer_id, hub.peer_id, doc_id, change.encode())))
-    doc.receive_sync_message(state, am.Message.decode(news.data))
-    answer = doc.generate_sync_message(state)
-    assert answer is not None and not read_sync_message(answer.encode()).changes
-    fx = hub.receive(bob.conn, encode(Sync(bob.peer_id, hub.peer_id, doc_id, answer.encode())))
-    assert [m for c, m in fx.send if c == bob.conn] == []
-    assert hub.document(doc_id).get_heads() == doc.get_heads()
-    return news
+    answer waits for the document's round (the core alone would never send it).
+
+    Returns the hub, alice, bob, the document and the news. The cores' Bloom
+    filters can hide a change for a round (a false positive, ~1%), which makes
+    another conversation than this one: then it is played again.
+    """
+    for _ in range(20):
+        hub, alice, bob, doc_id = held_setup()
+        alice_edits(hub, alice, doc_id, 1)
+        (news,) = to_bob(hub, bob, hold=False)
+        doc, state = bob.docs[doc_id], bob.states[doc_id]
+        with doc.transaction() as tx:
+            tx.put(am.ROOT, "w", am.ScalarType.Int, 1)
+        change = doc.generate_sync_message(state)
+        assert change is not None
+        hub.receive(bob.conn, encode(Sync(bob.peer_id, hub.peer_id, doc_id, change.encode())))
+        doc.receive_sync_message(state, am.Message.decode(news.data))
+        answer = doc.generate_sync_message(state)
+        assert answer is not None
+        if read_sync_message(answer.encode()).changes:
+            continue  # the change hid from bob's first message
+        data = encode(Sync(bob.peer_id, hub.peer_id, doc_id, answer.encode()))
+        fx = hub.receive(bob.conn, data)
+        if hub.document(doc_id).get_heads() != doc.get_heads():
+            continue
+        assert [m for c, m in fx.send if c == bob.conn] == []
+        return hub, alice, bob, doc_id, news
+    raise AssertionError("the crossing never happened")
 
 
 def test_an_owed_answer_is_the_acknowledgement_the_core_would_write() -> None:
-    hub, alice, bob, doc_id = held_setup()
-    news = bob_crosses_news(hub, alice, bob, doc_id)
+    hub, _alice, bob, doc_id, news = bob_crosses_news()
     (answer,) = to_bob(hub, bob, hold=False)
     heads = hub.document(doc_id).get_heads()
     assert answer.data == acknowledgement(heads, news.data[0])  # the core's version byte
@@ -247,12 +258,20 @@ def test_an_owed_answer_is_the_acknowledgement_the_core_would_write() -> None:
 
 
 def test_an_owed_answer_rides_with_news_that_came_meanwhile() -> None:
-    hub, alice, bob, doc_id = held_setup()
-    bob_crosses_news(hub, alice, bob, doc_id)
+    hub, alice, bob, doc_id, _news = bob_crosses_news()
     alice_edits(hub, alice, doc_id, 2)
     (answer,) = to_bob(hub, bob, hold=False)  # one message, not an acknowledgement and news
-    assert read_sync_message(answer.data).changes
+    heads = hub.document(doc_id).get_heads()
+    assert list(read_sync_message(answer.data).heads) == heads
     doc, state = bob.docs[doc_id], bob.states[doc_id]
     doc.receive_sync_message(state, am.Message.decode(answer.data))
-    assert doc.get_heads() == hub.document(doc_id).get_heads()
+    for _ in range(5):  # (a Bloom filter's false positive costs another round)
+        if doc.get_heads() == heads:
+            break
+        reply = doc.generate_sync_message(state)
+        if reply is not None:
+            data = encode(Sync(bob.peer_id, hub.peer_id, doc_id, reply.encode()))
+            hub.receive(bob.conn, data)
+        for message in to_bob(hub, bob, hold=False):
+            doc.receive_sync_message(state, am.Message.decode(message.data))
     assert to_py(doc) == {"v": 2, "w": 1}

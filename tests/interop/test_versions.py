@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 from jspeer import JS_REPO_VERSIONS, JSPeer, Op, js_check_ids, require_js_release
 from servers import js_sync_server, py_sync_server
+from waiting import eventually
 
 from autosync_jupyter import SyncServer
 from autosync_jupyter.errors import DocumentUnavailable
@@ -145,6 +146,11 @@ async def test_data_directory_of_the_release_is_served_by_autosync_serve(
         await alice.change(doc_id, [Op.set("more", [1, 2]), Op.splice("from", 2, 0, "-text")])
         await alice.wait_synced(doc_id)
         ours = await conn.create({"from": "python"})
+        # The release's server saves on a timer, after it answered: wait until
+        # it has stored both documents (what this test reads) before stopping it.
+        for stored in (doc_id, str(ours.document_id)):
+            folder = data / stored[:2] / stored[2:]
+            await eventually(lambda f=folder: f.is_dir() and any(p.is_file() for p in f.rglob("*")))
     async with py_sync_server(data) as server, JSPeer.start(server.url, version=version) as bob:
         found = await bob.find(doc_id)
         assert found["state"] == "ready" and found["doc"] == {"from": "js-text", "more": [1, 2]}

@@ -863,4 +863,10 @@ class PostgresStore(Store):
         conn, self._conn = self._conn, None
         if conn is not None:
             with contextlib.suppress(Exception):
+                if not conn.broken and not self._read_only:
+                    # The backend releases a session's locks only when it
+                    # has ended, a moment after the client hangs up: a
+                    # store opened right after this one would be refused.
+                    await conn.execute("SELECT pg_advisory_unlock_all()")
+            with contextlib.suppress(Exception):
                 await conn.close()

@@ -177,6 +177,22 @@ async def test_one_writing_store_per_database(postgres_url: str) -> None:
     await second.close()
 
 
+async def test_a_closed_store_frees_the_database_at_once(postgres_url: str) -> None:
+    """A store opened right after another closed is not refused.
+
+    PostgreSQL ends a session's backend (and releases its locks) a moment
+    after the client hangs up; a restart must not meet the lock of the
+    store it replaces (seen in CI: two shared stores closed, the exclusive
+    one opened next was refused).
+    """
+    for _ in range(40):
+        shared = [await opened(postgres_url, shared=True) for _ in range(2)]
+        for store in shared:
+            await store.close()
+        alone = await opened(postgres_url)
+        await alone.close()
+
+
 async def test_compaction_keeps_what_was_appended_meanwhile(postgres_url: str) -> None:
     """Bytes appended and committed while a compaction runs stay; the covered rows go."""
     doc = Doc()

@@ -18,6 +18,7 @@ change in one run.
     python bench/server_bench.py --loads loop,fan1,fan10 --py-tree before=/tmp/before
     python bench/server_bench.py --json bench/results/run.json
     python bench/server_bench.py --shape 10=10x20x20 --shape 100=100x10x2/10
+    python bench/server_bench.py --loads 10,100 --loadgen-workers 2
 
 A shape is CxDxN[/W][@Ims][+loop]: C clients, D documents (created by client
 0, found by all), N changes per writer per document, W writers (default: all
@@ -30,7 +31,10 @@ fan1 = 51x1x100/1@50ms (one writer, 50 viewers) and fan10 = 50x1x50/10@100ms
 clients all writing every document makes every sync message carry ~100
 concurrent heads and saturates the JS client library (one Node process, 2
 cores) long before the server: the run then measures the load generator (and
-the JS server's keep-alive drops its stalled sockets).
+the JS server's keep-alive drops its stalled sockets). Even so, one Node
+thread playing every client keeps its core busy on the 10- and 100-client
+loads (loadgen CPU s near the run's length), and their latency is partly
+its backlog; ``--loadgen-workers K`` spreads the clients over K threads.
 
 Metrics per run: throughput = changes / time until every change reached every
 client and the server acknowledged every client's heads; p50/p99 = change
@@ -201,9 +205,13 @@ class PeakRSS(threading.Thread):
 # -- one run -----------------------------------------------------------------
 
 
-async def run_loadgen(url: str, shape: Shape, timeout_s: float) -> tuple[dict[str, Any], str]:
+async def run_loadgen(
+    url: str, shape: Shape, timeout_s: float, workers: int = 1
+) -> tuple[dict[str, Any], str]:
     """Run loadgen.mjs against ``url``; return its JSON result and its stderr tail."""
     argv = [node_executable(), str(LOADGEN), "--url", url]
+    # A closed loop needs every client in one thread.
+    argv += ["--workers", str(1 if shape.closed_loop else workers)]
     argv += ["--clients", str(shape.clients), "--docs", str(shape.docs)]
     argv += ["--changes", str(shape.changes), "--interval-ms", str(shape.interval_ms)]
     argv += ["--timeout-s", str(timeout_s)]
@@ -256,7 +264,9 @@ async def run_one(
             started = time.monotonic()
             sampler.start()
             try:
-                result, tail = await run_loadgen(server.url, shape, args.timeout)
+                result, tail = await run_loadgen(
+                    server.url, shape, args.timeout, args.loadgen_workers
+                )
             finally:
                 record["cpu_s"] = cpu_seconds(proc) - cpu_before
                 record["peak_rss_mib"] = sampler.stop() / 2**20
@@ -414,6 +424,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--interval-ms", type=int, default=0, help="pause between a client's rounds"
     )
     parser.add_argument("--timeout", type=float, default=120.0, help="bound per run, seconds")
+    parser.add_argument(
+        "--loadgen-workers",
+        type=int,
+        default=1,
+        metavar="K",
+        help="threads of the load generator that host the clients (closed loops use 1): "
+        "one thread saturates its core on the large loads, so their latency is then "
+        "the load generator's backlog",
+    )
     parser.add_argument(
         "--runs",
         type=int,

@@ -862,11 +862,13 @@ class PostgresStore(Store):
     async def _close_connection(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
-            with contextlib.suppress(Exception):
-                if not conn.broken and not self._read_only:
-                    # The backend releases a session's locks only when it
-                    # has ended, a moment after the client hangs up: a
-                    # store opened right after this one would be refused.
-                    await conn.execute("SELECT pg_advisory_unlock_all()")
+            idle = self._psycopg.pq.TransactionStatus.IDLE
+            if not (conn.broken or self._read_only) and conn.info.transaction_status == idle:
+                # The backend releases a session's locks only when it has
+                # ended, a moment after the client hangs up: a store opened
+                # right after this one would be refused. Bounded: a dead
+                # network must not hold up closing.
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(conn.execute("SELECT pg_advisory_unlock_all()"), 2.0)
             with contextlib.suppress(Exception):
                 await conn.close()

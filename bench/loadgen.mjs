@@ -92,7 +92,12 @@ function sameSet(a, b) {
 const round3 = x => Math.round(x * 1000) / 1000
 
 if (isMainThread) await coordinate()
-else await hostClients()
+else
+  await hostClients().catch(err => {
+    // The main thread sees the exit status and fails the run at once.
+    log("failed:", err?.message ?? err)
+    process.exit(1)
+  })
 
 // ---------------------------------------------------------------------------
 // The main thread: start the workers, walk them through the phases, report.

@@ -16,9 +16,9 @@
 // The clients live in --workers K worker threads of this process (client i in
 // thread i % K), so that the JS client library can use more than one core: with
 // one thread, a large load measures that thread's backlog rather than the
-// server. Timestamps are absolute (performance.timeOrigin + performance.now()),
-// one clock for every thread. The main thread only coordinates the phases and
-// adds up the results.
+// server. Timestamps are milliseconds since the main thread started, one clock
+// for every thread. The main thread only coordinates the phases and adds up
+// the results.
 //
 // A run is done when every change reached every client of its document and
 // the server acknowledged every client's final heads (handle.getSyncInfo of

@@ -7,6 +7,7 @@ Every ``import`` of every module counts, those inside functions and under
 from __future__ import annotations
 
 import ast
+import gc
 import graphlib
 from pathlib import Path
 
@@ -43,12 +44,32 @@ def _modules() -> dict[str, Path]:
     return found
 
 
+def _parse(path: Path) -> ast.Module:
+    """``ast.parse``, with the garbage collector held off while it builds the tree.
+
+    CPython 3.11 (3.11.7 here) keeps one recursion count for all the trees
+    it builds (see gh-106905). A collection in the middle of ours can run a
+    finalizer whose report formats a traceback, which parses a line of
+    source for its carets and resets that count: ours then fails with
+    ``SystemError: AST constructor recursion depth mismatch`` (seen once in
+    CI, while a leaked socket was being collected).
+    """
+    source = path.read_text(encoding="utf-8")
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return ast.parse(source)
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def _imports(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
     """The package modules ``name`` imports (dotted, relative to the package)."""
     here = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
     here = [part for part in here if part]
     found = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+    for node in ast.walk(_parse(path)):
         if isinstance(node, ast.ImportFrom):
             if node.level:
                 base = here[: len(here) - (node.level - 1)]
@@ -108,7 +129,7 @@ def test_the_sans_io_core_has_no_io() -> None:
     for name, path in _modules().items():
         if _layer(name) != "core":
             continue
-        tree = ast.parse(path.read_text(encoding="utf-8"))
+        tree = _parse(path)
         imported = {
             alias.name.split(".")[0]
             for node in ast.walk(tree)
@@ -120,3 +141,32 @@ def test_the_sans_io_core_has_no_io() -> None:
             if isinstance(node, ast.ImportFrom) and not node.level
         }
         assert sorted(imported & io_modules) == [], name
+
+
+class _ParsesWhenCollected:
+    """Garbage whose finalizer parses, as a traceback's report does on 3.11."""
+
+    def __init__(self) -> None:
+        self.cycle = self  # only the collector frees it, at a moment of its choosing
+
+    def __del__(self) -> None:
+        def deeper(levels: int) -> object:
+            return deeper(levels - 1) if levels else ast.parse("x = (1 + 2)")
+
+        deeper(20)
+
+
+def test_parsing_survives_a_collection_that_parses() -> None:
+    threshold = gc.get_threshold()
+    gc.collect()  # so that the garbage below is young, and freed by the first collections
+    for _ in range(200):
+        _ParsesWhenCollected()
+    # The next collection comes ~1000 allocations on: past the parser's own,
+    # well inside the ~10,000 nodes of the tree being built.
+    gc.set_threshold(1200, 1, 1)
+    try:
+        tree = _parse(PACKAGE / "core" / "hub.py")
+    finally:
+        gc.set_threshold(*threshold)
+        gc.collect()
+    assert any(isinstance(node, ast.ClassDef) for node in tree.body)
